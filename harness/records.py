@@ -1,0 +1,156 @@
+"""The data that flows through a run: `Case`, `PlannedCall`, `CallRecord`, and `CALL_SCHEMA`.
+
+The record and its parquet schema sit side by side so they cannot drift (a test
+checks that every `CallRecord` field is a `CALL_SCHEMA` column, in order, and that
+the README's table names the same columns). This module holds no logic beyond
+small derivations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+__all__ = ["CALL_SCHEMA", "CallRecord", "Case", "PlannedCall", "record_columns"]
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One dataset row, normalised: `messages` is always Anthropic's message list."""
+
+    id: str
+    messages: tuple[dict[str, Any], ...]
+    system: str | list[dict[str, Any]] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop_sequences: tuple[str, ...] | None = None
+    user_id: str | None = None
+    tags: tuple[str, ...] = ()
+    expected: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    line: int | None = None  # where it came from, for error messages
+
+    def prompt_text(self) -> str:
+        """The text of the last user turn: what a PostHog `prompt` property shows."""
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                content = message.get("content")
+                if isinstance(content, str):
+                    return content
+                return "".join(
+                    block.get("text", "")
+                    for block in content or ()
+                    if isinstance(block, dict) and block.get("type") == "text"
+                )
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCall:
+    """One (case, model, repeat) to run; `offset_s` is the open-loop release time, else None."""
+
+    call_id: str
+    case: Case
+    model: str
+    repeat: int
+    index: int
+    offset_s: float | None = None
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One row of `calls.parquet`: everything measured about one planned call.
+
+    Durations are seconds from monotonic marks; `_at` values are UTC wall times
+    derived from one anchor taken at run start.
+    """
+
+    run_id: str
+    call_id: str
+    case_id: str
+    user_id: str | None
+    repeat: int
+    tags: list[str]
+    model: str
+    model_reported: str | None
+    target: str
+    status: str  # ok | error | cancelled
+    error_kind: str | None
+    error_message: str | None
+    http_status: int | None
+    request_id: str | None
+    attempts: int
+    stop_reason: str | None
+    stream: bool
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    limiter_wait_s: float | None
+    retry_wait_s: float
+    ttft_s: float | None
+    latency_s: float | None
+    latency_from_schedule_s: float | None
+    output_tokens_per_s: float | None
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    input_cost_usd: float
+    output_cost_usd: float
+    cache_cost_usd: float
+    total_cost_usd: float
+    passed: bool | None
+    response_text: str | None
+    event_uuid: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # not stored; hand-off between sinks
+
+
+_TS = pl.Datetime("us", "UTC")
+
+CALL_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "call_id": pl.String(),
+    "case_id": pl.String(),
+    "user_id": pl.String(),
+    "repeat": pl.Int32(),
+    "tags": pl.List(pl.String()),
+    "model": pl.String(),
+    "model_reported": pl.String(),
+    "target": pl.String(),
+    "status": pl.String(),
+    "error_kind": pl.String(),
+    "error_message": pl.String(),
+    "http_status": pl.Int32(),
+    "request_id": pl.String(),
+    "attempts": pl.Int32(),
+    "stop_reason": pl.String(),
+    "stream": pl.Boolean(),
+    "scheduled_at": _TS,
+    "started_at": _TS,
+    "finished_at": _TS,
+    "limiter_wait_s": pl.Float64(),
+    "retry_wait_s": pl.Float64(),
+    "ttft_s": pl.Float64(),
+    "latency_s": pl.Float64(),
+    "latency_from_schedule_s": pl.Float64(),
+    "output_tokens_per_s": pl.Float64(),
+    "input_tokens": pl.Int64(),
+    "output_tokens": pl.Int64(),
+    "cache_creation_input_tokens": pl.Int64(),
+    "cache_read_input_tokens": pl.Int64(),
+    "input_cost_usd": pl.Float64(),
+    "output_cost_usd": pl.Float64(),
+    "cache_cost_usd": pl.Float64(),
+    "total_cost_usd": pl.Float64(),
+    "passed": pl.Boolean(),
+    "response_text": pl.String(),
+    "event_uuid": pl.String(),
+}
+
+
+def record_columns() -> list[str]:
+    """The stored fields of `CallRecord`, in schema order (`extra` is not stored)."""
+    return [f.name for f in fields(CallRecord) if f.name != "extra"]
