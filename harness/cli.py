@@ -1,8 +1,248 @@
-"""Placeholder CLI; replaced by the real typer app."""
+"""The `harness` command: a translator from options to `RunConfig` and one `asyncio.run(...)`.
+
+Every `HarnessError` becomes one clear line (no traceback) and its exit code:
+0 ok, 1 regression (compare), 2 bad input or config, 130 SIGINT, 143 SIGTERM.
+No logic lives here beyond that translation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.console import Console
 
-app = typer.Typer(help="Claude batch replay and load-benchmark harness.")
+from harness.errors import HarnessError
+
+app = typer.Typer(
+    help="Batch replay and load-benchmark harness for Anthropic's Claude models.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals could hold a key
+)
+events_app = typer.Typer(help="PostHog event delivery.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+err = Console(stderr=True)
+out = Console()
+
+
+def _scrub(text: str) -> str:
+    for name in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY"):
+        value = os.environ.get(name)
+        if value and len(value) >= 8:
+            text = text.replace(value, "[secure]")
+    return text
+
+
+def _fail(exc: HarnessError) -> NoReturn:
+    err.print(f"[red]error:[/] {_scrub(str(exc))}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+Opt = typer.Option
+
+
+@app.command()
+def run(
+    dataset: Annotated[Path | None, Opt(help="Dataset file (JSONL, CSV or parquet).")] = None,
+    models: Annotated[str | None, Opt(help="Comma-separated model ids.")] = None,
+    repeats: Annotated[int | None, Opt(help="Times each case runs on each model.")] = None,
+    concurrency: Annotated[int | None, Opt(help="Closed loop: calls in flight.")] = None,
+    rate: Annotated[float | None, Opt(help="Open loop: calls released per second.")] = None,
+    arrival: Annotated[str | None, Opt(help="Open-loop arrivals: poisson or constant.")] = None,
+    max_in_flight: Annotated[int | None, Opt(help="Open loop: cap on calls in flight (waiting is recorded).")] = None,
+    max_calls: Annotated[int | None, Opt(help="Run at most this many planned calls.")] = None,
+    duration: Annotated[float | None, Opt(help="Stop scheduling after this many seconds.")] = None,
+    max_cost: Annotated[float | None, Opt(help="Stop scheduling before spend could exceed this (USD).")] = None,
+    max_retries: Annotated[int | None, Opt(help="Retries on 429/529/5xx/connection errors.")] = None,
+    timeout: Annotated[float | None, Opt(help="Seconds without an answer before an attempt fails.")] = None,
+    grace: Annotated[float | None, Opt(help="Seconds in-flight calls get after a stop.")] = None,
+    target: Annotated[str | None, Opt(help="simulator, anthropic or custom (with --base-url).")] = None,
+    base_url: Annotated[str | None, Opt(help="Any Anthropic-compatible server.")] = None,
+    profile: Annotated[Path | None, Opt(help="TOML profile; flags override it.")] = None,
+    run_id: Annotated[str | None, Opt(help="Run id (default: UTC timestamp + suffix).")] = None,
+    resume: Annotated[str | None, Opt(help="Run id to resume: runs only calls without a row.")] = None,
+    results_dir: Annotated[Path | None, Opt(help="Where run directories go.")] = None,
+    stream: Annotated[bool | None, Opt("--stream/--no-stream", help="Stream responses (default).")] = None,
+    seed: Annotated[int | None, Opt(help="Seed of the plan's interleaving and arrivals.")] = None,
+    skip_invalid: Annotated[bool, Opt(help="Skip invalid dataset rows (listed in the manifest).")] = False,
+    event_name: Annotated[str | None, Opt(help="PostHog event name.")] = None,
+    no_prompt_capture: Annotated[bool, Opt(help="Keep prompt and response text out of events.")] = False,
+    no_store_text: Annotated[bool, Opt(help="Keep response text out of parquet.")] = False,
+    no_posthog: Annotated[bool, Opt(help="Send no PostHog events.")] = False,
+    time_scale: Annotated[float | None, Opt(help="Simulator target: multiply every delay.")] = None,
+    sim_faults: Annotated[str | None, Opt(help="Simulator target: fault rates, e.g. rate_limit=0.02.")] = None,
+    sim_profile: Annotated[Path | None, Opt(help="Simulator target: model profile TOML.")] = None,
+    transport: Annotated[str | None, Opt(help="SDK transport: aiohttp (default) or httpx.")] = None,
+    progress: Annotated[str | None, Opt(help="auto, bar, plain or off.")] = None,
+    no_report: Annotated[bool, Opt(help="Skip the report at the end.")] = False,
+) -> None:
+    """Replay a dataset against Claude models; write parquet, events and a report."""
+    from harness.bench import execute_run, manifest_of
+    from harness.config import build_config
+
+    given: dict[str, Any] = {
+        "dataset": dataset,
+        "models": models,
+        "repeats": repeats,
+        "concurrency": concurrency,
+        "rate": rate,
+        "arrival": arrival,
+        "max_in_flight": max_in_flight,
+        "max_calls": max_calls,
+        "duration_s": duration,
+        "max_cost_usd": max_cost,
+        "max_retries": max_retries,
+        "timeout_s": timeout,
+        "grace_s": grace,
+        "target": target,
+        "base_url": base_url,
+        "profile": profile,
+        "run_id": run_id,
+        "results_dir": results_dir,
+        "stream": stream,
+        "seed": seed,
+        "skip_invalid": skip_invalid or None,
+        "event_name": event_name,
+        "prompt_capture": False if no_prompt_capture else None,
+        "store_text": False if no_store_text else None,
+        "posthog_enabled": False if no_posthog else None,
+        "sim_time_scale": time_scale,
+        "sim_faults": sim_faults,
+        "sim_profile": sim_profile,
+        "transport": transport,
+        "progress": progress,
+        "report": False if no_report else None,
+    }
+    try:
+        if resume:
+            base = Path(results_dir or "results") / resume
+            if not (base / "manifest.json").is_file():
+                raise HarnessError(f"--resume: no run {resume!r} in {base.parent}")
+            saved = manifest_of(base).get("cli", {})
+            given = {**saved, **{k: v for k, v in given.items() if v is not None}, "resume": resume}
+            given["run_id"] = None
+        config = build_config(given)
+        cli_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None}
+        result = asyncio.run(execute_run(config, console=err, cli_args=cli_args))
+    except HarnessError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    d = result.delivery
+    if result.report is not None:
+        out.print(result.report.recommendation_text, highlight=False, soft_wrap=True)
+        out.print(f"report: {result.report.report_html}", highlight=False)
+    out.print(f"run directory: {result.run_dir}", highlight=False)
+    if d.get("enabled", True) and "delivered" in d:
+        out.print(
+            f"posthog: {d['delivered']} of {d.get('handed', 0)} events delivered"
+            f" ({d.get('failed', 0)} failed, {d.get('pending', 0)} pending; outbox: events-outbox.jsonl)",
+            highlight=False,
+        )
+
+
+@app.command()
+def report(
+    run_dir: Path,
+    max_p95_s: Annotated[float | None, Opt(help="Latency p95 limit (s).")] = None,
+    max_ttft_p95_s: Annotated[float | None, Opt(help="TTFT p95 limit (s).")] = None,
+    max_error_rate: Annotated[float | None, Opt(help="Error-rate limit (0–1).")] = None,
+    min_pass_rate: Annotated[float | None, Opt(help="Quality pass-rate floor (0–1).")] = None,
+) -> None:
+    """Write summary, comparison, recommendation and charts for a run directory."""
+    from harness.report import Constraints, write_report
+
+    try:
+        if not (run_dir / "calls.parquet").exists() and not (run_dir / "parts").is_dir():
+            raise HarnessError(f"{run_dir}: not a run directory (no calls.parquet)")
+        constraints = Constraints(
+            max_p95_s=max_p95_s,
+            max_ttft_p95_s=max_ttft_p95_s,
+            max_error_rate=max_error_rate,
+            min_pass_rate=min_pass_rate,
+        )
+        result = write_report(run_dir, constraints=constraints)
+    except HarnessError as exc:
+        _fail(exc)
+    out.print(result.recommendation_text, highlight=False, soft_wrap=True)
+    out.print(f"report: {result.report_html}", highlight=False)
+
+
+@app.command()
+def compare(
+    baseline_dir: Path,
+    current_dir: Path,
+    latency_pct: Annotated[float, Opt(help="Latency regression threshold (%).")] = 10.0,
+    error_points: Annotated[float, Opt(help="Error-rate threshold (points).")] = 2.0,
+    cost_pct: Annotated[float, Opt(help="Cost regression threshold (%).")] = 5.0,
+    pass_points: Annotated[float, Opt(help="Pass-rate threshold (points).")] = 3.0,
+) -> None:
+    """Compare two runs for nightly CI: exit 1 on a significant regression."""
+    from harness.report import Thresholds, compare_runs
+
+    try:
+        result = compare_runs(
+            baseline_dir,
+            current_dir,
+            thresholds=Thresholds(
+                latency_pct=latency_pct, error_points=error_points, cost_pct=cost_pct, pass_points=pass_points
+            ),
+        )
+    except HarnessError as exc:
+        _fail(exc)
+    out.print(result.markdown, highlight=False, soft_wrap=True)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def validate(path: Path) -> None:
+    """Check a dataset; print every problem as file:line: field: what is wrong."""
+    from harness.dataset import validate as validate_dataset
+
+    try:
+        problems = validate_dataset(path)
+    except HarnessError as exc:
+        _fail(exc)
+    for problem in problems:
+        out.print(str(problem), highlight=False, markup=False, soft_wrap=True)
+    if problems:
+        err.print(f"{len(problems)} problem(s) in {path}")
+        raise typer.Exit(2)
+    out.print(f"{path}: ok", highlight=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def simulate(ctx: typer.Context) -> None:
+    """Serve the Anthropic-compatible simulator and PostHog capture endpoint (see --help of the simulator)."""
+    from harness.simulator import cli_main
+
+    raise typer.Exit(cli_main(list(ctx.args)))
+
+
+@events_app.command("resend")
+def events_resend(
+    run_dir: Path,
+    host: Annotated[str | None, Opt(help="PostHog host (default: POSTHOG_HOST or PostHog US).")] = None,
+) -> None:
+    """Re-send the events in RUN_DIR/events-outbox.jsonl with their original uuids."""
+    from harness.events import resend_outbox
+
+    key = os.environ.get("POSTHOG_API_KEY", "phc_simulator")
+    target = host or os.environ.get("POSTHOG_HOST") or "https://us.i.posthog.com"
+    try:
+        if not (run_dir / "manifest.json").is_file():
+            raise HarnessError(f"{run_dir}: not a run directory (no manifest.json)")
+        counts = resend_outbox(run_dir, api_key=key, host=target)
+    except HarnessError as exc:
+        _fail(exc)
+    out.print(f"resent {counts}", highlight=False)
+    if counts.get("still_failed"):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -10,8 +250,11 @@ def version() -> None:
     """Print the version."""
     from harness import __version__
 
-    print(__version__)
+    out.print(__version__)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except BrokenPipeError:  # piping into `head` is not an error
+        sys.exit(0)

@@ -1,0 +1,303 @@
+"""The one importer of `anthropic`: one attempt of one call, streamed or not, with monotonic time marks.
+
+Every SDK or transport failure is translated here, at one boundary, into an
+`error_kind` (the table in `ERROR_KINDS`); nothing above this module sees an
+SDK exception. The SDK's own retries are off (`max_retries=0`): the runner owns
+retries, so each attempt is visible and counted.
+
+Streams are read from the SDK's raw streaming response and split into SSE events
+here: the SDK's high-level stream helper costs several times more CPU per token
+(building-blocks, issue #6), and the harness only needs the first delta's time,
+the text, the usage and the stop reason. TTFT is taken at the first content
+delta, never at `message_start`. A stream that ends without `message_stop` or a
+stop reason is a failure even though the SDK would raise nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import httpx2
+import orjson
+
+from harness.records import PlannedCall
+
+__all__ = ["ERROR_KINDS", "Attempt", "ClaudeClient", "request_params"]
+
+DEFAULT_MAX_TOKENS = 1024
+
+# error_kind → (retryable, aborts the run)
+ERROR_KINDS: dict[str, tuple[bool, bool]] = {
+    "rate_limit": (True, False),  # 429
+    "overloaded": (True, False),  # 529
+    "server_error": (True, False),  # 500 and other 5xx
+    "timeout": (True, False),  # no (complete) answer within --timeout
+    "connection": (True, False),  # refused / reset before a response
+    "bad_request": (False, False),  # 400 and other 4xx
+    "authentication": (False, True),  # 401
+    "permission": (False, True),  # 403
+    "not_found": (False, False),  # 404
+    "request_too_large": (False, False),  # 413
+    "stream_error": (False, False),  # an `error` event after the 200
+    "stream_dropped": (False, False),  # connection lost inside the body
+    "stream_truncated": (False, False),  # body ended without message_stop
+    "client_error": (False, False),  # anything else raised by the client
+}
+
+_STATUS_KINDS = {
+    400: "bad_request",
+    401: "authentication",
+    403: "permission",
+    404: "not_found",
+    413: "request_too_large",
+    429: "rate_limit",
+    529: "overloaded",
+}
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one HTTP attempt produced: marks in perf_counter nanoseconds, usage, outcome."""
+
+    sent_ns: int = 0
+    first_token_ns: int | None = None
+    last_byte_ns: int = 0
+    status: int | None = None
+    ok: bool = False
+    error_kind: str | None = None
+    error_message: str | None = None
+    request_id: str | None = None
+    retry_after_s: float | None = None
+    headers: Mapping[str, str] | None = None
+    model_reported: str | None = None
+    stop_reason: str | None = None
+    text: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
+
+    @property
+    def retryable(self) -> bool:
+        return ERROR_KINDS.get(self.error_kind or "", (False, False))[0]
+
+    @property
+    def fatal(self) -> bool:
+        return ERROR_KINDS.get(self.error_kind or "", (False, False))[1]
+
+    def fail(self, kind: str, message: str, status: int | None = None) -> Attempt:
+        self.ok = False
+        self.error_kind = kind
+        self.error_message = message[:500]
+        if status is not None:
+            self.status = status
+        if not self.last_byte_ns:
+            self.last_byte_ns = time.perf_counter_ns()
+        return self
+
+
+def request_params(call: PlannedCall, stream: bool) -> dict[str, Any]:
+    """The Messages API arguments for a planned call (temperature goes through extra_body in SDK 2.14)."""
+    case = call.case
+    params: dict[str, Any] = {
+        "model": call.model,
+        "max_tokens": case.max_tokens or DEFAULT_MAX_TOKENS,
+        "messages": list(case.messages),
+    }
+    if case.system:
+        params["system"] = case.system
+    if case.stop_sequences:
+        params["stop_sequences"] = list(case.stop_sequences)
+    if case.user_id:
+        params["metadata"] = {"user_id": case.user_id}
+    if case.temperature is not None:
+        params["extra_body"] = {"temperature": case.temperature}
+    if stream:
+        params["stream"] = True
+    return params
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def _apply_usage(a: Attempt, usage: Mapping[str, Any] | None) -> None:
+    if not usage:
+        return
+    a.input_tokens = int(usage.get("input_tokens") or a.input_tokens or 0)
+    a.output_tokens = int(usage.get("output_tokens") or a.output_tokens or 0)
+    a.cache_creation_input_tokens = int(
+        usage.get("cache_creation_input_tokens") or a.cache_creation_input_tokens or 0
+    )
+    a.cache_read_input_tokens = int(usage.get("cache_read_input_tokens") or a.cache_read_input_tokens or 0)
+    creation = usage.get("cache_creation")
+    if isinstance(creation, Mapping):
+        a.cache_creation_1h_input_tokens = int(creation.get("ephemeral_1h_input_tokens") or 0)
+
+
+class ClaudeClient:
+    """An `AsyncAnthropic` client with retries off, used one attempt at a time."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None,
+        timeout_s: float,
+        transport: str = "aiohttp",
+        tag_requests: bool = False,
+        max_connections: int = 1000,
+    ) -> None:
+        limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        timeout = httpx2.Timeout(timeout_s, connect=min(5.0, timeout_s))
+        http_client: httpx2.AsyncClient
+        if transport == "aiohttp":
+            http_client = anthropic.DefaultAioHttpClient(timeout=timeout, limits=limits)
+        else:
+            http_client = anthropic.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client
+        )
+        self._tag = tag_requests
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def get_model(self, model: str) -> str | None:
+        """Preflight: None when the model exists, else an `error_kind` (not_found, authentication…)."""
+        try:
+            await self._client.models.retrieve(model)
+        except anthropic.APIStatusError as exc:
+            return _STATUS_KINDS.get(exc.status_code, "server_error" if exc.status_code >= 500 else "bad_request")
+        except anthropic.APIConnectionError:
+            return "connection"
+        return None
+
+    async def call(self, call: PlannedCall, *, stream: bool, attempt: int) -> Attempt:
+        """Send one attempt and measure it; never raises for a failed call."""
+        params = request_params(call, stream)
+        if self._tag:
+            params["extra_headers"] = {"x-harness-call-id": call.call_id, "x-harness-attempt": str(attempt)}
+        a = Attempt()
+        a.sent_ns = time.perf_counter_ns()
+        try:
+            async with self._client.messages.with_streaming_response.create(**params) as resp:
+                http = resp.http_response
+                a.status = http.status_code
+                a.headers = http.headers
+                a.request_id = http.headers.get("request-id")
+                if stream:
+                    await self._read_stream(http, a)
+                else:
+                    body = await http.aread()
+                    a.last_byte_ns = time.perf_counter_ns()
+                    self._read_message(body, a)
+        except anthropic.APIStatusError as exc:
+            a.headers = exc.response.headers
+            a.request_id = exc.request_id or a.request_id
+            a.retry_after_s = _retry_after(exc.response.headers)
+            status = exc.status_code
+            kind = _STATUS_KINDS.get(status) or ("server_error" if status >= 500 else "bad_request")
+            a.fail(kind, f"{status} {getattr(exc, 'type', None) or ''}: {_api_message(exc)}", status)
+        except anthropic.APITimeoutError:
+            a.fail("timeout", "no response within the timeout")
+        except anthropic.APIConnectionError as exc:
+            a.fail("connection", f"connection failed: {type(exc.__cause__ or exc).__name__}")
+        except httpx2.TimeoutException:
+            a.fail("timeout", "stream stalled longer than the timeout")
+        except httpx2.TransportError as exc:
+            a.fail("stream_dropped", f"connection lost mid-stream: {type(exc).__name__}")
+        except (anthropic.AnthropicError, ValueError, TypeError) as exc:
+            a.fail("client_error", f"{type(exc).__name__}: {exc}")
+        return a
+
+    @staticmethod
+    def _read_message(body: bytes, a: Attempt) -> None:
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            a.fail("client_error", "response body is not JSON")
+            return
+        a.model_reported = message.get("model")
+        a.stop_reason = message.get("stop_reason")
+        a.text = "".join(b.get("text", "") for b in message.get("content") or () if b.get("type") == "text")
+        _apply_usage(a, message.get("usage"))
+        if a.stop_reason is None:
+            a.fail("stream_truncated", "message has no stop_reason")
+        else:
+            a.ok = True
+
+    @staticmethod
+    async def _read_stream(http: httpx2.Response, a: Attempt) -> None:
+        """Split the SSE body into events; parse only what the record needs."""
+        buffer = b""
+        parts: list[str] = []
+        stopped = False
+        async for chunk in http.aiter_bytes():
+            now = time.perf_counter_ns()
+            buffer += chunk
+            while True:
+                end = buffer.find(b"\n\n")
+                if end < 0:
+                    break
+                raw, buffer = buffer[:end], buffer[end + 2 :]
+                if raw.startswith(b"event: ping") or not raw:
+                    continue
+                data_at = raw.find(b"data: ")
+                if data_at < 0:
+                    continue
+                event = orjson.loads(raw[data_at + 6 :])
+                kind = event.get("type")
+                if kind == "content_block_delta":
+                    delta = event.get("delta") or {}
+                    text = delta.get("text")
+                    if text is not None:
+                        if a.first_token_ns is None:
+                            a.first_token_ns = now
+                        parts.append(text)
+                    elif a.first_token_ns is None:
+                        a.first_token_ns = now
+                elif kind == "message_start":
+                    message = event.get("message") or {}
+                    a.model_reported = message.get("model")
+                    _apply_usage(a, message.get("usage"))
+                elif kind == "message_delta":
+                    a.stop_reason = (event.get("delta") or {}).get("stop_reason")
+                    _apply_usage(a, event.get("usage"))
+                elif kind == "message_stop":
+                    stopped = True
+                elif kind == "error":
+                    error = event.get("error") or {}
+                    a.text = "".join(parts)
+                    a.last_byte_ns = now
+                    a.fail("stream_error", f"{error.get('type')}: {error.get('message')}")
+                    return
+            a.last_byte_ns = now
+        a.text = "".join(parts)
+        if not stopped or a.stop_reason is None:
+            a.fail("stream_truncated", "stream ended without message_stop")
+            return
+        a.ok = True
+
+
+def _api_message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping):
+            return str(error.get("message", ""))[:300]
+    return str(exc.message)[:300]

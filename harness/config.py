@@ -1,0 +1,340 @@
+"""Run configuration: defaults < TOML profile < environment < command line, validated once, then frozen.
+
+Every check names the option (flag or profile key) it refuses, so a bad value is
+reported before any call is sent. Secrets live in `Secret`, which prints
+`[secure]` and never reaches a file, an event or a log line. This module reads
+no file other than the profile.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+
+__all__ = ["ModelSpec", "RunConfig", "Secret", "build_config", "load_profile"]
+
+ARRIVALS = ("closed", "poisson", "constant")
+TARGETS = ("simulator", "anthropic", "custom")
+
+
+class Secret:
+    """A secret string that never prints itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value or ""
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "[secure]" if self._value else "[unset]"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model in the run with its client-side limits (None = unlimited) and rate-limit pool."""
+
+    name: str
+    rpm: float | None = None
+    itpm: float | None = None
+    otpm: float | None = None
+    pool: str | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; built by `build_config`, never mutated afterwards."""
+
+    dataset: Path | None = None
+    models: tuple[ModelSpec, ...] = ()
+    repeats: int = 1
+    concurrency: int = 16
+    rate: float | None = None
+    arrival: str = "closed"
+    max_in_flight: int | None = None
+    max_calls: int | None = None
+    duration_s: float | None = None
+    max_cost_usd: float | None = None
+    max_retries: int = 4
+    timeout_s: float = 120.0
+    grace_s: float = 10.0
+    stream: bool = True
+    seed: int = 42
+    run_id: str | None = None
+    resume: str | None = None
+    results_dir: Path = Path("results")
+    skip_invalid: bool = False
+    target: str = "simulator"
+    base_url: str | None = None
+    api_key: Secret = field(default_factory=lambda: Secret(None))
+    transport: str = "aiohttp"
+    sim_time_scale: float = 1.0
+    sim_profile: Path | None = None
+    sim_faults: str | None = None
+    sim_seed: int = 1234
+    event_name: str = "claude_message_completion"
+    prompt_capture: bool = True
+    store_text: bool = True
+    posthog_key: Secret = field(default_factory=lambda: Secret(None))
+    posthog_host: str | None = None
+    posthog_enabled: bool = True
+    posthog_max_retries: int = 6
+    posthog_flush_timeout_s: float = 10.0
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    select: Mapping[str, float] = field(default_factory=dict)
+    report: bool = True
+    progress: str = "auto"  # auto | bar | plain | off
+    profile_path: Path | None = None
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-able view for the manifest: secrets shown as [secure]/[unset]."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Secret):
+                value = repr(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            elif f.name == "models":
+                value = [
+                    {"name": m.name, "rpm": m.rpm, "itpm": m.itpm, "otpm": m.otpm, "pool": m.pool}
+                    for m in value
+                ]
+            elif isinstance(value, Mapping):
+                value = {k: dict(v) if isinstance(v, Mapping) else v for k, v in value.items()}
+            out[f.name] = value
+        return out
+
+
+def load_profile(path: Path) -> dict[str, Any]:
+    """Read a TOML profile; a malformed file is a ConfigError naming it."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("--profile", f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--profile", f"{path}: malformed TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError("--profile", f"{path}: cannot read: {exc.strerror}") from None
+
+
+_RUN_KEYS = {
+    "dataset": "dataset",
+    "models": "models",
+    "repeats": "repeats",
+    "concurrency": "concurrency",
+    "rate": "rate",
+    "arrival": "arrival",
+    "max_in_flight": "max_in_flight",
+    "max_calls": "max_calls",
+    "duration": "duration_s",
+    "max_cost": "max_cost_usd",
+    "max_retries": "max_retries",
+    "timeout": "timeout_s",
+    "grace": "grace_s",
+    "stream": "stream",
+    "seed": "seed",
+    "results_dir": "results_dir",
+    "skip_invalid": "skip_invalid",
+    "transport": "transport",
+}
+_TARGET_KEYS = {
+    "kind": "target",
+    "base_url": "base_url",
+    "time_scale": "sim_time_scale",
+    "profile": "sim_profile",
+    "faults": "sim_faults",
+    "seed": "sim_seed",
+}
+_POSTHOG_KEYS = {
+    "event_name": "event_name",
+    "prompt_capture": "prompt_capture",
+    "host": "posthog_host",
+    "enabled": "posthog_enabled",
+    "max_retries": "posthog_max_retries",
+    "flush_timeout": "posthog_flush_timeout_s",
+}
+_MODEL_KEYS = {"rpm", "itpm", "otpm", "pool"}
+
+
+def _profile_values(profile: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
+    """Flatten a profile into RunConfig field values; unknown keys are refused by name."""
+    values: dict[str, Any] = {}
+    known_tables = {"run", "target", "posthog", "models", "prices", "select", "store"}
+    for table in profile:
+        if table not in known_tables:
+            raise ConfigError(f"profile [{table}]", f"unknown table; expected one of {sorted(known_tables)}")
+    for table, mapping in (("run", _RUN_KEYS), ("target", _TARGET_KEYS), ("posthog", _POSTHOG_KEYS)):
+        section = profile.get(table, {})
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"profile [{table}]", "must be a table")
+        for key, value in section.items():
+            if key not in mapping:
+                raise ConfigError(f"{table}.{key}", f"unknown key; expected one of {sorted(mapping)}")
+            values[mapping[key]] = value
+    store = profile.get("store", {})
+    for key, value in store.items():
+        if key != "text":
+            raise ConfigError(f"store.{key}", "unknown key; expected 'text'")
+        values["store_text"] = value
+    models_table = profile.get("models", {})
+    if not isinstance(models_table, Mapping):
+        raise ConfigError("profile [models]", "must be a table of model name → limits")
+    limits: dict[str, dict[str, Any]] = {}
+    for name, spec in models_table.items():
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"models.{name}", "must be a table")
+        for key in spec:
+            if key not in _MODEL_KEYS:
+                raise ConfigError(f"models.{name}.{key}", f"unknown key; expected one of {sorted(_MODEL_KEYS)}")
+        limits[name] = dict(spec)
+    values["_model_limits"] = limits
+    if "prices" in profile:
+        values["prices"] = profile["prices"]
+    if "select" in profile:
+        values["select"] = profile["select"]
+    for key in ("dataset", "results_dir", "sim_profile"):
+        if key in values and base is not None and not Path(values[key]).is_absolute():
+            values[key] = base / values[key]
+    return values
+
+
+def _number(option: str, value: Any, *, minimum: float, integer: bool = False, strict: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(option, f"must be a number, got {value!r}")
+    if integer and int(value) != value:
+        raise ConfigError(option, f"must be a whole number, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
+        raise ConfigError(option, f"must be {bound}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _flag(field_name: str) -> str:
+    names = {
+        "duration_s": "--duration",
+        "max_cost_usd": "--max-cost",
+        "timeout_s": "--timeout",
+        "grace_s": "--grace",
+        "sim_time_scale": "--time-scale",
+    }
+    return names.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+def build_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -> RunConfig:
+    """Merge defaults < profile < environment < CLI (None means "not given") and validate."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    profile_path = cli.get("profile")
+    if profile_path:
+        profile_path = Path(profile_path)
+        values.update(_profile_values(load_profile(profile_path), profile_path.parent))
+        values["profile_path"] = profile_path
+    model_limits: dict[str, dict[str, Any]] = values.pop("_model_limits", {})
+
+    if env.get("ANTHROPIC_API_KEY"):
+        values["api_key"] = Secret(env["ANTHROPIC_API_KEY"])
+    if env.get("POSTHOG_API_KEY"):
+        values["posthog_key"] = Secret(env["POSTHOG_API_KEY"])
+    if env.get("POSTHOG_HOST"):
+        values["posthog_host"] = env["POSTHOG_HOST"]
+    if env.get("ANTHROPIC_BASE_URL") and "base_url" not in values:
+        values["base_url"] = env["ANTHROPIC_BASE_URL"]
+
+    for key, value in cli.items():
+        if key == "profile" or value is None:
+            continue
+        values[key] = value
+
+    if "target" not in values:
+        values["target"] = "anthropic" if values.get("api_key") and not values.get("base_url") else "simulator"
+        if values.get("base_url") and values["target"] != "simulator":
+            values["target"] = "custom"
+    models = values.pop("models", None)
+    if isinstance(models, str):
+        models = [m.strip() for m in models.split(",") if m.strip()]
+    if models is not None:
+        if not isinstance(models, list | tuple) or not all(isinstance(m, str) for m in models):
+            raise ConfigError("--models", "must be a comma-separated list of model ids")
+        if len(set(models)) != len(models):
+            raise ConfigError("--models", "lists a model twice")
+        values["models"] = tuple(ModelSpec(name=m, **model_limits.get(m, {})) for m in models)
+    for key in ("dataset", "results_dir", "sim_profile"):
+        if key in values and values[key] is not None:
+            values[key] = Path(values[key])
+    known = {f.name for f in fields(RunConfig)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(_flag(key), "unknown option")
+    try:
+        config = RunConfig(**values)
+    except TypeError as exc:  # pragma: no cover - guarded by the key check above
+        raise ConfigError("config", str(exc)) from None
+    return validate(config)
+
+
+def validate(c: RunConfig) -> RunConfig:
+    """Refuse impossible values by option name; return the config with normalised numbers."""
+    if not c.models:
+        raise ConfigError("--models", "at least one model is required")
+    for m in c.models:
+        for limit in ("rpm", "itpm", "otpm"):
+            value = getattr(m, limit)
+            if value is not None:
+                _number(f"models.{m.name}.{limit}", value, minimum=0, strict=True)
+    updates: dict[str, Any] = {
+        "repeats": _number("--repeats", c.repeats, minimum=1, integer=True),
+        "concurrency": _number("--concurrency", c.concurrency, minimum=1, integer=True),
+        "max_retries": _number("--max-retries", c.max_retries, minimum=0, integer=True),
+        "timeout_s": _number("--timeout", c.timeout_s, minimum=0, strict=True),
+        "grace_s": _number("--grace", c.grace_s, minimum=0),
+        "sim_time_scale": _number("--time-scale", c.sim_time_scale, minimum=0),
+    }
+    if c.rate is not None:
+        updates["rate"] = _number("--rate", c.rate, minimum=0, strict=True)
+    for name, flag in (("max_in_flight", "--max-in-flight"), ("max_calls", "--max-calls")):
+        if getattr(c, name) is not None:
+            updates[name] = _number(flag, getattr(c, name), minimum=1, integer=True)
+    if c.duration_s is not None:
+        updates["duration_s"] = _number("--duration", c.duration_s, minimum=0, strict=True)
+    if c.max_cost_usd is not None:
+        updates["max_cost_usd"] = _number("--max-cost", c.max_cost_usd, minimum=0, strict=True)
+    if c.arrival not in ARRIVALS:
+        raise ConfigError("--arrival", f"must be one of {', '.join(ARRIVALS[1:])}, got {c.arrival!r}")
+    arrival = c.arrival
+    if c.rate is not None and arrival == "closed":
+        arrival = "poisson"
+    if c.rate is None and arrival != "closed":
+        raise ConfigError("--arrival", f"{arrival} arrivals need --rate")
+    updates["arrival"] = arrival
+    if c.target not in TARGETS:
+        raise ConfigError("--target", f"must be one of {', '.join(TARGETS)}, got {c.target!r}")
+    if c.target == "anthropic" and not c.api_key:
+        raise ConfigError("--target", "anthropic needs ANTHROPIC_API_KEY in the environment")
+    if c.target == "custom" and not c.base_url:
+        raise ConfigError("--base-url", "a custom target needs --base-url")
+    if c.transport not in ("aiohttp", "httpx"):
+        raise ConfigError("--transport", f"must be aiohttp or httpx, got {c.transport!r}")
+    if c.progress not in ("auto", "bar", "plain", "off"):
+        raise ConfigError("--progress", f"must be auto, bar, plain or off, got {c.progress!r}")
+    if not isinstance(c.prices, Mapping):
+        raise ConfigError("prices", "must be a table of model → {input, output} dollars per token")
+    return replace(c, **updates)

@@ -1,0 +1,416 @@
+"""The async engine: schedules planned calls, paces them through the limiter, retries, and emits one record each.
+
+Closed loop (`concurrency` workers, each sending the next call when the last one
+returns) or open loop (calls released at their planned offsets whether or not
+earlier ones returned, optionally capped by `max_in_flight`). A failed call is a
+record with `status="error"`, never an exception that ends the run; only
+run-level problems stop it (a 401/403, a storage failure, a signal), and then
+in-flight calls finish within the grace period or are recorded as `cancelled`.
+
+The runner owns the `Sink` protocol; it knows nothing of parquet, PostHog or
+polars. Time marks come from `perf_counter_ns`; wall times are derived from one
+anchor taken at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from harness.client import Attempt
+from harness.errors import HarnessError, StorageError, TargetError
+from harness.quality import check
+from harness.records import CallRecord, PlannedCall, event_uuid
+
+__all__ = ["LoopLagMonitor", "RunOutcome", "Runner", "RunnerSettings", "Sink"]
+
+
+class Sink(Protocol):
+    """Where finished records go; `write` runs on the loop and must be cheap."""
+
+    def write(self, record: CallRecord) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CallClient(Protocol):
+    async def call(self, call: PlannedCall, *, stream: bool, attempt: int) -> Attempt: ...
+
+
+class PoolLimiterLike(Protocol):
+    async def acquire(self, input_tokens: int, max_tokens: int) -> float: ...
+
+    def settle(self, input_estimate: int, input_actual: int, max_tokens: int, output_actual: int) -> None: ...
+
+    def observe_headers(self, headers: Any) -> None: ...
+
+    def on_rate_limited(self, retry_after_s: float | None, message: str | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    run_id: str
+    target: str
+    stream: bool = True
+    concurrency: int = 16
+    rate: float | None = None
+    arrival: str = "closed"
+    max_in_flight: int | None = None
+    max_retries: int = 4
+    duration_s: float | None = None
+    max_cost_usd: float | None = None
+    grace_s: float = 10.0
+    store_text: bool = True
+    seed: int = 0
+
+
+@dataclass
+class RunOutcome:
+    """How the run ended, for the manifest and the exit code."""
+
+    planned: int = 0
+    finished: int = 0
+    cancelled: int = 0
+    not_started: int = 0
+    stopped_by: str | None = None  # None | budget | duration | signal | abort | storage
+    spent_usd: float = 0.0
+    loop_lag: dict[str, float] = field(default_factory=dict)
+    release_lateness: dict[str, float] = field(default_factory=dict)
+    error: HarnessError | None = None
+
+
+class LoopLagMonitor:
+    """Samples how late the event loop wakes a 10 ms timer: a lagging loop distorts every measurement."""
+
+    def __init__(self, interval_s: float = 0.01, max_samples: int = 50_000) -> None:
+        self.interval_s = interval_s
+        self.samples: list[float] = []
+        self._max = max_samples
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + self.interval_s
+            await asyncio.sleep(self.interval_s)
+            self.samples.append(max(0.0, loop.time() - expected))
+            if len(self.samples) >= self._max:
+                self.samples = self.samples[::2]
+
+    async def stop(self) -> dict[str, float]:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        return summarize_ms(self.samples)
+
+
+def summarize_ms(values: Sequence[float]) -> dict[str, float]:
+    """p50/p99/max of a list of seconds, in milliseconds."""
+    if not values:
+        return {"samples": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def pct(q: float) -> float:
+        pos = q * (n - 1)
+        lo = int(pos)
+        hi = min(lo + 1, n - 1)
+        return (ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)) * 1000
+
+    return {"samples": n, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": ordered[-1] * 1000}
+
+
+class Runner:
+    """Runs a plan to completion (or to a stop) and hands every finished call to the sinks."""
+
+    def __init__(
+        self,
+        settings: RunnerSettings,
+        client: CallClient,
+        limiter_for: Callable[[str], PoolLimiterLike],
+        estimate_input: Callable[[PlannedCall], int],
+        max_tokens_of: Callable[[PlannedCall], int],
+        pricer: Any,
+        sinks: Sequence[Sink],
+    ) -> None:
+        self.s = settings
+        self.client = client
+        self.limiter_for = limiter_for
+        self.estimate_input = estimate_input
+        self.max_tokens_of = max_tokens_of
+        self.pricer = pricer
+        self.sinks = list(sinks)
+        self.outcome = RunOutcome()
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight_worst = 0.0
+        self._rng = random.Random(settings.seed)
+        self._anchor_ns = time.perf_counter_ns()
+        self._anchor_wall = datetime.now(UTC)
+        self._lateness: list[float] = []
+
+    # -- public control --------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        """Stop scheduling new calls; in-flight calls get the grace period."""
+        if self.outcome.stopped_by is None:
+            self.outcome.stopped_by = reason
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self, plan: Sequence[PlannedCall]) -> RunOutcome:
+        self.outcome.planned = len(plan)
+        monitor = LoopLagMonitor()
+        monitor.start()
+        deadline = None
+        if self.s.duration_s is not None:
+            deadline = asyncio.get_running_loop().call_later(self.s.duration_s, self.request_stop, "duration")
+        try:
+            if self.s.arrival == "closed":
+                await self._closed_loop(iter(plan))
+            else:
+                await self._open_loop(plan)
+            await self._drain()
+        finally:
+            if deadline:
+                deadline.cancel()
+            self.outcome.loop_lag = await monitor.stop()
+            self.outcome.release_lateness = summarize_ms(self._lateness)
+        self.outcome.not_started = (
+            self.outcome.planned - self.outcome.finished - self.outcome.cancelled
+        )
+        return self.outcome
+
+    # -- scheduling ------------------------------------------------------------------
+    async def _closed_loop(self, calls: Iterator[PlannedCall]) -> None:
+        async def worker() -> None:
+            for call in calls:
+                if self.stopping:
+                    return
+                await self._execute(call, time.perf_counter_ns())
+
+        for _ in range(self.s.concurrency):
+            self._spawn(worker())
+        await self._wait_tasks_or_stop()
+
+    async def _open_loop(self, plan: Sequence[PlannedCall]) -> None:
+        loop = asyncio.get_running_loop()
+        cap = asyncio.Semaphore(self.s.max_in_flight) if self.s.max_in_flight else None
+        start_ns = time.perf_counter_ns()
+        start_loop = loop.time()
+        for call in plan:
+            offset = call.offset_s or 0.0
+            delay = start_loop + offset - loop.time()
+            if delay > 0.5:  # long gaps: wake early on a stop request
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            elif delay > 0:
+                await asyncio.sleep(delay)
+            if self.stopping:
+                break
+            self._lateness.append(max(0.0, loop.time() - start_loop - offset))
+            scheduled_ns = start_ns + int(offset * 1e9)
+            if cap is not None:
+                await cap.acquire()
+            self._spawn(self._execute(call, scheduled_ns, cap))
+        await self._wait_tasks_or_stop()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wait_tasks_or_stop(self) -> None:
+        while self._tasks and not self.stopping:
+            stop_wait = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({*self._tasks, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+
+    async def _drain(self) -> None:
+        """After a stop: give in-flight calls the grace period, then cancel (they record `cancelled`)."""
+        if not self._tasks:
+            return
+        grace = 0.0 if self.outcome.stopped_by in ("abort", "storage") else self.s.grace_s
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- one call --------------------------------------------------------------------
+    async def _execute(
+        self, call: PlannedCall, scheduled_ns: int, cap: asyncio.Semaphore | None = None
+    ) -> None:
+        limiter = self.limiter_for(call.model)
+        est_input = self.estimate_input(call)
+        max_tokens = self.max_tokens_of(call)
+        worst = self.pricer.worst_case_usd(call.model, est_input, max_tokens)
+        state = _CallState(scheduled_ns=scheduled_ns)
+        try:
+            # In open loop the release loop already waited on the cap: that wait counts from the schedule.
+            await limiter.acquire(est_input, max_tokens)
+            state.admitted_ns = time.perf_counter_ns()
+            if self._over_budget(worst):
+                self.request_stop("budget")
+                return
+            self._inflight_worst += worst
+            state.reserved = worst
+            await self._attempts(call, limiter, est_input, max_tokens, state)
+            self._emit(self._record(call, state))
+        except asyncio.CancelledError:
+            self._emit(self._record(call, state, cancelled=True))
+            raise
+        finally:
+            self._inflight_worst -= state.reserved
+            state.reserved = 0.0
+            if cap is not None:
+                cap.release()
+
+    def _over_budget(self, worst: float) -> bool:
+        limit = self.s.max_cost_usd
+        return limit is not None and self.outcome.spent_usd + self._inflight_worst + worst > limit
+
+    async def _attempts(
+        self, call: PlannedCall, limiter: PoolLimiterLike, est_input: int, max_tokens: int, state: _CallState
+    ) -> None:
+        for number in range(self.s.max_retries + 1):
+            state.attempts = number + 1
+            attempt = await self.client.call(call, stream=self.s.stream, attempt=number)
+            state.last = attempt
+            if state.first_sent_ns is None:
+                state.first_sent_ns = attempt.sent_ns
+            if attempt.headers is not None:
+                limiter.observe_headers(attempt.headers)
+            if attempt.ok or attempt.status == 200:
+                limiter.settle(est_input, attempt.input_tokens, max_tokens, attempt.output_tokens)
+            if attempt.ok:
+                return
+            if attempt.fatal:
+                self.outcome.error = TargetError(
+                    f"the API refused the key ({attempt.status} {attempt.error_kind}) on {call.model}; "
+                    "check ANTHROPIC_API_KEY and the workspace's permissions"
+                )
+                self.request_stop("abort")
+                return
+            if not attempt.retryable or number == self.s.max_retries or self.stopping:
+                return
+            if attempt.error_kind == "rate_limit":
+                limiter.on_rate_limited(attempt.retry_after_s, attempt.error_message)
+            wait = attempt.retry_after_s
+            if wait is None or wait <= 0:
+                wait = min(0.5 * 2**number, 8.0) * self._rng.uniform(0.75, 1.0)
+            began = time.perf_counter_ns()
+            await asyncio.sleep(wait)
+            await limiter.acquire(est_input, max_tokens)
+            state.retry_wait_ns += time.perf_counter_ns() - began
+
+    def _wall(self, ns: int | None) -> datetime | None:
+        if ns is None:
+            return None
+        return self._anchor_wall + timedelta(microseconds=(ns - self._anchor_ns) / 1000)
+
+    def _record(self, call: PlannedCall, st: _CallState, *, cancelled: bool = False) -> CallRecord:
+        a = st.last
+        case = call.case
+        s = 1e-9
+        usage = (0, 0, 0, 0, 0) if a is None else (
+            a.input_tokens,
+            a.output_tokens,
+            a.cache_creation_input_tokens,
+            a.cache_read_input_tokens,
+            a.cache_creation_1h_input_tokens,
+        )
+        costs = self.pricer.cost(call.model, *usage)
+        if cancelled:
+            status = "cancelled"
+        elif a is not None and a.ok:
+            status = "ok"
+        else:
+            status = "error"
+        ok = status == "ok"
+        sent = a.sent_ns if a else None
+        last = a.last_byte_ns if a and a.last_byte_ns else None
+        first = a.first_token_ns if a else None
+        text = a.text if a else None
+        tps = None
+        if ok and first is not None and last is not None and last > first and a and a.output_tokens:
+            tps = a.output_tokens / ((last - first) * s)
+        record = CallRecord(
+            run_id=self.s.run_id,
+            call_id=call.call_id,
+            case_id=case.id,
+            user_id=case.user_id,
+            repeat=call.repeat,
+            tags=list(case.tags),
+            model=call.model,
+            model_reported=a.model_reported if a else None,
+            target=self.s.target,
+            status=status,
+            error_kind=("cancelled" if cancelled else (a.error_kind if a else None)) if not ok else None,
+            error_message=None if ok or a is None else a.error_message,
+            http_status=a.status if a else None,
+            request_id=a.request_id if a else None,
+            attempts=st.attempts,
+            stop_reason=a.stop_reason if a else None,
+            stream=self.s.stream,
+            scheduled_at=self._wall(st.scheduled_ns),
+            started_at=self._wall(st.first_sent_ns),
+            finished_at=self._wall(last),
+            limiter_wait_s=(st.admitted_ns - st.scheduled_ns) * s if st.admitted_ns else None,
+            retry_wait_s=st.retry_wait_ns * s,
+            ttft_s=(first - sent) * s if first is not None and sent is not None else None,
+            latency_s=(last - sent) * s if last is not None and sent is not None and not cancelled else None,
+            latency_from_schedule_s=(last - st.scheduled_ns) * s if last is not None and not cancelled else None,
+            output_tokens_per_s=tps,
+            input_tokens=usage[0],
+            output_tokens=usage[1],
+            cache_creation_input_tokens=usage[2],
+            cache_read_input_tokens=usage[3],
+            input_cost_usd=costs.input_usd,
+            output_cost_usd=costs.output_usd,
+            cache_cost_usd=costs.cache_usd,
+            total_cost_usd=costs.total_usd,
+            passed=check(case.expected, text) if ok else (False if case.expected else None),
+            response_text=text if self.s.store_text else None,
+            event_uuid=event_uuid(self.s.run_id, call.call_id),
+            extra={"prompt": case.prompt_text(), "response_text": text},
+        )
+        return record
+
+    def _emit(self, record: CallRecord) -> None:
+        if record.status == "cancelled":
+            self.outcome.cancelled += 1
+        else:
+            self.outcome.finished += 1
+        self.outcome.spent_usd += record.total_cost_usd
+        for sink in self.sinks:
+            try:
+                sink.write(record)
+            except StorageError as exc:
+                self.outcome.error = exc
+                self.request_stop("storage")
+            except OSError as exc:
+                self.outcome.error = StorageError(f"cannot write results: {exc.strerror or exc}")
+                self.request_stop("storage")
+
+
+@dataclass(slots=True)
+class _CallState:
+    scheduled_ns: int
+    admitted_ns: int | None = None
+    attempts: int = 0
+    retry_wait_ns: int = 0
+    reserved: float = 0.0
+    last: Attempt | None = None
+    first_sent_ns: int | None = None

@@ -1,0 +1,99 @@
+"""Start the project's simulator as a separate process on a free loopback port, and stop it.
+
+A separate process (not an in-process server) so the simulator's CPU never
+shares the harness's event loop and cannot distort what the harness measures.
+The child gets its own session (a Ctrl-C meant for the harness does not kill it
+mid-grace-period) and dies with its parent (PR_SET_PDEATHSIG) so a `kill -9` of
+the harness leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from harness.errors import TargetError
+
+__all__ = ["SimulatorProcess"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class SimulatorProcess:
+    """`python -m harness.simulator --port 0 …`; `url` is known once it printed its listening line."""
+
+    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+        self.proc = proc
+        self.url = url
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        time_scale: float = 1.0,
+        seed: int = 1234,
+        profile: Path | None = None,
+        faults: str | None = None,
+        posthog_only: bool = False,
+        startup_timeout_s: float = 20.0,
+    ) -> SimulatorProcess:
+        args = [sys.executable, "-m", "harness.simulator", "--host", "127.0.0.1", "--port", "0"]
+        args += ["--time-scale", repr(time_scale), "--seed", str(seed)]
+        if profile:
+            args += ["--profile", str(profile)]
+        if faults:
+            args += ["--faults", faults]
+        if posthog_only:
+            args += ["--posthog-only"]
+        env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""))
+        reader.daemon = True
+        reader.start()
+        reader.join(startup_timeout_s)
+        first = line[0].strip() if line else ""
+        if "http://" not in first:
+            proc.kill()
+            raise TargetError(
+                f"the simulator did not start (said {first!r}); try `harness simulate` to see why"
+            )
+        url = first[first.index("http://") :].split()[0]
+        return cls(proc, url)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> SimulatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
