@@ -118,10 +118,12 @@ async def execute_run(cfg: RunConfig, *, console: Console | None = None, cli_arg
         posthog_host = cfg.posthog_host
         if not posthog_key:
             # Offline: the events go to the simulator's capture endpoint (our own, or a capture-only one).
-            if sim is None and cfg.posthog_enabled:
-                capture = SimulatorProcess.start(posthog_only=True)
             posthog_key = "phc_simulator"
-            posthog_host = (sim or capture).url if (sim or capture) else None
+            if not posthog_host and sim is not None:
+                posthog_host = sim.url
+            elif not posthog_host and cfg.posthog_enabled:
+                capture = SimulatorProcess.start(posthog_only=True)
+                posthog_host = capture.url
         posthog_host = posthog_host or POSTHOG_DEFAULT_HOST
 
         client = ClaudeClient(
@@ -133,7 +135,7 @@ async def execute_run(cfg: RunConfig, *, console: Console | None = None, cli_arg
             max_connections=max(100, cfg.concurrency, cfg.max_in_flight or 0),
         )
         try:
-            await _preflight(client, cfg.model_names)
+            await _preflight(client, cfg.model_names, warm=min(64, cfg.max_in_flight or cfg.concurrency))
             store, plan = _open_store(cfg, run_id, loaded, prices, plan, base_url, cli_args)
             result = await _run(cfg, store, plan, client, prices, base_url or ANTHROPIC_URL, posthog_key, posthog_host, console)
         finally:
@@ -146,10 +148,16 @@ async def execute_run(cfg: RunConfig, *, console: Console | None = None, cli_arg
     return result
 
 
-async def _preflight(client: ClaudeClient, models: tuple[str, ...]) -> None:
-    """Unknown model or bad key: refuse before the first call."""
-    for model in models:
-        problem = await client.get_model(model)
+async def _preflight(client: ClaudeClient, models: tuple[str, ...], warm: int = 1) -> None:
+    """Unknown model or bad key: refuse before the first call.
+
+    The checks run `warm` at a time (free `GET /v1/models/{id}` requests), which also opens
+    the keep-alive connections the first calls will use, so connection set-up is not
+    measured as the first calls' latency.
+    """
+    checks = [models[i % len(models)] for i in range(max(warm, len(models)))]
+    problems = await asyncio.gather(*(client.get_model(m) for m in checks))
+    for model, problem in zip(checks, problems, strict=True):
         if problem is None:
             continue
         if problem == "not_found":
@@ -275,6 +283,10 @@ async def _run(
     )
     caught: list[str] = []
     loop = asyncio.get_running_loop()
+    # The PostHog client's threads share the GIL with the event loop: a short switch interval
+    # bounds how long they can hold the loop back (and so distort time marks) to ~0.5 ms.
+    previous_switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
 
     def on_signal(name: str) -> None:
         if caught:  # a second signal: stop waiting for in-flight calls
@@ -288,6 +300,7 @@ async def _run(
     try:
         outcome = await runner.run(plan)
     finally:
+        sys.setswitchinterval(previous_switch)
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)

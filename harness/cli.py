@@ -190,7 +190,7 @@ def compare(
             baseline_dir,
             current_dir,
             thresholds=Thresholds(
-                latency_pct=latency_pct, error_points=error_points, cost_pct=cost_pct, pass_points=pass_points
+                latency_pct=latency_pct, error_rate_points=error_points, cost_pct=cost_pct, pass_rate_points=pass_points
             ),
         )
     except HarnessError as exc:

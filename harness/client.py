@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,20 @@ class Attempt:
         return self
 
 
+_current_attempt: ContextVar[Attempt | None] = ContextVar("current_attempt", default=None)
+
+
+async def _stamp_sent(request: httpx2.Request) -> None:
+    """httpx request hook: the moment the request leaves the SDK is the attempt's `sent` mark.
+
+    Taken here rather than before `create()` so the SDK's own request building
+    (parameter transforms, headers) is not counted as the model's latency.
+    """
+    attempt = _current_attempt.get()
+    if attempt is not None:
+        attempt.sent_ns = time.perf_counter_ns()
+
+
 def request_params(call: PlannedCall, stream: bool) -> dict[str, Any]:
     """The Messages API arguments for a planned call (temperature goes through extra_body in SDK 2.14)."""
     case = call.case
@@ -164,11 +179,12 @@ class ClaudeClient:
     ) -> None:
         limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         timeout = httpx2.Timeout(timeout_s, connect=min(5.0, timeout_s))
+        hooks = {"request": [_stamp_sent]}
         http_client: httpx2.AsyncClient
         if transport == "aiohttp":
-            http_client = anthropic.DefaultAioHttpClient(timeout=timeout, limits=limits)
+            http_client = anthropic.DefaultAioHttpClient(timeout=timeout, limits=limits, event_hooks=hooks)
         else:
-            http_client = anthropic.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
+            http_client = anthropic.DefaultAsyncHttpxClient(timeout=timeout, limits=limits, event_hooks=hooks)
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client
         )
@@ -193,7 +209,8 @@ class ClaudeClient:
         if self._tag:
             params["extra_headers"] = {"x-harness-call-id": call.call_id, "x-harness-attempt": str(attempt)}
         a = Attempt()
-        a.sent_ns = time.perf_counter_ns()
+        a.sent_ns = time.perf_counter_ns()  # replaced by the request hook when the request leaves
+        token = _current_attempt.set(a)
         try:
             async with self._client.messages.with_streaming_response.create(**params) as resp:
                 http = resp.http_response
@@ -223,6 +240,8 @@ class ClaudeClient:
             a.fail("stream_dropped", f"connection lost mid-stream: {type(exc).__name__}")
         except (anthropic.AnthropicError, ValueError, TypeError) as exc:
             a.fail("client_error", f"{type(exc).__name__}: {exc}")
+        finally:
+            _current_attempt.reset(token)
         return a
 
     @staticmethod

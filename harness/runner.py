@@ -44,7 +44,7 @@ class CallClient(Protocol):
 
 
 class PoolLimiterLike(Protocol):
-    async def acquire(self, input_tokens: int, max_tokens: int) -> float: ...
+    async def acquire(self, input_tokens: int, max_tokens: int, *, front: bool = False) -> float: ...
 
     def settle(self, input_estimate: int, input_actual: int, max_tokens: int, output_actual: int) -> None: ...
 
@@ -292,8 +292,13 @@ class Runner:
                 state.first_sent_ns = attempt.sent_ns
             if attempt.headers is not None:
                 limiter.observe_headers(attempt.headers)
-            if attempt.ok or attempt.status == 200:
-                limiter.settle(est_input, attempt.input_tokens, max_tokens, attempt.output_tokens)
+            # ITPM counts uncached input plus cache writes; a failed attempt that produced nothing is refunded.
+            limiter.settle(
+                est_input,
+                attempt.input_tokens + attempt.cache_creation_input_tokens,
+                max_tokens,
+                attempt.output_tokens,
+            )
             if attempt.ok:
                 return
             if attempt.fatal:
@@ -312,7 +317,7 @@ class Runner:
                 wait = min(0.5 * 2**number, 8.0) * self._rng.uniform(0.75, 1.0)
             began = time.perf_counter_ns()
             await asyncio.sleep(wait)
-            await limiter.acquire(est_input, max_tokens)
+            await limiter.acquire(est_input, max_tokens, front=True)
             state.retry_wait_ns += time.perf_counter_ns() - began
 
     def _wall(self, ns: int | None) -> datetime | None:

@@ -15,6 +15,7 @@ from scipy import stats
 from harness.bench import execute_run
 from harness.config import build_config
 from harness.records import CALL_SCHEMA
+from harness.simulator.profiles import DEFAULT_PROFILE_PATH
 from tests.simproc import start_simulator
 
 MODELS = "claude-haiku-4-5,claude-sonnet-4-6,claude-opus-4-8"
@@ -177,11 +178,9 @@ def test_retries_recover_from_transient_faults(tmp_path):
 
 def test_client_limits_equal_to_server_limits_avoid_429(tmp_path):
     profile = tmp_path / "sim.toml"
-    profile.write_text(
-        Path(__file__).parent.joinpath("data", "sim_low_limits.toml").read_text()
-        if Path(__file__).parent.joinpath("data", "sim_low_limits.toml").exists()
-        else ""
-    )
+    shipped = DEFAULT_PROFILE_PATH.read_text()
+    assert "[defaults.limits]\nrpm = 50000\n" in shipped
+    profile.write_text(shipped.replace("[defaults.limits]\nrpm = 50000\n", "[defaults.limits]\nrpm = 600\n"))
     proc = start_simulator("--time-scale", "0.01", "--seed", "2", "--profile", str(profile))
     try:
         dataset = write_dataset(tmp_path / "d.jsonl", 100, max_tokens=20)

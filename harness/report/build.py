@@ -1,0 +1,122 @@
+"""`write_report(run_dir)`: calls → summary, comparison, recommendation → files in the run directory.
+
+The composition of the report package: it reads, calls the pure pieces in order and
+writes summary.parquet, comparison.parquet, the chart PNGs, report.md and report.html.
+Must not call the API.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from harness.errors import StorageError
+from harness.report.charts import render_charts
+from harness.report.compare_models import compare_models
+from harness.report.insights import posthog_insights_from_calls
+from harness.report.load import load_calls, read_manifest
+from harness.report.prepared import prepare
+from harness.report.recommend import Constraints, recommend
+from harness.report.render_html import render_html
+from harness.report.render_md import render_markdown
+from harness.report.summary import summarize
+from harness.report.tables import build_tables
+
+__all__ = ["ReportResult", "write_report"]
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    recommendation_text: str
+    recommended_model: str | None
+    report_md: Path
+    report_html: Path
+    summary: pl.DataFrame
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _facts(manifest: dict[str, Any], prep_calls: pl.DataFrame, summary: pl.DataFrame) -> list[str]:
+    facts = []
+    ds = manifest.get("dataset")
+    if isinstance(ds, dict):
+        name = ds.get("path") or ds.get("name")
+        sha = ds.get("sha256")
+        facts.append(f"Dataset: {name}" + (f" (sha256 {str(sha)[:12]}…)" if sha else ""))
+    elif isinstance(ds, str):
+        facts.append(f"Dataset: {ds}")
+    n = prep_calls.height
+    ok = int(summary.get_column("ok").sum() or 0) if summary.height else 0
+    facts.append(f"Calls: {n:,} ({ok:,} successful) across {summary.height} model(s)")
+    if n:
+        start = prep_calls.get_column("started_at").min()
+        end = prep_calls.get_column("finished_at").max()
+        if start is not None and end is not None:
+            facts.append(f"Window: {start!s} → {end!s} (UTC)")
+    if manifest.get("target"):
+        facts.append(
+            f"Target: {manifest['target'] if isinstance(manifest['target'], str) else 'see manifest'}"
+        )
+    small = [
+        r["model"] for r in summary.iter_rows(named=True) if r["latency_n"] and not r["latency_p99_ci_ok"]
+    ]
+    if small:
+        facts.append(
+            f"Too few successful calls for a bounded p99 on {', '.join(small)} "
+            "(needs ≥ 368 per model): read p95 and max instead."
+        )
+    return facts
+
+
+def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed: int = 0) -> ReportResult:
+    """Write the report files into `run_dir` and return the recommendation and the summary."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    prep = prepare(load_calls(run_dir), manifest)
+    summary = summarize(prep, seed=seed)
+    comparison = compare_models(prep, seed=seed)
+    rec = recommend(summary, constraints)
+    insights = posthog_insights_from_calls(prep.calls)
+    charts = render_charts(prep, summary, rec.pareto)
+    tables = build_tables(summary, comparison, insights)
+    run_id: object = manifest.get("run_id") or (
+        prep.calls.get_column("run_id")[0] if prep.calls.height else run_dir.name
+    )
+    title = f"Model selection report — run {run_id!s}"
+    facts = _facts(manifest, prep.calls, summary)
+    if constraints is not None and not constraints.is_empty():
+        facts.insert(
+            0, f"Constraints: {constraints.describe()} (met when the 95 % interval's worse end meets them)"
+        )
+    try:
+        summary.write_parquet(run_dir / "summary.parquet")
+        comparison.write_parquet(run_dir / "comparison.parquet")
+        for file, _name, png in charts:
+            _atomic_write(run_dir / file, png)
+        md = render_markdown(
+            title=title,
+            recommendation=rec.text,
+            facts=facts,
+            tables=tables,
+            charts=[(f, n) for f, n, _ in charts],
+        )
+        html = render_html(title=title, recommendation=rec.text, facts=facts, tables=tables, charts=charts)
+        _atomic_write(run_dir / "report.md", md.encode())
+        _atomic_write(run_dir / "report.html", html.encode())
+    except OSError as exc:
+        raise StorageError(f"{run_dir}: cannot write the report ({exc.strerror or exc})") from exc
+    return ReportResult(
+        recommendation_text=rec.text,
+        recommended_model=rec.model,
+        report_md=run_dir / "report.md",
+        report_html=run_dir / "report.html",
+        summary=summary,
+    )

@@ -1,0 +1,165 @@
+"""The report's charts as PNG bytes (matplotlib, Agg backend), drawn from a bounded subsample.
+
+Each function returns (file name, PNG bytes); the caller writes them beside report.md
+and embeds them in report.html. Must not compute the report's statistics (it only
+plots) or touch the network.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from harness.report.prepared import Prepared
+
+__all__ = ["CHART_POINTS", "render_charts"]
+
+CHART_POINTS = 5_000  # per model: enough for a smooth CDF, bounded at any run size
+Chart = tuple[str, str, bytes]  # file name, title, PNG
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, pil_kwargs={"compress_level": 3})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _thin(values: np.ndarray) -> np.ndarray:
+    """Evenly spaced order statistics of a sorted array: the CDF's shape, bounded size."""
+    if len(values) <= CHART_POINTS:
+        return values
+    return values[np.linspace(0, len(values) - 1, CHART_POINTS).astype(np.int64)]
+
+
+def _empty(ax: Axes, what: str) -> None:
+    ax.text(0.5, 0.5, f"no {what} to plot", ha="center", va="center", transform=ax.transAxes)
+
+
+def latency_cdf(prep: Prepared) -> Chart:
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    drawn = False
+    for model in prep.models:
+        v = _thin(prep.values(model, "latency_s"))
+        if len(v):
+            ax.plot(v, np.linspace(0, 1, len(v)), label=model, drawstyle="steps-post")
+            drawn = True
+    if drawn:
+        ax.set_xscale("log")
+        ax.legend()
+    else:
+        _empty(ax, "successful calls")
+    ax.set(xlabel="latency (s, log scale)", ylabel="fraction of calls ≤ x", title="Latency CDF per model")
+    ax.grid(alpha=0.3)
+    return "latency_cdf.png", "Latency CDF per model", _png(fig)
+
+
+def ttft_distribution(prep: Prepared) -> Chart:
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    series = {m: _thin(prep.values(m, "ttft_s")) for m in prep.models}
+    series = {m: v for m, v in series.items() if len(v)}
+    if series:
+        hi = max(float(np.quantile(v, 0.99)) for v in series.values())
+        lo = min(float(v[0]) for v in series.values())
+        bins = np.linspace(lo, hi if hi > lo else lo + 1e-3, 60)
+        for model, v in series.items():
+            ax.hist(v, bins=bins.tolist(), histtype="step", density=True, label=model, linewidth=1.5)
+        ax.legend()
+    else:
+        _empty(ax, "time-to-first-token measurements (streaming off?)")
+    ax.set(xlabel="TTFT (s), up to the p99", ylabel="density", title="Time to first token per model")
+    ax.grid(alpha=0.3)
+    return "ttft_distribution.png", "Time to first token per model", _png(fig)
+
+
+def cost_vs_p95(summary: pl.DataFrame, pareto: list[str]) -> Chart:
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    pts = summary.filter(
+        pl.col("cost_per_1k_calls_usd").is_not_null() & pl.col("latency_p95_s").is_not_null()
+    )
+    if pts.height:
+        for r in pts.iter_rows(named=True):  # one point per model
+            on = r["model"] in pareto
+            ax.scatter(
+                r["latency_p95_s"],
+                r["cost_per_1k_calls_usd"],
+                s=90 if on else 50,
+                marker="*" if on else "o",
+                label=r["model"] + (" (Pareto)" if on else ""),
+            )
+            ax.annotate(r["model"], (r["latency_p95_s"], r["cost_per_1k_calls_usd"]), fontsize=8)
+        front = pts.filter(pl.col("model").is_in(pareto)).sort("latency_p95_s")
+        if front.height > 1:
+            ax.plot(
+                front["latency_p95_s"], front["cost_per_1k_calls_usd"], "k--", alpha=0.5, label="Pareto front"
+            )
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, "successful calls")
+    ax.set(xlabel="p95 latency (s)", ylabel="cost per 1,000 calls (USD)", title="Cost vs p95 latency")
+    ax.grid(alpha=0.3)
+    return "cost_vs_p95.png", "Cost per 1,000 calls vs p95 latency (Pareto set starred)", _png(fig)
+
+
+def latency_over_time(prep: Prepared) -> Chart:
+    """p95 per time bin per model: spikes show as peaks shared across models (service) or not."""
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    ok = prep.calls.lazy().filter((pl.col("status") == "ok") & pl.col("started_at").is_not_null())
+    span = ok.select(
+        (pl.col("started_at").max() - pl.col("started_at").min()).dt.total_microseconds()
+    ).collect()
+    total_us = span.item() if span.height else None
+    if total_us is not None and total_us >= 0:
+        every = max(1, int(total_us // 60) or 1)
+        binned = (
+            ok.with_columns(pl.col("started_at").dt.truncate(f"{every}us").alias("bin"))
+            .group_by("model", "bin")
+            .agg(pl.col("latency_s").quantile(0.95, interpolation="linear").alias("p95"))
+            .sort("bin")
+            .collect()
+        )
+        for model in prep.models:
+            part = binned.filter(pl.col("model") == model)
+            if part.height:
+                ax.plot(part["bin"].to_list(), part["p95"].to_numpy(), marker=".", label=model)
+        ax.legend()
+        fig.autofmt_xdate()
+    else:
+        _empty(ax, "timed calls")
+    ax.set(xlabel="time (UTC)", ylabel="p95 latency per bin (s)", title="Latency over the run")
+    ax.grid(alpha=0.3)
+    return "latency_over_time.png", "Latency over the run's time (p95 per bin)", _png(fig)
+
+
+def cost_per_user(summary: pl.DataFrame) -> Chart:
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    pts = summary.filter(pl.col("avg_cost_per_user_usd").is_not_null())
+    if pts.height:
+        ax.bar(pts["model"].to_list(), pts["avg_cost_per_user_usd"].to_numpy(), color="tab:blue")
+    else:
+        _empty(ax, "costs")
+    ax.set(ylabel="USD per distinct user", title="Average cost per user (total cost / distinct users)")
+    ax.grid(alpha=0.3, axis="y")
+    return "cost_per_user.png", "Average cost per user per model", _png(fig)
+
+
+def render_charts(prep: Prepared, summary: pl.DataFrame, pareto: list[str]) -> list[Chart]:
+    """All charts, in the order the report shows them."""
+    makers: list[Callable[[], Chart]] = [
+        lambda: latency_cdf(prep),
+        lambda: ttft_distribution(prep),
+        lambda: cost_vs_p95(summary, pareto),
+        lambda: latency_over_time(prep),
+        lambda: cost_per_user(summary),
+    ]
+    return [make() for make in makers]

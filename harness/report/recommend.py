@@ -1,0 +1,184 @@
+"""The recommendation: the cheapest model that meets the constraints *with confidence*.
+
+"With confidence" means the 95 % interval's pessimistic end meets the limit: the upper
+bound of p95 latency, p95 TTFT and error rate, the lower bound of pass rate. Also the
+cost–latency Pareto set and a plain-English paragraph. Works from the summary table
+alone; must not compute statistics over calls or render files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import polars as pl
+
+from harness.errors import ConfigError
+
+__all__ = ["Constraints", "Recommendation", "pareto_set", "recommend"]
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Limits a model must meet; None means no limit. Latencies in seconds, rates as 0–1."""
+
+    max_p95_s: float | None = None
+    max_ttft_p95_s: float | None = None
+    max_error_rate: float | None = None
+    min_pass_rate: float | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Constraints:
+        """From a profile's [select] table; an unknown key or a bad value names `select.<key>`."""
+        known = {f.name for f in fields(cls)}
+        values: dict[str, float | None] = {}
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(f"select.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+            if value is None:
+                values[key] = None
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"select.{key}", f"must be a number, got {value!r}")
+            if value < 0 or (key.endswith("rate") and value > 1):
+                raise ConfigError(f"select.{key}", f"out of range: {value!r}")
+            values[key] = float(value)
+        return cls(**values)
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_p95_s is not None:
+            parts.append(f"p95 latency ≤ {self.max_p95_s:g} s")
+        if self.max_ttft_p95_s is not None:
+            parts.append(f"p95 TTFT ≤ {self.max_ttft_p95_s:g} s")
+        if self.max_error_rate is not None:
+            parts.append(f"error rate ≤ {self.max_error_rate:.1%}")
+        if self.min_pass_rate is not None:
+            parts.append(f"pass rate ≥ {self.min_pass_rate:.1%}")
+        return ", ".join(parts) if parts else "no constraints"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    model: str | None
+    text: str
+    pareto: list[str]
+    failures: dict[str, list[str]]  # model -> reasons it was not eligible
+
+
+def _check(row: dict[str, Any], c: Constraints) -> list[str]:
+    """Why a model does not meet the constraints with confidence (empty: it does)."""
+    why: list[str] = []
+    if not row["ok"]:
+        return ["no successful calls"]
+    checks = (
+        (c.max_p95_s, "latency_p95", "p95 latency", "s"),
+        (c.max_ttft_p95_s, "ttft_p95", "p95 TTFT", "s"),
+    )
+    for limit, prefix, label, _unit in checks:
+        if limit is None:
+            continue
+        est, hi = row[f"{prefix}_s"], row[f"{prefix}_hi_s"]
+        if est is None:
+            why.append(f"{label}: not measured")
+        elif hi is None:
+            why.append(
+                f"{label}: {est:.3g} s but only {row[prefix.split('_')[0] + '_n']} samples, "
+                f"too few to bound it at 95 % (limit {limit:g} s)"
+            )
+        elif hi > limit:
+            why.append(f"{label}: {est:.3g} s (95 % CI upper bound {hi:.3g} s) > limit {limit:g} s")
+    if c.max_error_rate is not None:
+        rate, hi = row["error_rate"], row["error_rate_hi"]
+        if rate is None or hi is None:
+            why.append("error rate: no completed calls")
+        elif hi > c.max_error_rate:
+            why.append(f"error rate: {rate:.1%} (upper bound {hi:.1%}) > limit {c.max_error_rate:.1%}")
+    if c.min_pass_rate is not None:
+        rate, lo = row["pass_rate"], row["pass_rate_lo"]
+        if rate is None or lo is None:
+            why.append("pass rate: no quality checks (no `expected` in the dataset)")
+        elif lo < c.min_pass_rate:
+            why.append(f"pass rate: {rate:.1%} (lower bound {lo:.1%}) < minimum {c.min_pass_rate:.1%}")
+    return why
+
+
+def pareto_set(summary: pl.DataFrame) -> list[str]:
+    """Models not dominated on (mean cost per call, p95 latency): nothing cheaper *and* faster."""
+    points = [
+        (r["model"], r["mean_cost_per_call_usd"], r["latency_p95_s"])
+        for r in summary.iter_rows(named=True)
+        if r["mean_cost_per_call_usd"] is not None and r["latency_p95_s"] is not None
+    ]
+    keep = []
+    for name, cost, p95 in points:
+        dominated = any(
+            (c2 <= cost and l2 <= p95) and (c2 < cost or l2 < p95) for n2, c2, l2 in points if n2 != name
+        )
+        if not dominated:
+            keep.append(name)
+    return keep
+
+
+def recommend(summary: pl.DataFrame, constraints: Constraints | None = None) -> Recommendation:
+    """Pick the cheapest eligible model (ties: lower p95) and explain the choice in one paragraph."""
+    c = constraints or Constraints()
+    rows = list(summary.iter_rows(named=True))
+    if not rows:
+        return Recommendation(None, "No calls were recorded, so there is nothing to recommend.", [], {})
+    failures = {r["model"]: _check(r, c) for r in rows}
+    eligible = [r for r in rows if not failures[r["model"]]]
+    pareto = pareto_set(summary)
+    if not eligible:
+        lines = "; ".join(f"{m}: {', '.join(w)}" for m, w in failures.items())
+        text = (
+            f"No model meets the constraints ({c.describe()}) with 95 % confidence. "
+            f"Why each model fails — {lines}."
+        )
+        return Recommendation(None, text, pareto, failures)
+    eligible.sort(key=lambda r: (r["mean_cost_per_call_usd"] or 0.0, r["latency_p95_s"] or math.inf))
+    best = eligible[0]
+    name = best["model"]
+    parts = [
+        f"Recommended: {name}. It is the cheapest of the {len(eligible)} model(s) "
+        + (
+            "with successful calls (no constraints given)"
+            if c.is_empty()
+            else f"that meet {c.describe()} with 95 % confidence"
+        )
+        + ", at "
+        f"${best['mean_cost_per_call_usd']:.6f} per call (${best['cost_per_1k_calls_usd']:.4f} per 1,000 calls)"
+    ]
+    if best["latency_p95_s"] is not None:
+        p95 = f"p95 latency {best['latency_p95_s']:.3g} s"
+        if best["latency_p95_hi_s"] is not None:
+            p95 += f" (95 % CI {best['latency_p95_lo_s']:.3g}–{best['latency_p95_hi_s']:.3g} s)"
+        else:
+            p95 += f" (only {best['latency_n']} samples: too few for an interval)"
+        parts.append(p95)
+    if best["error_rate"] is not None:
+        parts.append(f"error rate {best['error_rate']:.1%}")
+    if best["pass_rate"] is not None:
+        parts.append(f"pass rate {best['pass_rate']:.1%}")
+    text = ", ".join(parts) + "."
+    faster = [
+        r for r in eligible[1:] if (r["latency_p95_s"] or math.inf) < (best["latency_p95_s"] or math.inf)
+    ]
+    if faster:
+        f = min(faster, key=lambda r: r["latency_p95_s"])
+        text += (
+            f" If latency matters more than cost, {f['model']} has a lower p95 ({f['latency_p95_s']:.3g} s) "
+            f"at ${f['mean_cost_per_call_usd']:.6f} per call."
+        )
+    text += f" Cost–latency Pareto set: {', '.join(pareto) if pareto else 'none'}."
+    excluded = {m: w for m, w in failures.items() if w}
+    if excluded:
+        text += " Not eligible: " + "; ".join(f"{m} ({', '.join(w)})" for m, w in excluded.items()) + "."
+    if len(rows) == 1:
+        text += " Only one model was run, so this is a check against the constraints, not a comparison."
+    return Recommendation(name, text, pareto, failures)

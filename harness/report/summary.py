@@ -1,0 +1,169 @@
+"""`summary.parquet`: one row per model with point estimates and their 95 % intervals.
+
+Percentiles are polars `quantile(q, interpolation="linear")` (numpy's default), one
+expression per quantile; their intervals come from order statistics, means from a
+seeded bootstrap, rates from Wilson. It must not loop over rows or render anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from harness.report.prepared import METRICS, Prepared
+from harness.report.stats import Resampler, boot_interval, percentile_ci, wilson
+
+__all__ = ["QUANTILES", "summarize"]
+
+QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.50), ("p90", 0.90), ("p95", 0.95), ("p99", 0.99))
+
+
+def _point_estimates(prep: Prepared) -> pl.DataFrame:
+    """Counts, percentiles, means and sums per model: one lazy group_by over all rows."""
+    ok = pl.col("status") == "ok"
+    aggs: list[pl.Expr] = [
+        pl.len().alias("calls"),
+        ok.sum().alias("ok"),
+        (pl.col("status") == "error").sum().alias("errors"),
+        (pl.col("status") == "cancelled").sum().alias("cancelled"),
+    ]
+    for prefix, col in METRICS:
+        x = pl.col(col).filter(ok & pl.col(col).is_not_null() & pl.col(col).is_not_nan())
+        aggs.append(x.count().alias(f"{prefix}_n"))
+        aggs.append(x.mean().alias(f"{prefix}_mean_s"))
+        for name, q in QUANTILES:
+            aggs.append(x.quantile(q, interpolation="linear").alias(f"{prefix}_{name}_s"))
+        aggs.append(x.max().alias(f"{prefix}_max_s"))
+    tps = pl.col("output_tokens_per_s").filter(ok)
+    aggs += [
+        tps.quantile(0.5, interpolation="linear").alias("output_tps_p50"),
+        tps.mean().alias("output_tps_mean"),
+        pl.col("started_at").min().alias("first_started_at"),
+        pl.col("finished_at").max().alias("last_finished_at"),
+        pl.col("input_tokens").sum().alias("input_tokens_sum"),
+        pl.col("input_tokens").filter(ok).mean().alias("input_tokens_mean"),
+        pl.col("output_tokens").sum().alias("output_tokens_sum"),
+        pl.col("output_tokens").filter(ok).mean().alias("output_tokens_mean"),
+        pl.col("total_cost_usd").sum().alias("total_cost_usd"),
+        pl.col("total_cost_usd").filter(ok).mean().alias("mean_cost_per_call_usd"),
+        pl.col("distinct_id").n_unique().alias("distinct_users"),
+        pl.col("input_cost_usd").sum().alias("_input_cost"),
+        pl.col("cache_cost_usd").sum().alias("_cache_cost"),
+        (pl.col("cache_read_input_tokens") + pl.col("cache_creation_input_tokens"))
+        .sum()
+        .alias("_cache_tokens"),
+        pl.col("passed").count().alias("pass_n"),
+        pl.col("passed").sum().alias("passes"),
+    ]
+    return prep.calls.lazy().group_by("model").agg(aggs).collect()
+
+
+def _errors_by_kind(prep: Prepared) -> dict[str, str]:
+    """'kind=count; …' per model, most frequent first."""
+    counts = (
+        prep.calls.lazy()
+        .filter(pl.col("status") == "error")
+        .group_by("model", pl.col("error_kind").fill_null("unknown"))
+        .len()
+        .sort(["model", "len", "error_kind"], descending=[False, True, False])
+        .collect()
+    )
+    out: dict[str, str] = {}
+    for model, kind, n in counts.iter_rows():  # one row per (model, kind): a handful
+        out[model] = (out[model] + "; " if model in out else "") + f"{kind}={n}"
+    return out
+
+
+def summarize(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
+    """The summary table; models with no successful call get nulls, never an exception."""
+    points = {row["model"]: row for row in _point_estimates(prep).iter_rows(named=True)}
+    kinds = _errors_by_kind(prep)
+    boot = Resampler(seed)
+    rows: list[dict[str, Any]] = []
+    for model in prep.models:
+        p = points[model]
+        row: dict[str, Any] = {"model": model}
+        for key in ("calls", "ok", "errors", "cancelled"):
+            row[key] = int(p[key] or 0)
+        row["errors_by_kind"] = kinds.get(model, "")
+        attempted = row["ok"] + row["errors"]
+        row["error_rate"] = row["errors"] / attempted if attempted else None
+        row["error_rate_lo"], row["error_rate_hi"] = wilson(row["errors"], attempted)
+        for prefix, col in METRICS:
+            values = prep.values(model, col)
+            row[f"{prefix}_n"] = int(p[f"{prefix}_n"] or 0)
+            row[f"{prefix}_mean_s"] = p[f"{prefix}_mean_s"]
+            got = boot.bootstrap(values)
+            lo, hi = boot_interval(got[1]) if got else (None, None)
+            row[f"{prefix}_mean_lo_s"], row[f"{prefix}_mean_hi_s"] = lo, hi
+            for name, q in QUANTILES:
+                row[f"{prefix}_{name}_s"] = p[f"{prefix}_{name}_s"]
+                lo, hi = percentile_ci(values, q)
+                row[f"{prefix}_{name}_lo_s"], row[f"{prefix}_{name}_hi_s"] = lo, hi
+                row[f"{prefix}_{name}_ci_ok"] = lo is not None
+            row[f"{prefix}_max_s"] = p[f"{prefix}_max_s"]
+        row["output_tps_p50"] = p["output_tps_p50"]
+        row["output_tps_mean"] = p["output_tps_mean"]
+        first, last = p["first_started_at"], p["last_finished_at"]
+        span = (last - first).total_seconds() if first is not None and last is not None else None
+        row["duration_s"] = span
+        if span is not None and span > 0:
+            row["throughput_calls_per_s"] = row["ok"] / span
+            row["throughput_output_tokens_per_s"] = (p["output_tokens_sum"] or 0) / span
+        else:
+            row["throughput_calls_per_s"] = row["throughput_output_tokens_per_s"] = None
+        for key in ("input_tokens_sum", "input_tokens_mean", "output_tokens_sum", "output_tokens_mean"):
+            row[key] = p[key]
+        total = float(p["total_cost_usd"] or 0.0)
+        row["total_cost_usd"] = total
+        cost = prep.values(model, "total_cost_usd")
+        got = boot.bootstrap(cost)
+        row["mean_cost_per_call_usd"] = p["mean_cost_per_call_usd"]
+        lo, hi = boot_interval(got[1]) if got else (None, None)
+        row["mean_cost_per_call_lo_usd"], row["mean_cost_per_call_hi_usd"] = lo, hi
+        mean_cost = p["mean_cost_per_call_usd"]
+        row["cost_per_1k_calls_usd"] = mean_cost * 1000 if mean_cost is not None else None
+        users = int(p["distinct_users"] or 0)
+        row["distinct_users"] = users
+        row["avg_cost_per_user_usd"] = total / users if users else None
+        row["cache_savings_usd"] = _cache_savings(p)
+        row["pass_n"] = int(p["pass_n"] or 0)
+        passes = int(p["passes"] or 0)
+        row["pass_rate"] = passes / row["pass_n"] if row["pass_n"] else None
+        row["pass_rate_lo"], row["pass_rate_hi"] = wilson(passes, row["pass_n"])
+        rows.append(row)
+    return pl.DataFrame(rows, schema=summary_schema(), strict=False)
+
+
+def _cache_savings(p: dict[str, Any]) -> float:
+    """What the cached tokens would have cost as plain input, minus what they cost."""
+    in_tokens = p["input_tokens_sum"] or 0
+    if not in_tokens:
+        return 0.0
+    price = (p["_input_cost"] or 0.0) / in_tokens
+    return float((p["_cache_tokens"] or 0) * price - (p["_cache_cost"] or 0.0))
+
+
+def summary_schema() -> dict[str, pl.DataType]:
+    """A fixed schema, so an empty or all-failed run still writes the same columns."""
+    f, i, b, s = pl.Float64(), pl.Int64(), pl.Boolean(), pl.String()
+    schema: dict[str, pl.DataType] = {"model": s, "calls": i, "ok": i, "errors": i, "cancelled": i}
+    schema |= {"errors_by_kind": s, "error_rate": f, "error_rate_lo": f, "error_rate_hi": f}
+    for prefix, _ in METRICS:
+        schema[f"{prefix}_n"] = i
+        schema |= {f"{prefix}_mean_s": f, f"{prefix}_mean_lo_s": f, f"{prefix}_mean_hi_s": f}
+        for name, _q in QUANTILES:
+            schema |= {f"{prefix}_{name}_s": f, f"{prefix}_{name}_lo_s": f, f"{prefix}_{name}_hi_s": f}
+            schema[f"{prefix}_{name}_ci_ok"] = b
+        schema[f"{prefix}_max_s"] = f
+    for key in ("output_tps_p50", "output_tps_mean", "duration_s", "throughput_calls_per_s"):
+        schema[key] = f
+    schema["throughput_output_tokens_per_s"] = f
+    schema |= {"input_tokens_sum": i, "input_tokens_mean": f, "output_tokens_sum": i, "output_tokens_mean": f}
+    for key in ("total_cost_usd", "mean_cost_per_call_usd", "mean_cost_per_call_lo_usd"):
+        schema[key] = f
+    schema |= {"mean_cost_per_call_hi_usd": f, "cost_per_1k_calls_usd": f, "distinct_users": i}
+    schema |= {"avg_cost_per_user_usd": f, "cache_savings_usd": f}
+    schema |= {"pass_n": i, "pass_rate": f, "pass_rate_lo": f, "pass_rate_hi": f}
+    return schema

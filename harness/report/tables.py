@@ -1,0 +1,230 @@
+"""The report's tables as plain data (title, header, rows, note), shared by the markdown and HTML renderers.
+
+Its job is wording and number formatting: one table per concern, each estimate with
+its interval. Must not compute statistics or write files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from harness.report.summary import QUANTILES
+
+__all__ = ["Table", "build_tables", "ci", "fmt_s"]
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+
+
+def fmt_s(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
+
+
+def ci(est: float | None, lo: float | None, hi: float | None, fmt: Any = fmt_s) -> str:
+    """'est [lo–hi]', or 'est (n too small for CI)' when the interval is unbounded."""
+    if est is None:
+        return "–"
+    if lo is None or hi is None:
+        return f"{fmt(est)} (no CI: too few)"
+    return f"{fmt(est)} [{fmt(lo)}–{fmt(hi)}]"
+
+
+def _usd(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"${v:.6f}" if abs(v) < 0.01 else f"${v:,.4f}"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1%}"
+
+
+def _latency_table(summary: pl.DataFrame, prefix: str, title: str, note: str) -> Table:
+    names = [name for name, _ in QUANTILES]
+    t = Table(title, ["model", "n", "mean", *names, "max"], note=note)
+    for r in summary.iter_rows(named=True):
+        row = [r["model"], str(r[f"{prefix}_n"])]
+        row.append(ci(r[f"{prefix}_mean_s"], r[f"{prefix}_mean_lo_s"], r[f"{prefix}_mean_hi_s"]))
+        for name in names:
+            key = f"{prefix}_{name}"
+            row.append(ci(r[f"{key}_s"], r[f"{key}_lo_s"], r[f"{key}_hi_s"]))
+        row.append(fmt_s(r[f"{prefix}_max_s"]))
+        t.rows.append(row)
+    return t
+
+
+def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict[str, Any]) -> list[Table]:
+    """Every table of the report, in reading order."""
+    ci_note = (
+        "Percentiles use linear interpolation (numpy's default). [lo–hi] is a 95 % interval: "
+        "distribution-free order statistics for percentiles, a seeded bootstrap for means. "
+        "'no CI: too few' means the run has too few samples to bound that percentile "
+        "(a two-sided interval for p99 needs at least 368)."
+    )
+    tables = [
+        _latency_table(summary, "latency", "Latency (sent → last byte)", ci_note),
+        _latency_table(
+            summary,
+            "sched_latency",
+            "Latency from schedule (intended start → last byte: what a user waits)",
+            "Includes limiter wait and retries; differs from latency when the harness queued calls.",
+        ),
+        _latency_table(summary, "ttft", "Time to first token", "Only streamed calls have a TTFT."),
+    ]
+    thr = Table(
+        "Throughput and tokens",
+        [
+            "model",
+            "calls/s",
+            "output tok/s (run)",
+            "output tok/s per call p50",
+            "input tokens (sum / mean)",
+            "output tokens (sum / mean)",
+        ],
+    )
+    for r in summary.iter_rows(named=True):
+        thr.rows.append(
+            [
+                r["model"],
+                "–" if r["throughput_calls_per_s"] is None else f"{r['throughput_calls_per_s']:.2f}",
+                "–"
+                if r["throughput_output_tokens_per_s"] is None
+                else f"{r['throughput_output_tokens_per_s']:.0f}",
+                "–" if r["output_tps_p50"] is None else f"{r['output_tps_p50']:.0f}",
+                f"{r['input_tokens_sum'] or 0:,} / {r['input_tokens_mean'] or 0:.0f}",
+                f"{r['output_tokens_sum'] or 0:,} / {r['output_tokens_mean'] or 0:.0f}",
+            ]
+        )
+    tables.append(thr)
+    cost = Table(
+        "Cost",
+        ["model", "total", "mean per call", "per 1,000 calls", "distinct users", "per user", "cache savings"],
+        note="Mean per call is over successful calls, with a bootstrap 95 % interval.",
+    )
+    for r in summary.iter_rows(named=True):
+        cost.rows.append(
+            [
+                r["model"],
+                _usd(r["total_cost_usd"]),
+                ci(
+                    r["mean_cost_per_call_usd"],
+                    r["mean_cost_per_call_lo_usd"],
+                    r["mean_cost_per_call_hi_usd"],
+                    _usd,
+                ),
+                _usd(r["cost_per_1k_calls_usd"]),
+                str(r["distinct_users"]),
+                _usd(r["avg_cost_per_user_usd"]),
+                _usd(r["cache_savings_usd"]),
+            ]
+        )
+    tables.append(cost)
+    err = Table(
+        "Errors",
+        ["model", "calls", "ok", "errors", "cancelled", "error rate [95 % Wilson]", "by kind"],
+        note="Error rate = errors / (ok + errors); cancelled calls are not counted against a model.",
+    )
+    for r in summary.iter_rows(named=True):
+        err.rows.append(
+            [
+                r["model"],
+                str(r["calls"]),
+                str(r["ok"]),
+                str(r["errors"]),
+                str(r["cancelled"]),
+                ci(r["error_rate"], r["error_rate_lo"], r["error_rate_hi"], _pct),
+                r["errors_by_kind"] or "–",
+            ]
+        )
+    tables.append(err)
+    quality = Table("Quality", ["model", "checked calls", "pass rate [95 % Wilson]"])
+    for r in summary.iter_rows(named=True):
+        quality.rows.append(
+            [
+                r["model"],
+                str(r["pass_n"]),
+                ci(r["pass_rate"], r["pass_rate_lo"], r["pass_rate_hi"], _pct)
+                if r["pass_n"]
+                else "no quality checks (no `expected` in the dataset)",
+            ]
+        )
+    tables.append(quality)
+    if comparison.height:
+        tables.append(_comparison_table(comparison))
+    ph = Table(
+        "PostHog insights (as the Claude tutorial computes them)",
+        ["model", "total cost", "average response time"],
+        note=(
+            f"Average cost per user (A/B: total cost / distinct users): "
+            f"{_usd(insights.get('avg_cost_per_user'))} over {insights.get('distinct_users', 0)} users."
+        ),
+    )
+    for model, total in insights.get("total_cost_per_model", {}).items():
+        rt = insights["avg_response_time_ms_per_model"].get(model)
+        ph.rows.append([model, _usd(total), "–" if rt is None else f"{rt:.0f} ms"])
+    tables.append(ph)
+    return tables
+
+
+def _ratio(r: dict[str, Any], name: str) -> str:
+    est = r[f"{name}_ratio"]
+    if est is None:
+        return "–"
+    mark = " **sig.**" if r[f"{name}_significant"] else ""
+    return f"×{est:.3f} [{r[f'{name}_ratio_lo']:.3f}–{r[f'{name}_ratio_hi']:.3f}]{mark}"
+
+
+def _diff(r: dict[str, Any], name: str, fmt: Any) -> str:
+    est = r[f"{name}_diff"]
+    if est is None:
+        return "–"
+    mark = " **sig.**" if r[f"{name}_significant"] else ""
+    return f"{fmt(est)} [{fmt(r[f'{name}_diff_lo'])} – {fmt(r[f'{name}_diff_hi'])}]{mark}"
+
+
+def _comparison_table(comparison: pl.DataFrame) -> Table:
+    t = Table(
+        "Model vs model",
+        [
+            "model",
+            "versus",
+            "p50 latency",
+            "p95 latency",
+            "p50 TTFT",
+            "mean cost per call",
+            "pass rate",
+            "paired cases",
+        ],
+        note=(
+            "Ratios are model / versus (×0.8 = 20 % faster); differences are model − versus. "
+            "p50s, cost and pass rate are paired by case where both models ran the same cases "
+            "(bootstrap over cases; Wilcoxon for p50s); p95 is compared as a tail (ratio of p95s, bootstrap). "
+            "**sig.** = Holm-adjusted p < 0.05 and the 95 % interval excludes no difference."
+        ),
+    )
+    signed_usd = lambda v: "–" if v is None else f"{v:+.6f}"  # noqa: E731
+    signed_pts = lambda v: "–" if v is None else f"{v * 100:+.1f} pts"  # noqa: E731
+    for r in comparison.iter_rows(named=True):
+        t.rows.append(
+            [
+                r["model"],
+                r["versus"],
+                _ratio(r, "latency_p50"),
+                _ratio(r, "latency_p95"),
+                _ratio(r, "ttft_p50"),
+                _diff(r, "cost_mean", signed_usd),
+                _diff(r, "pass_rate", signed_pts),
+                str(r["latency_p50_paired_cases"]),
+            ]
+        )
+    return t

@@ -1,0 +1,136 @@
+"""Fault injection settings: which fault, at what rate, for which model; and the draw.
+
+The fault names are a contract with the engine and the reliability tests. This module
+parses `--faults` specs and `POST /_sim/faults` bodies and picks a fault for a request
+from a uniform draw it is given; it must not touch the network or keep a random state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["BEFORE_STREAM", "FAULT_NAMES", "IN_STREAM", "FaultSettings", "parse_fault_spec"]
+
+# Decided before the response starts (an HTTP status, or a silent wait).
+BEFORE_STREAM = ("rate_limit", "overloaded", "api_error", "slow_first_byte")
+# Happen inside a streamed body, after some deltas.
+IN_STREAM = ("midstream_error", "drop", "truncate")
+FAULT_NAMES = BEFORE_STREAM + IN_STREAM
+_NUMERIC = ("retry_after_s", "slow_first_byte_s")
+
+
+def _rate(where: str, value: Any) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {value!r} is not a number") from None
+    if isinstance(value, bool) or not 0.0 <= rate <= 1.0:
+        raise ValueError(f"{where}: rate must be between 0 and 1")
+    return rate
+
+
+def _rates(where: str, rates: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for name, value in rates.items():
+        if name not in FAULT_NAMES:
+            raise ValueError(f"{where}: unknown fault {name!r} (known: {', '.join(FAULT_NAMES)})")
+        out[name] = _rate(f"{where}.{name}", value)
+    if sum(out.values()) > 1.0 + 1e-9:
+        raise ValueError(f"{where}: fault rates add up to more than 1")
+    return out
+
+
+@dataclass
+class FaultSettings:
+    """Fault rates for every model plus per-model replacements (by canonical id)."""
+
+    rates: dict[str, float] = field(default_factory=dict)
+    per_model: dict[str, dict[str, float]] = field(default_factory=dict)
+    retry_after_s: float = 1.0
+    slow_first_byte_s: float = 30.0
+
+    def copy(self) -> FaultSettings:
+        return FaultSettings(
+            dict(self.rates),
+            {m: dict(r) for m, r in self.per_model.items()},
+            self.retry_after_s,
+            self.slow_first_byte_s,
+        )
+
+    def rates_for(self, model: str) -> dict[str, float]:
+        """A model's own rates override the global rate of the same fault."""
+        own = self.per_model.get(model)
+        return {**self.rates, **own} if own else self.rates
+
+    def pick(self, model: str, u: float) -> str | None:
+        """The fault for a request given a uniform draw `u` in [0, 1), or None."""
+        edge = 0.0
+        for name in FAULT_NAMES:
+            edge += self.rates_for(model).get(name, 0.0)
+            if u < edge:
+                return name
+        return None
+
+    def apply_json(self, body: Any, resolve: Any) -> None:
+        """Apply a `POST /_sim/faults` body; `resolve` maps a model name to its id or None."""
+        if not isinstance(body, dict):
+            raise ValueError("body: must be a JSON object")
+        unknown = set(body) - {"rates", "model", *_NUMERIC}
+        if unknown:
+            raise ValueError(f"body: unknown key(s) {', '.join(sorted(unknown))}")
+        for key in _NUMERIC:
+            if key in body:
+                value = body[key]
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ValueError(f"{key}: must be a number >= 0")
+                setattr(self, key, float(value))
+        if "rates" in body:
+            if not isinstance(body["rates"], dict):
+                raise ValueError("rates: must be an object of fault name to probability")
+            rates = _rates("rates", body["rates"])
+            model = body.get("model")
+            if model is None:
+                self.rates = rates
+            else:
+                canonical = resolve(model)
+                if canonical is None:
+                    raise ValueError(f"model: unknown model {model!r}")
+                self.per_model[canonical] = rates
+
+
+def parse_fault_spec(spec: str, settings: FaultSettings, resolve: Any) -> None:
+    """Apply `name=rate[,model:name=rate][,retry_after_s=S][,slow_first_byte_s=S]` to `settings`."""
+    for raw in spec.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--faults: {item!r} is not name=rate")
+        key = key.strip()
+        if key in _NUMERIC:
+            seconds = _rate_free(f"--faults {key}", value)
+            setattr(settings, key, seconds)
+            continue
+        model, colon, name = key.rpartition(":")
+        if not colon:
+            settings.rates.update(_rates("--faults", {name: value}))
+            continue
+        canonical = resolve(model)
+        if canonical is None:
+            raise ValueError(f"--faults: unknown model {model!r}")
+        settings.per_model.setdefault(canonical, {}).update(_rates(f"--faults {model}", {name: value}))
+    _rates("--faults", settings.rates)
+    for model, rates in settings.per_model.items():
+        _rates(f"--faults {model}", settings.rates_for(model) | rates)
+
+
+def _rate_free(where: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{where}: {value!r} is not a number") from None
+    if seconds < 0:
+        raise ValueError(f"{where}: must be >= 0")
+    return seconds

@@ -1,0 +1,455 @@
+"""The Anthropic side: `POST /v1/messages` (streamed or not), count_tokens, and models.
+
+Decides everything about a request at receipt (status, fault, answer, delays), records
+it as ground truth, then paces the reply against absolute deadlines measured from the
+receipt so delays never drift. Survives clients that hang up. This module must not
+import anything of the harness outside `harness.simulator`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from harness.simulator import sse
+from harness.simulator.profiles import ModelProfile
+from harness.simulator.ratelimit import key_id
+from harness.simulator.state import SimState
+from harness.simulator.textgen import content_digest, count_input_tokens, make_answer
+from harness.simulator.timing import draw_timing, request_rng
+from harness.simulator.validate import check_count_tokens, check_messages, model_of
+
+__all__ = ["MAX_BODY_BYTES", "STATE", "routes"]
+
+STATE: web.AppKey[SimState] = web.AppKey("sim_state", SimState)
+MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_RECORDED_GAPS = 4096
+_COALESCE_MAX = 256  # deltas written in one go when several are due at once
+_SPIN_S = 0.0015  # how long before the first token's deadline a stream stops sleeping
+
+_ERROR_MESSAGES = {
+    "rate_limit_error": "Number of requests has exceeded your rate limit. Please try again later.",
+    "overloaded_error": "Overloaded",
+    "api_error": "Internal server error",
+}
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + "01" + secrets.token_hex(11)
+
+
+def _error(status: int, kind: str, message: str, headers: dict[str, str]) -> web.Response:
+    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": headers["request-id"]}
+    return web.Response(
+        status=status, body=orjson.dumps(body), headers=headers, content_type="application/json"
+    )
+
+
+def _api_key(request: web.Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer " and auth[7:].strip():
+        return auth[7:].strip()
+    return None
+
+
+async def _read_json(request: web.Request, headers: dict[str, str]) -> tuple[Any, web.Response | None]:
+    """The parsed body, or the error response (413 above 32 MB, 400 for bad JSON)."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return None, _error(
+            413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", headers
+        )
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return None, _error(
+            413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", headers
+        )
+    if len(raw) > MAX_BODY_BYTES:
+        return None, _error(
+            413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", headers
+        )
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError:
+        return None, _error(400, "invalid_request_error", "body: Input should be valid JSON", headers)
+
+
+def _preamble(
+    request: web.Request, state: SimState, headers: dict[str, str]
+) -> tuple[str | None, web.Response | None]:
+    """Outage, key and version checks shared by the Anthropic endpoints."""
+    if state.outage("anthropic") == "500":
+        return None, _error(500, "api_error", "Internal server error", headers)
+    key = _api_key(request)
+    if key is None:
+        return None, _error(401, "authentication_error", "x-api-key header is required", headers)
+    if not request.headers.get("anthropic-version"):
+        return None, _error(400, "invalid_request_error", "anthropic-version: header is required", headers)
+    return key, None
+
+
+def _int_header(request: web.Request, name: str) -> int | None:
+    try:
+        return int(request.headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+async def create_message(request: web.Request) -> web.StreamResponse:
+    """`POST /v1/messages`."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    state = request.app[STATE]
+    headers = {"request-id": _new_id("req_")}
+    record: dict[str, Any] = {
+        "request_id": headers["request-id"],
+        "model": None,
+        "call_id": request.headers.get("x-harness-call-id"),
+        "attempt": _int_header(request, "x-harness-attempt"),
+        "stream": False,
+        "received_unix": time.time(),
+        "status": None,
+        "fault": None,
+        "intended_ttft_s": None,
+        "intended_gaps_s": [],
+        "intended_total_s": 0.0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "stop_reason": None,
+        "retry_after": None,
+    }
+
+    def reject(response: web.Response, fault: str | None = None) -> web.Response:
+        record["status"] = response.status
+        record["fault"] = fault
+        state.records.append(record)
+        return response
+
+    key, failure = _preamble(request, state, headers)
+    if failure is not None:
+        return reject(failure, "outage" if failure.status == 500 else None)
+    assert key is not None
+    body, failure = await _read_json(request, headers)
+    if failure is not None:
+        return reject(failure)
+    model = model_of(body)
+    profile = state.profiles.resolve(model) if model is not None else None
+    record["model"] = model
+    record["stream"] = isinstance(body, dict) and body.get("stream") is True
+    if model is not None and profile is None:
+        return reject(_error(404, "not_found_error", f"model: {model}", headers))
+    problem = check_messages(body, profile.max_tokens if profile else None)
+    if problem is not None or profile is None:
+        return reject(_error(400, "invalid_request_error", problem or "model: Field required", headers))
+    input_tokens = count_input_tokens(body)
+    record["input_tokens"] = input_tokens
+    if input_tokens > profile.max_input_tokens:
+        message = f"prompt is too long: {input_tokens} tokens > {profile.max_input_tokens} maximum"
+        return reject(_error(400, "invalid_request_error", message, headers))
+    return await _serve(request, state, profile, key_id(key), body, input_tokens, headers, record, t0)
+
+
+async def _serve(
+    request: web.Request,
+    state: SimState,
+    profile: ModelProfile,
+    key: str,
+    body: dict[str, Any],
+    input_tokens: int,
+    headers: dict[str, str],
+    record: dict[str, Any],
+    t0: float,
+) -> web.StreamResponse:
+    """Draw fault, answer and timing; check the limits; then answer."""
+    rng = request_rng(state.seed, state.next_counter())
+    fault = state.faults.pick(profile.id, rng.random())
+    max_tokens = body["max_tokens"]
+    stream = body.get("stream") is True
+    limiter = state.limiter
+    if fault in ("rate_limit", "overloaded", "api_error"):
+        headers.update(limiter.peek(key, profile.pool, profile.limits))
+        record["fault"] = fault
+        if fault == "rate_limit":
+            retry_after = state.faults.retry_after_s
+            text = f"{retry_after:g}"
+            headers["retry-after"] = text
+            record["retry_after"] = float(text)
+            response = _error(429, "rate_limit_error", _ERROR_MESSAGES["rate_limit_error"], headers)
+        elif fault == "overloaded":
+            response = _error(529, "overloaded_error", "Overloaded", headers)
+        else:
+            response = _error(500, "api_error", "Internal server error", headers)
+        record["status"] = response.status
+        state.records.append(record)
+        return response
+    admission = limiter.admit(key, profile.pool, profile.limits, input_tokens, max_tokens)
+    headers.update(admission.headers)
+    if not admission.ok:
+        headers["retry-after"] = str(admission.retry_after)
+        record["retry_after"] = admission.retry_after
+        record["status"] = 429
+        record["limited"] = admission.limited
+        state.records.append(record)
+        reason = f"This request would exceed your rate limit for {admission.limited} per minute."
+        return _error(429, "rate_limit_error", reason, headers)
+
+    answer = make_answer(
+        seed=state.seed,
+        model=profile.id,
+        digest=content_digest(body),
+        max_tokens=max_tokens,
+        verbosity=profile.verbosity,
+        verbosity_sigma=profile.verbosity_sigma,
+        answer_tokens_max=profile.answer_tokens_max,
+        stop_sequences=body.get("stop_sequences"),
+    )
+    pieces = answer.pieces
+    timing = draw_timing(profile, rng, len(pieces), input_tokens, state.time_scale)
+    shift = state.faults.slow_first_byte_s if fault == "slow_first_byte" else 0.0
+    # How many deltas go out before an in-stream fault strikes.
+    cut = len(pieces)
+    if fault in ("midstream_error", "drop", "truncate"):
+        cut = rng.randint(1, len(pieces) - 1) if len(pieces) > 1 else len(pieces)
+    offsets = timing.offsets[:cut]
+    record.update(
+        fault=fault,
+        status=200,
+        model=body["model"],
+        stream=stream,
+        intended_ttft_s=shift + timing.ttft_s,
+        intended_gaps_s=timing.gaps_s[: max(0, cut - 1)] if cut <= MAX_RECORDED_GAPS else None,
+        intended_total_s=shift + (offsets[-1] if offsets else timing.ttft_s),
+        output_tokens=cut,
+        stop_reason=answer.stop_reason if fault in (None, "slow_first_byte") else None,
+    )
+    if fault in ("midstream_error", "drop", "truncate"):
+        record["fault_after_tokens"] = cut
+    if not stream and fault == "midstream_error":
+        record["status"] = 529
+    elif not stream and fault in ("drop", "truncate"):
+        record["status"] = None  # the connection is cut before any response
+    state.records.append(record)
+    usage: dict[str, Any] = {
+        "input_tokens": input_tokens,
+        "output_tokens": len(pieces),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "service_tier": "standard",
+    }
+    message: dict[str, Any] = {
+        "id": _new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": profile.id,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    try:
+        if shift:
+            await asyncio.sleep(shift)
+        if stream:
+            return await _stream(request, headers, message, answer, offsets, fault, t0 + shift, record)
+        return await _whole(
+            request, headers, message, answer, fault, t0 + shift + (offsets[-1] if offsets else 0.0)
+        )
+    finally:
+        state.limiter.settle(key, profile.pool, profile.limits, max_tokens - cut)
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _sleep_precisely(deadline: float) -> None:
+    """Wake at `deadline` itself, not up to 1 ms after it.
+
+    The event loop rounds its wait up to whole milliseconds, so a plain sleep ends 0-1 ms
+    late. For the first token (the TTFT a client measures) sleep until just before the
+    deadline, then yield to the loop until it passes (other tasks keep running).
+    """
+    loop = asyncio.get_running_loop()
+    early = deadline - loop.time() - _SPIN_S
+    if early > 0:
+        await asyncio.sleep(early)
+    while loop.time() < deadline:  # noqa: ASYNC110 - a deliberate, sub-millisecond yield loop
+        await asyncio.sleep(0)
+
+
+async def _whole(
+    request: web.Request,
+    headers: dict[str, str],
+    message: dict[str, Any],
+    answer: Any,
+    fault: str | None,
+    deadline: float,
+) -> web.StreamResponse:
+    """A non-streamed reply, sent when its last token would have been generated."""
+    await _sleep_until(deadline)
+    if fault in ("drop", "truncate"):
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=200)
+    if fault == "midstream_error":
+        return _error(529, "overloaded_error", "Overloaded", headers)
+    message["content"] = [{"type": "text", "text": answer.text}]
+    message["stop_reason"] = answer.stop_reason
+    message["stop_sequence"] = answer.stop_sequence
+    return web.Response(body=orjson.dumps(message), headers=headers, content_type="application/json")
+
+
+async def _stream(
+    request: web.Request,
+    headers: dict[str, str],
+    message: dict[str, Any],
+    answer: Any,
+    offsets: list[float],
+    fault: str | None,
+    t0: float,
+    record: dict[str, Any],
+) -> web.StreamResponse:
+    """The SSE reply: start events at once, then one delta per token at its deadline."""
+    loop = asyncio.get_running_loop()
+    headers["content-type"] = "text/event-stream; charset=utf-8"
+    headers["cache-control"] = "no-cache"
+    response = web.StreamResponse(status=200, headers=headers)
+    usage = message["usage"]
+    start_usage = dict(usage, output_tokens=1)
+    start = dict(message, usage=start_usage)
+    pieces = answer.pieces
+    delta = sse.delta_bytes
+    count = len(offsets)
+    try:
+        await response.prepare(request)
+        await response.write(sse.message_start(start) + sse.BLOCK_START)
+        i = 0
+        while i < count:
+            deadline = t0 + offsets[i]
+            now = loop.time()
+            if deadline > now:
+                if i == 0:
+                    await _sleep_precisely(deadline)
+                else:
+                    await asyncio.sleep(deadline - now)
+                now = loop.time()
+            j = i + 1
+            while j < count and j - i < _COALESCE_MAX and t0 + offsets[j] <= now:
+                j += 1
+            if j == i + 1:
+                await response.write(delta(pieces[i]))
+            else:
+                await response.write(b"".join([delta(p) for p in pieces[i:j]]))
+            i = j
+        if count == 0:
+            await _sleep_until(t0 + record["intended_total_s"])
+        if fault == "midstream_error":
+            await response.write(sse.error_event("overloaded_error", "Overloaded"))
+        elif fault == "drop":
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        elif fault != "truncate":
+            final_usage = {
+                "input_tokens": usage["input_tokens"],
+                "output_tokens": count,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            }
+            await response.write(sse.message_delta(answer.stop_reason, answer.stop_sequence, final_usage))
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        # The client hung up (or the transport is gone): stop quietly.
+        record["client_closed"] = True
+    return response
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """`POST /v1/messages/count_tokens`: the same estimate as Messages usage."""
+    state = request.app[STATE]
+    headers = {"request-id": _new_id("req_")}
+    _, failure = _preamble(request, state, headers)
+    if failure is not None:
+        return failure
+    body, failure = await _read_json(request, headers)
+    if failure is not None:
+        return failure
+    model = model_of(body)
+    if model is not None and state.profiles.resolve(model) is None:
+        return _error(404, "not_found_error", f"model: {model}", headers)
+    problem = check_count_tokens(body)
+    if problem is not None:
+        return _error(400, "invalid_request_error", problem, headers)
+    payload = orjson.dumps({"input_tokens": count_input_tokens(body)})
+    return web.Response(body=payload, headers=headers, content_type="application/json")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """`GET /v1/models`, newest first, with `limit`/`after_id`/`before_id` paging."""
+    state = request.app[STATE]
+    headers = {"request-id": _new_id("req_")}
+    _, failure = _preamble(request, state, headers)
+    if failure is not None:
+        return failure
+    models = state.profiles.newest_first()
+    try:
+        limit = int(request.query.get("limit", "20"))
+    except ValueError:
+        limit = -1
+    if not 1 <= limit <= 1000:
+        return _error(400, "invalid_request_error", "limit: Input should be between 1 and 1000", headers)
+    ids = [m.id for m in models]
+    after, before = request.query.get("after_id"), request.query.get("before_id")
+    if after is not None:
+        models = models[ids.index(after) + 1 :] if after in ids else []
+        page = models[:limit]
+        has_more = len(models) > limit
+    elif before is not None:
+        models = models[: ids.index(before)] if before in ids else []
+        page = models[-limit:]
+        has_more = len(models) > limit
+    else:
+        page = models[:limit]
+        has_more = len(models) > limit
+    data = [m.info() for m in page]
+    payload = {
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+    return web.Response(body=orjson.dumps(payload), headers=headers, content_type="application/json")
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """`GET /v1/models/{id}` (aliases resolve to the dated id)."""
+    state = request.app[STATE]
+    headers = {"request-id": _new_id("req_")}
+    _, failure = _preamble(request, state, headers)
+    if failure is not None:
+        return failure
+    model_id = request.match_info["model_id"]
+    profile = state.profiles.resolve(model_id)
+    if profile is None:
+        return _error(404, "not_found_error", f"model: {model_id}", headers)
+    return web.Response(body=orjson.dumps(profile.info()), headers=headers, content_type="application/json")
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/v1/messages", create_message),
+        web.post("/v1/messages/count_tokens", count_tokens),
+        web.get("/v1/models", list_models),
+        web.get("/v1/models/{model_id}", get_model),
+    ]

@@ -1,0 +1,239 @@
+"""Per-model profiles of the simulator: timing shape, verbosity, limits and fault rates.
+
+Reads the TOML shipped next to this module (or one given with `--profile`) into frozen
+`ModelProfile`s and resolves aliases. It must not draw random numbers or know about HTTP;
+the figures it loads are illustrative, never Anthropic's.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.simulator.faults import FAULT_NAMES
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DEFAULT_PROFILE_PATH",
+    "TIMING_KEYS",
+    "Limits",
+    "ModelProfile",
+    "Profiles",
+    "SimulatorConfigError",
+    "load_profiles",
+]
+
+DEFAULT_PROFILE_PATH = Path(__file__).with_name("profiles.toml")
+
+TIMING_KEYS: dict[str, type] = {
+    "ttft_median_s": float,
+    "ttft_sigma": float,
+    "ttft_per_1k_input_s": float,
+    "speed_median_tps": float,
+    "speed_sigma": float,
+    "gap_sigma": float,
+    "verbosity": float,
+    "verbosity_sigma": float,
+    "answer_tokens_max": int,
+    "max_tokens": int,
+    "max_input_tokens": int,
+}
+_MODEL_KEYS = {"family", "pool", "display_name", "created_at", "aliases", "lifecycle", "limits", "faults"}
+_LIMIT_KEYS = ("rpm", "itpm", "otpm")
+
+
+class SimulatorConfigError(ValueError):
+    """A profile or option the simulator cannot use; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-minute limits of one rate-limit pool (requests, input tokens, output tokens)."""
+
+    rpm: int
+    itpm: int
+    otpm: int
+
+
+DEFAULT_LIMITS = Limits(rpm=50_000, itpm=20_000_000, otpm=4_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProfile:
+    """Everything the simulator needs to imitate one model."""
+
+    id: str
+    display_name: str
+    created_at: str
+    lifecycle: str
+    family: str
+    pool: str
+    limits: Limits
+    ttft_median_s: float
+    ttft_sigma: float
+    ttft_per_1k_input_s: float
+    speed_median_tps: float
+    speed_sigma: float
+    gap_sigma: float
+    verbosity: float
+    verbosity_sigma: float
+    answer_tokens_max: int
+    max_tokens: int
+    max_input_tokens: int
+    aliases: tuple[str, ...] = ()
+    faults: dict[str, float] = field(default_factory=dict)
+
+    def info(self) -> dict[str, Any]:
+        """The `ModelInfo` object of `GET /v1/models`."""
+        return {
+            "type": "model",
+            "id": self.id,
+            "display_name": self.display_name,
+            "created_at": self.created_at,
+            "lifecycle": self.lifecycle,
+            "max_input_tokens": self.max_input_tokens,
+            "max_tokens": self.max_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Profiles:
+    """All models by id, with aliases, plus the global fault settings of the file."""
+
+    models: dict[str, ModelProfile]
+    aliases: dict[str, str]
+    faults: dict[str, float]
+    retry_after_s: float = 1.0
+    slow_first_byte_s: float = 30.0
+
+    def resolve(self, model: str) -> ModelProfile | None:
+        """The profile for an id or alias, or None when the model is unknown."""
+        found = self.models.get(model)
+        if found is not None:
+            return found
+        canonical = self.aliases.get(model)
+        return self.models.get(canonical) if canonical else None
+
+    def newest_first(self) -> list[ModelProfile]:
+        return sorted(self.models.values(), key=lambda p: (p.created_at, p.id), reverse=True)
+
+
+def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise SimulatorConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+
+
+def _timing(where: str, table: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, kind in TIMING_KEYS.items():
+        if key not in table:
+            continue
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SimulatorConfigError(f"{where}.{key}: must be a number")
+        if value < 0:
+            raise SimulatorConfigError(f"{where}.{key}: must be >= 0")
+        out[key] = kind(value)
+    return out
+
+
+def _limits(where: str, table: dict[str, Any], base: Limits | None) -> Limits:
+    _check_keys(where, table, set(_LIMIT_KEYS))
+    values: dict[str, int] = {}
+    for key in _LIMIT_KEYS:
+        value = table.get(key, getattr(base, key) if base else None)
+        if value is None or isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise SimulatorConfigError(f"{where}.{key}: must be a positive integer")
+        values[key] = value
+    return Limits(**values)
+
+
+def _fault_rates(where: str, table: dict[str, Any]) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for name, value in table.items():
+        if name not in FAULT_NAMES:
+            raise SimulatorConfigError(f"{where}.{name}: unknown fault (known: {', '.join(FAULT_NAMES)})")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise SimulatorConfigError(f"{where}.{name}: must be a probability between 0 and 1")
+        rates[name] = float(value)
+    return rates
+
+
+def load_profiles(path: str | Path | None = None) -> Profiles:
+    """Load and validate a profile file (the shipped one when `path` is None)."""
+    source = Path(path) if path is not None else DEFAULT_PROFILE_PATH
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SimulatorConfigError(f"profile {source}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SimulatorConfigError(f"profile {source}: not valid TOML ({exc})") from None
+    _check_keys("profile", data, {"defaults", "families", "pools", "models", "faults"})
+
+    defaults = dict(data.get("defaults", {}))
+    limits_table = defaults.pop("limits", {})
+    lifecycle_default = defaults.pop("lifecycle", "active")
+    _check_keys("defaults", defaults, set(TIMING_KEYS))
+    default_limits = _limits("defaults.limits", limits_table, DEFAULT_LIMITS)
+    base_timing = _timing("defaults", defaults)
+    missing = sorted(set(TIMING_KEYS) - set(base_timing))
+    if missing:
+        raise SimulatorConfigError(f"defaults: missing key(s) {', '.join(missing)}")
+
+    families: dict[str, dict[str, Any]] = {}
+    for name, table in data.get("families", {}).items():
+        _check_keys(f"families.{name}", table, set(TIMING_KEYS))
+        families[name] = _timing(f"families.{name}", table)
+    pools = {
+        name: _limits(f"pools.{name}", table, default_limits) for name, table in data.get("pools", {}).items()
+    }
+
+    global_faults = dict(data.get("faults", {}))
+    retry_after_s = float(global_faults.pop("retry_after_s", 1.0))
+    slow_first_byte_s = float(global_faults.pop("slow_first_byte_s", 30.0))
+    faults = _fault_rates("faults", global_faults)
+
+    models: dict[str, ModelProfile] = {}
+    aliases: dict[str, str] = {}
+    for model_id, table in data.get("models", {}).items():
+        where = f'models."{model_id}"'
+        _check_keys(where, table, _MODEL_KEYS | set(TIMING_KEYS))
+        family = table.get("family", "default")
+        if family != "default" and family not in families:
+            raise SimulatorConfigError(f"{where}.family: unknown family {family!r}")
+        timing = {**base_timing, **families.get(family, {}), **_timing(where, table)}
+        if "limits" in table:
+            pool = f"model:{model_id}"
+            limits = _limits(
+                f"{where}.limits", table["limits"], pools.get(table.get("pool", ""), default_limits)
+            )
+        else:
+            pool = table.get("pool", "default")
+            limits = pools.get(pool, default_limits)
+        model_aliases = tuple(table.get("aliases", ()))
+        models[model_id] = ModelProfile(
+            id=model_id,
+            display_name=str(table.get("display_name", model_id)),
+            created_at=str(table.get("created_at", "2025-01-01T00:00:00Z")),
+            lifecycle=str(table.get("lifecycle", lifecycle_default)),
+            family=family,
+            pool=pool,
+            limits=limits,
+            aliases=model_aliases,
+            faults=_fault_rates(f"{where}.faults", table.get("faults", {})),
+            **timing,
+        )
+        for alias in model_aliases:
+            aliases[alias] = model_id
+    if not models:
+        raise SimulatorConfigError(f"profile {source}: defines no models")
+    return Profiles(
+        models=models,
+        aliases=aliases,
+        faults=faults,
+        retry_after_s=retry_after_s,
+        slow_first_byte_s=slow_first_byte_s,
+    )

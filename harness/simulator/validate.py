@@ -1,0 +1,212 @@
+"""Validation of Messages and count_tokens bodies, with the API's `<json.path>: <reason>` messages.
+
+Returns the first problem as a message (the caller answers 400 `invalid_request_error`);
+an unknown model is reported separately because it is a 404. This module must not know
+about HTTP, timing or the answer; it only judges the shape of a body.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+__all__ = ["check_count_tokens", "check_messages", "model_of"]
+
+_MESSAGES_FIELDS = {
+    "model", "max_tokens", "messages", "system", "stop_sequences", "stream", "metadata", "tools",
+    "tool_choice", "service_tier", "thinking", "cache_control", "output_config", "temperature",
+    "top_p", "top_k", "container", "diagnostics", "inference_geo", "speed",
+}  # fmt: skip
+_COUNT_FIELDS = {
+    "model", "messages", "system", "tools", "tool_choice", "thinking", "output_config",
+    "cache_control", "speed",
+}  # fmt: skip
+_ROLES = {"user", "assistant", "system"}
+_TOOL_CHOICES = {"auto", "any", "tool", "none"}
+_THINKING = {"enabled", "disabled", "adaptive"}
+_EFFORTS = {"low", "medium", "high", "xhigh", "max"}
+MAX_MESSAGES = 100_000
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _fail(path: str, reason: str) -> NoReturn:
+    raise _Invalid(f"{path}: {reason}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def model_of(body: Any) -> str | None:
+    """The `model` field when the body is an object with a string model, else None."""
+    if isinstance(body, dict) and isinstance(body.get("model"), str):
+        return body["model"]
+    return None
+
+
+def _cache_control(path: str, value: Any) -> None:
+    if not isinstance(value, dict) or value.get("type") != "ephemeral":
+        _fail(path, "Input should be an object with type 'ephemeral'")
+    if "ttl" in value and value["ttl"] not in ("5m", "1h"):
+        _fail(f"{path}.ttl", "Input should be '5m' or '1h'")
+
+
+def _block(path: str, block: Any) -> None:
+    if not isinstance(block, dict):
+        _fail(path, "Input should be a valid dictionary")
+    kind = block.get("type")
+    if not isinstance(kind, str) or not kind:
+        _fail(f"{path}.type", "Field required")
+    if kind == "text" and not isinstance(block.get("text"), str):
+        _fail(f"{path}.text", "Input should be a valid string")
+    if "cache_control" in block and block["cache_control"] is not None:
+        _cache_control(f"{path}.cache_control", block["cache_control"])
+
+
+def _content(path: str, content: Any) -> None:
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        _fail(path, "Input should be a valid string or list of content blocks")
+    for i, block in enumerate(content):
+        _block(f"{path}.{i}", block)
+
+
+def _messages(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if "messages" not in body:
+        _fail("messages", "Field required")
+    if not isinstance(messages, list):
+        _fail("messages", "Input should be a valid list")
+    if not messages:
+        _fail("messages", "at least one message is required")
+    if len(messages) > MAX_MESSAGES:
+        _fail("messages", f"at most {MAX_MESSAGES} messages are allowed")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            _fail(f"messages.{i}", "Input should be a valid dictionary")
+        extra = set(message) - {"role", "content"}
+        if extra:
+            _fail(f"messages.{i}.{sorted(extra)[0]}", "Extra inputs are not permitted")
+        if message.get("role") not in _ROLES:
+            _fail(f"messages.{i}.role", "Input should be 'user' or 'assistant'")
+        if "content" not in message:
+            _fail(f"messages.{i}.content", "Field required")
+        _content(f"messages.{i}.content", message["content"])
+
+
+def _common(body: dict[str, Any], allowed: set[str]) -> None:
+    for name in body:
+        if name not in allowed:
+            _fail(name, "Extra inputs are not permitted")
+    if "model" not in body:
+        _fail("model", "Field required")
+    if not isinstance(body["model"], str) or not body["model"]:
+        _fail("model", "Input should be a valid string")
+    _messages(body)
+    if "system" in body:
+        system = body["system"]
+        if isinstance(system, list):
+            for i, block in enumerate(system):
+                _block(f"system.{i}", block)
+                if block.get("type") != "text":
+                    _fail(f"system.{i}.type", "Input should be 'text'")
+        elif not isinstance(system, str):
+            _fail("system", "Input should be a valid string or list of text blocks")
+    if "tools" in body:
+        tools = body["tools"]
+        if not isinstance(tools, list):
+            _fail("tools", "Input should be a valid list")
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+                _fail(f"tools.{i}.name", "Field required")
+            if "type" not in tool and not isinstance(tool.get("input_schema"), dict):
+                _fail(f"tools.{i}.input_schema", "Field required")
+    if "tool_choice" in body:
+        choice = body["tool_choice"]
+        if not isinstance(choice, dict) or choice.get("type") not in _TOOL_CHOICES:
+            _fail("tool_choice.type", "Input should be 'auto', 'any', 'tool' or 'none'")
+        if choice["type"] == "tool" and not isinstance(choice.get("name"), str):
+            _fail("tool_choice.name", "Field required")
+    if "thinking" in body:
+        thinking = body["thinking"]
+        if not isinstance(thinking, dict) or thinking.get("type") not in _THINKING:
+            _fail("thinking.type", "Input should be 'enabled', 'disabled' or 'adaptive'")
+        if thinking["type"] == "enabled":
+            budget = thinking.get("budget_tokens")
+            if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024:
+                _fail("thinking.budget_tokens", "Input should be greater than or equal to 1024")
+            if _is_int(body.get("max_tokens")) and budget >= body["max_tokens"]:
+                _fail("thinking.budget_tokens", "must be less than max_tokens")
+    if "output_config" in body:
+        config = body["output_config"]
+        if not isinstance(config, dict):
+            _fail("output_config", "Input should be a valid dictionary")
+        if "effort" in config and config["effort"] not in _EFFORTS:
+            _fail("output_config.effort", "Input should be 'low', 'medium', 'high', 'xhigh' or 'max'")
+        if "format" in config and not isinstance(config["format"], dict):
+            _fail("output_config.format", "Input should be a valid dictionary")
+    if "cache_control" in body and body["cache_control"] is not None:
+        _cache_control("cache_control", body["cache_control"])
+
+
+def check_messages(body: Any, max_output_tokens: int | None) -> str | None:
+    """The first problem of a Messages body, or None. `max_output_tokens` is the model's cap."""
+    try:
+        if not isinstance(body, dict):
+            _fail("body", "Input should be a valid dictionary")
+        _common(body, _MESSAGES_FIELDS)
+        if "max_tokens" not in body:
+            _fail("max_tokens", "Field required")
+        max_tokens = body["max_tokens"]
+        if not _is_int(max_tokens):
+            _fail("max_tokens", "Input should be a valid integer")
+        if max_tokens < 0:
+            _fail("max_tokens", "Input should be greater than or equal to 0")
+        if max_output_tokens is not None and max_tokens > max_output_tokens:
+            _fail(
+                "max_tokens",
+                f"{max_tokens} > {max_output_tokens}, which is the maximum allowed for this model",
+            )
+        if "stream" in body and not isinstance(body["stream"], bool):
+            _fail("stream", "Input should be a valid boolean")
+        if "stop_sequences" in body:
+            seqs = body["stop_sequences"]
+            if not isinstance(seqs, list) or not all(isinstance(s, str) for s in seqs):
+                _fail("stop_sequences", "Input should be a valid list of strings")
+        if "metadata" in body:
+            metadata = body["metadata"]
+            if not isinstance(metadata, dict):
+                _fail("metadata", "Input should be a valid dictionary")
+            for key in metadata:
+                if key != "user_id":
+                    _fail(f"metadata.{key}", "Extra inputs are not permitted")
+            if metadata.get("user_id") is not None and not isinstance(metadata["user_id"], str):
+                _fail("metadata.user_id", "Input should be a valid string")
+        if "service_tier" in body and body["service_tier"] not in ("auto", "standard_only"):
+            _fail("service_tier", "Input should be 'auto' or 'standard_only'")
+        for name in ("temperature", "top_p"):
+            if name in body and (not _is_number(body[name]) or not 0 <= body[name] <= 1):
+                _fail(name, "Input should be a number between 0 and 1")
+        if "top_k" in body and (not _is_int(body["top_k"]) or body["top_k"] < 0):
+            _fail("top_k", "Input should be an integer greater than or equal to 0")
+    except _Invalid as exc:
+        return str(exc)
+    return None
+
+
+def check_count_tokens(body: Any) -> str | None:
+    """The first problem of a count_tokens body, or None."""
+    try:
+        if not isinstance(body, dict):
+            _fail("body", "Input should be a valid dictionary")
+        _common(body, _COUNT_FIELDS)
+    except _Invalid as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,74 @@
+"""`compare_runs`: exit 1 on an injected regression, 0 on a re-run of the same conditions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from synthetic import ModelSpec, synthetic_calls, write_run
+
+from harness.errors import HarnessError
+from harness.report import Thresholds, compare_runs
+
+MODELS = [ModelSpec("m-1", median_s=0.8), ModelSpec("m-2", median_s=1.2, error_rate=0.01)]
+
+
+def _run(tmp: Path, name: str, models: list[ModelSpec], seed: int, **kw: object) -> Path:
+    return write_run(tmp / name, synthetic_calls(models, cases=250, repeats=2, seed=seed, run_id=name, **kw))
+
+
+def test_rerun_of_same_conditions_exits_0(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", MODELS, seed=11)
+    cur = _run(tmp_path, "cur", MODELS, seed=12)
+    result = compare_runs(base, cur)
+    assert result.exit_code == 0, result.markdown
+    assert "No regression." in result.markdown
+    assert (cur / "compare.md").read_text() == result.markdown
+    table = pl.read_parquet(cur / "compare.parquet")
+    assert table.height == 2 * 6 and not table["regression"].any()
+
+
+def test_injected_regression_exits_1(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", MODELS, seed=11)
+    slower = [ModelSpec("m-1", median_s=0.8 * 1.4), MODELS[1]]
+    cur = _run(tmp_path, "cur", slower, seed=12)
+    out = tmp_path / "out"
+    result = compare_runs(base, cur, out_dir=out)
+    assert result.exit_code == 1
+    assert {"m-1: p50 latency", "m-1: p95 latency", "m-1: mean cost per call"} <= set(result.regressions)
+    assert not any(r.startswith("m-2") for r in result.regressions)
+    assert "REGRESSION" in (out / "compare.md").read_text()
+    lenient = compare_runs(base, cur, thresholds=Thresholds(latency_pct=80.0, cost_pct=80.0), out_dir=out)
+    assert lenient.exit_code == 0
+
+
+def test_error_rate_and_pass_rate_regressions(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", [ModelSpec("m", pass_prob=0.9)], seed=1)
+    cur = _run(tmp_path, "cur", [ModelSpec("m", pass_prob=0.7, error_rate=0.15)], seed=2)
+    result = compare_runs(base, cur)
+    assert set(result.regressions) >= {"m: error rate", "m: pass rate"}
+
+
+def test_missing_model_and_other_dataset_are_reported(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", MODELS, seed=11)
+    cur = write_run(
+        tmp_path / "cur", synthetic_calls(MODELS[:1], cases=250, repeats=2, seed=3), dataset_sha="other"
+    )
+    result = compare_runs(base, cur)
+    assert result.exit_code == 0
+    assert any("m-2 is in the baseline only" in w for w in result.warnings)
+    assert "different datasets" in result.markdown
+
+
+def test_unusable_input_raises(tmp_path: Path) -> None:
+    base = _run(tmp_path, "base", MODELS, seed=11)
+    with pytest.raises(HarnessError, match="not a directory"):
+        compare_runs(base, tmp_path / "nope")
+    other = _run(tmp_path, "other", [ModelSpec("zzz")], seed=1)
+    with pytest.raises(HarnessError, match="no model in common"):
+        compare_runs(base, other)
+    empty = tmp_path / "empty"
+    (empty / "parts").mkdir(parents=True)
+    with pytest.raises(HarnessError, match="no call records"):
+        compare_runs(base, empty)
