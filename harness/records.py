@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
+from uuid import NAMESPACE_URL, uuid5
 
 import polars as pl
 
-__all__ = ["CALL_SCHEMA", "CallRecord", "Case", "PlannedCall", "record_columns"]
+__all__ = ["CALL_SCHEMA", "CallRecord", "Case", "PlannedCall", "event_uuid", "record_columns"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +155,8 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
 def record_columns() -> list[str]:
     """The stored fields of `CallRecord`, in schema order (`extra` is not stored)."""
     return [f.name for f in fields(CallRecord) if f.name != "extra"]
+
+
+def event_uuid(run_id: str, call_id: str) -> str:
+    """The PostHog event uuid of a call: deterministic, so a re-send is deduplicated."""
+    return str(uuid5(NAMESPACE_URL, f"claude-bench:{run_id}:{call_id}"))
