@@ -32,7 +32,7 @@ from harness.plan import make_plan
 from harness.pricing import PriceTable
 from harness.progress import ProgressSink, print_model_table
 from harness.records import PlannedCall
-from harness.runner import RunOutcome, Runner, RunnerSettings
+from harness.runner import Runner, RunnerSettings, RunOutcome
 from harness.simlauncher import SimulatorProcess
 from harness.store import RunStore, load_calls
 
@@ -82,7 +82,9 @@ def _max_tokens(call: PlannedCall) -> int:
     return int(request_params(call, False)["max_tokens"])
 
 
-async def execute_run(cfg: RunConfig, *, console: Console | None = None, cli_args: dict[str, Any] | None = None) -> RunResult:
+async def execute_run(
+    cfg: RunConfig, *, console: Console | None = None, cli_args: dict[str, Any] | None = None
+) -> RunResult:
     """Run a whole benchmark; raise HarnessError for run-level problems (after saving what finished)."""
     console = console or Console(stderr=True)
     if cfg.dataset is None:
@@ -108,7 +110,10 @@ async def execute_run(cfg: RunConfig, *, console: Console | None = None, cli_arg
         base_url = cfg.base_url
         if cfg.target == "simulator" and not base_url:
             sim = SimulatorProcess.start(
-                time_scale=cfg.sim_time_scale, seed=cfg.sim_seed, profile=cfg.sim_profile, faults=cfg.sim_faults
+                time_scale=cfg.sim_time_scale,
+                seed=cfg.sim_seed,
+                profile=cfg.sim_profile,
+                faults=cfg.sim_faults,
             )
             base_url = sim.url
         api_key = cfg.api_key.get() if cfg.target == "anthropic" or cfg.api_key else ""
@@ -137,7 +142,17 @@ async def execute_run(cfg: RunConfig, *, console: Console | None = None, cli_arg
         try:
             await _preflight(client, cfg.model_names, warm=min(64, cfg.max_in_flight or cfg.concurrency))
             store, plan = _open_store(cfg, run_id, loaded, prices, plan, base_url, cli_args)
-            result = await _run(cfg, store, plan, client, prices, base_url or ANTHROPIC_URL, posthog_key, posthog_host, console)
+            result = await _run(
+                cfg,
+                store,
+                plan,
+                client,
+                prices,
+                base_url or ANTHROPIC_URL,
+                posthog_key,
+                posthog_host,
+                console,
+            )
         finally:
             await client.aclose()
     finally:
@@ -181,7 +196,9 @@ def _open_store(
         store = RunStore.resume(cfg.results_dir, run_id)
         recorded = store.manifest.get("dataset", {}).get("sha256")
         if recorded and recorded != loaded.sha256:
-            raise StorageError(f"--resume {run_id}: the dataset changed since the run started (sha256 differs)")
+            raise StorageError(
+                f"--resume {run_id}: the dataset changed since the run started (sha256 differs)"
+            )
         finished = store.finished_call_ids()
         plan = [c for c in plan if c.call_id not in finished]
         store.update_manifest(resumed_at=datetime.now(UTC).isoformat(), status="running")
@@ -231,10 +248,7 @@ async def _run(
 ) -> RunResult:
     run_id = store.manifest["run_id"]
     limiter = Limiter(
-        {
-            _pool(m): PoolLimits(rpm=m.rpm, itpm=m.itpm, otpm=m.otpm)
-            for m in cfg.models
-        },
+        {_pool(m): PoolLimits(rpm=m.rpm, itpm=m.itpm, otpm=m.otpm) for m in cfg.models},
         {m.name: _pool(m) for m in cfg.models},
     )
     events: EventSink | None = None

@@ -53,10 +53,14 @@ def run(
     concurrency: Annotated[int | None, Opt(help="Closed loop: calls in flight.")] = None,
     rate: Annotated[float | None, Opt(help="Open loop: calls released per second.")] = None,
     arrival: Annotated[str | None, Opt(help="Open-loop arrivals: poisson or constant.")] = None,
-    max_in_flight: Annotated[int | None, Opt(help="Open loop: cap on calls in flight (waiting is recorded).")] = None,
+    max_in_flight: Annotated[
+        int | None, Opt(help="Open loop: cap on calls in flight (waiting is recorded).")
+    ] = None,
     max_calls: Annotated[int | None, Opt(help="Run at most this many planned calls.")] = None,
     duration: Annotated[float | None, Opt(help="Stop scheduling after this many seconds.")] = None,
-    max_cost: Annotated[float | None, Opt(help="Stop scheduling before spend could exceed this (USD).")] = None,
+    max_cost: Annotated[
+        float | None, Opt(help="Stop scheduling before spend could exceed this (USD).")
+    ] = None,
     max_retries: Annotated[int | None, Opt(help="Retries on 429/529/5xx/connection errors.")] = None,
     timeout: Annotated[float | None, Opt(help="Seconds without an answer before an attempt fails.")] = None,
     grace: Annotated[float | None, Opt(help="Seconds in-flight calls get after a stop.")] = None,
@@ -74,7 +78,9 @@ def run(
     no_store_text: Annotated[bool, Opt(help="Keep response text out of parquet.")] = False,
     no_posthog: Annotated[bool, Opt(help="Send no PostHog events.")] = False,
     time_scale: Annotated[float | None, Opt(help="Simulator target: multiply every delay.")] = None,
-    sim_faults: Annotated[str | None, Opt(help="Simulator target: fault rates, e.g. rate_limit=0.02.")] = None,
+    sim_faults: Annotated[
+        str | None, Opt(help="Simulator target: fault rates, e.g. rate_limit=0.02.")
+    ] = None,
     sim_profile: Annotated[Path | None, Opt(help="Simulator target: model profile TOML.")] = None,
     transport: Annotated[str | None, Opt(help="SDK transport: aiohttp (default) or httpx.")] = None,
     progress: Annotated[str | None, Opt(help="auto, bar, plain or off.")] = None,
@@ -190,7 +196,10 @@ def compare(
             baseline_dir,
             current_dir,
             thresholds=Thresholds(
-                latency_pct=latency_pct, error_rate_points=error_points, cost_pct=cost_pct, pass_rate_points=pass_points
+                latency_pct=latency_pct,
+                error_rate_points=error_points,
+                cost_pct=cost_pct,
+                pass_rate_points=pass_points,
             ),
         )
     except HarnessError as exc:

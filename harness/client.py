@@ -198,7 +198,9 @@ class ClaudeClient:
         try:
             await self._client.models.retrieve(model)
         except anthropic.APIStatusError as exc:
-            return _STATUS_KINDS.get(exc.status_code, "server_error" if exc.status_code >= 500 else "bad_request")
+            return _STATUS_KINDS.get(
+                exc.status_code, "server_error" if exc.status_code >= 500 else "bad_request"
+            )
         except anthropic.APIConnectionError:
             return "connection"
         return None

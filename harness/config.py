@@ -204,7 +204,9 @@ def _profile_values(profile: Mapping[str, Any], base: Path | None) -> dict[str, 
             raise ConfigError(f"models.{name}", "must be a table")
         for key in spec:
             if key not in _MODEL_KEYS:
-                raise ConfigError(f"models.{name}.{key}", f"unknown key; expected one of {sorted(_MODEL_KEYS)}")
+                raise ConfigError(
+                    f"models.{name}.{key}", f"unknown key; expected one of {sorted(_MODEL_KEYS)}"
+                )
         limits[name] = dict(spec)
     values["_model_limits"] = limits
     if "prices" in profile:
@@ -265,7 +267,9 @@ def build_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         values[key] = value
 
     if "target" not in values:
-        values["target"] = "anthropic" if values.get("api_key") and not values.get("base_url") else "simulator"
+        values["target"] = (
+            "anthropic" if values.get("api_key") and not values.get("base_url") else "simulator"
+        )
         if values.get("base_url") and values["target"] != "simulator":
             values["target"] = "custom"
     models = values.pop("models", None)

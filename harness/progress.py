@@ -83,14 +83,18 @@ class ProgressSink:
             now = time.monotonic()
             if now - self._last_line >= 5.0:
                 self._last_line = now
-                self.console.print(f"progress: {self.done}/{self.planned} calls  {self._stats()}", highlight=False)
+                self.console.print(
+                    f"progress: {self.done}/{self.planned} calls  {self._stats()}", highlight=False
+                )
 
     def close(self) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=self.done, stats=self._stats())
             self._progress.stop()
         elif self.mode == "plain":
-            self.console.print(f"progress: {self.done}/{self.planned} calls  {self._stats()}", highlight=False)
+            self.console.print(
+                f"progress: {self.done}/{self.planned} calls  {self._stats()}", highlight=False
+            )
 
 
 def model_table(calls: pl.DataFrame) -> pl.DataFrame:
@@ -116,7 +120,16 @@ def model_table(calls: pl.DataFrame) -> pl.DataFrame:
 
 def print_model_table(calls: pl.DataFrame, console: Console) -> None:
     table = Table(title="Per model")
-    for name in ("model", "calls", "errors", "TTFT p50", "TTFT p95", "latency p50", "latency p95", "tok/s p50"):
+    for name in (
+        "model",
+        "calls",
+        "errors",
+        "TTFT p50",
+        "TTFT p95",
+        "latency p50",
+        "latency p95",
+        "tok/s p50",
+    ):
         table.add_column(name, justify="left" if name == "model" else "right")
     table.add_column("total $", justify="right")
     table.add_column("$ / 1k calls", justify="right")

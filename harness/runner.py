@@ -187,9 +187,7 @@ class Runner:
                 deadline.cancel()
             self.outcome.loop_lag = await monitor.stop()
             self.outcome.release_lateness = summarize_ms(self._lateness)
-        self.outcome.not_started = (
-            self.outcome.planned - self.outcome.finished - self.outcome.cancelled
-        )
+        self.outcome.not_started = self.outcome.planned - self.outcome.finished - self.outcome.cancelled
         return self.outcome
 
     # -- scheduling ------------------------------------------------------------------
@@ -329,12 +327,16 @@ class Runner:
         a = st.last
         case = call.case
         s = 1e-9
-        usage = (0, 0, 0, 0, 0) if a is None else (
-            a.input_tokens,
-            a.output_tokens,
-            a.cache_creation_input_tokens,
-            a.cache_read_input_tokens,
-            a.cache_creation_1h_input_tokens,
+        usage = (
+            (0, 0, 0, 0, 0)
+            if a is None
+            else (
+                a.input_tokens,
+                a.output_tokens,
+                a.cache_creation_input_tokens,
+                a.cache_read_input_tokens,
+                a.cache_creation_1h_input_tokens,
+            )
         )
         costs = self.pricer.cost(call.model, *usage)
         if cancelled:
@@ -376,7 +378,9 @@ class Runner:
             retry_wait_s=st.retry_wait_ns * s,
             ttft_s=(first - sent) * s if first is not None and sent is not None else None,
             latency_s=(last - sent) * s if last is not None and sent is not None and not cancelled else None,
-            latency_from_schedule_s=(last - st.scheduled_ns) * s if last is not None and not cancelled else None,
+            latency_from_schedule_s=(last - st.scheduled_ns) * s
+            if last is not None and not cancelled
+            else None,
             output_tokens_per_s=tps,
             input_tokens=usage[0],
             output_tokens=usage[1],

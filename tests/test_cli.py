@@ -81,7 +81,9 @@ def test_bad_options_name_the_option(args, option, tmp_path):
 def test_malformed_profile_is_refused(tmp_path):
     profile = tmp_path / "p.toml"
     profile.write_text("[run\nmodels = 3\n")
-    result, output = invoke("run", "--profile", str(profile), "--dataset", str(SMOKE), "--models", "claude-haiku-4-5")
+    result, output = invoke(
+        "run", "--profile", str(profile), "--dataset", str(SMOKE), "--models", "claude-haiku-4-5"
+    )
     assert result.exit_code == 2
     assert "--profile" in output and "malformed TOML" in output
 
@@ -89,7 +91,9 @@ def test_malformed_profile_is_refused(tmp_path):
 def test_profile_unknown_key_is_refused(tmp_path):
     profile = tmp_path / "p.toml"
     profile.write_text("[run]\nconcurrensy = 3\n")
-    result, output = invoke("run", "--profile", str(profile), "--dataset", str(SMOKE), "--models", "claude-haiku-4-5")
+    result, output = invoke(
+        "run", "--profile", str(profile), "--dataset", str(SMOKE), "--models", "claude-haiku-4-5"
+    )
     assert result.exit_code == 2
     assert "run.concurrensy" in output
 
@@ -107,15 +111,31 @@ def test_price_override_missing_output_is_refused(tmp_path):
     profile = tmp_path / "p.toml"
     profile.write_text('[prices."claude-custom-1"]\ninput = 0.000001\n')
     result, output = invoke(
-        "run", "--profile", str(profile), "--dataset", str(SMOKE), "--models", "claude-custom-1",
-        "--results-dir", str(tmp_path / "r"),
+        "run",
+        "--profile",
+        str(profile),
+        "--dataset",
+        str(SMOKE),
+        "--models",
+        "claude-custom-1",
+        "--results-dir",
+        str(tmp_path / "r"),
     )
     assert result.exit_code == 2
     assert "prices.claude-custom-1.output" in output
 
 
 def test_every_command_has_help():
-    for command in ([], ["run"], ["report"], ["compare"], ["validate"], ["simulate"], ["events"], ["events", "resend"]):
+    for command in (
+        [],
+        ["run"],
+        ["report"],
+        ["compare"],
+        ["validate"],
+        ["simulate"],
+        ["events"],
+        ["events", "resend"],
+    ):
         result, output = invoke(*command, "--help")
         assert result.exit_code == 0, (command, output)
         assert "Usage" in output
@@ -124,7 +144,10 @@ def test_every_command_has_help():
 def test_python_dash_m_harness_works():
     out = subprocess.run(
         [sys.executable, "-m", "harness", "validate", str(BAD / "bad_json.jsonl")],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert out.returncode == 2
     assert "bad_json.jsonl:2: (json):" in out.stdout + out.stderr

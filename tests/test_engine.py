@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -24,7 +25,11 @@ MODELS = "claude-haiku-4-5,claude-sonnet-4-6,claude-opus-4-8"
 def write_dataset(path: Path, n: int, *, max_tokens: int = 40, expected: bool = True) -> Path:
     with path.open("w") as fh:
         for i in range(n):
-            row: dict = {"id": f"c{i}", "prompt": f"Question number {i}: what is {i} plus {i}?", "max_tokens": max_tokens}
+            row: dict = {
+                "id": f"c{i}",
+                "prompt": f"Question number {i}: what is {i} plus {i}?",
+                "max_tokens": max_tokens,
+            }
             row["user_id"] = f"user{i % 4}"
             if expected and i % 3 == 0:
                 row["expected"] = {"regex": "."}
@@ -63,7 +68,9 @@ def sim():
 
 def price(model: str, row: dict) -> float:
     usage = genai_prices.Usage(
-        input_tokens=row["input_tokens"] + row["cache_creation_input_tokens"] + row["cache_read_input_tokens"],
+        input_tokens=row["input_tokens"]
+        + row["cache_creation_input_tokens"]
+        + row["cache_read_input_tokens"],
         output_tokens=row["output_tokens"],
         cache_read_tokens=row["cache_read_input_tokens"],
         cache_write_tokens=row["cache_creation_input_tokens"],
@@ -74,7 +81,7 @@ def price(model: str, row: dict) -> float:
 def test_every_planned_call_is_one_row_and_one_event(sim, tmp_path):
     sim.reset()
     dataset = write_dataset(tmp_path / "d.jsonl", 10)
-    cfg, result = run(tmp_path, sim.url, dataset, repeats=2, concurrency=8, posthog_host=sim.url)
+    _cfg, result = run(tmp_path, sim.url, dataset, repeats=2, concurrency=8, posthog_host=sim.url)
     calls = pl.read_parquet(result.run_dir / "calls.parquet")
     assert calls.height == 10 * 3 * 2
     assert calls["call_id"].n_unique() == calls.height
@@ -100,7 +107,7 @@ def test_measurements_match_ground_truth(tmp_path):
     proc = start_simulator("--time-scale", "0.2", "--seed", "3")
     try:
         dataset = write_dataset(tmp_path / "d.jsonl", 20, max_tokens=30)
-        cfg, result = run(tmp_path, proc.url, dataset, concurrency=8, posthog_host=proc.url)
+        _cfg, result = run(tmp_path, proc.url, dataset, concurrency=8, posthog_host=proc.url)
         calls = pl.read_parquet(result.run_dir / "calls.parquet").filter(pl.col("status") == "ok")
         truth = {r["call_id"]: r for r in proc.requests() if r.get("call_id")}
     finally:
@@ -121,12 +128,16 @@ def test_measurements_match_ground_truth(tmp_path):
 
 def test_faults_end_as_one_row_each_with_the_right_status(tmp_path):
     proc = start_simulator(
-        "--time-scale", "0.01", "--seed", "11",
-        "--faults", "overloaded=0.05,api_error=0.05,midstream_error=0.05,truncate=0.05,drop=0.05",
+        "--time-scale",
+        "0.01",
+        "--seed",
+        "11",
+        "--faults",
+        "overloaded=0.05,api_error=0.05,midstream_error=0.05,truncate=0.05,drop=0.05",
     )
     try:
         dataset = write_dataset(tmp_path / "d.jsonl", 40, max_tokens=20)
-        cfg, result = run(tmp_path, proc.url, dataset, concurrency=16, max_retries=0, posthog_host=proc.url)
+        _cfg, result = run(tmp_path, proc.url, dataset, concurrency=16, max_retries=0, posthog_host=proc.url)
         calls = pl.read_parquet(result.run_dir / "calls.parquet")
         truth = proc.requests()
         events = proc.events()
@@ -159,7 +170,7 @@ def test_retries_recover_from_transient_faults(tmp_path):
     proc = start_simulator("--time-scale", "0.01", "--seed", "5", "--faults", "overloaded=0.2,api_error=0.1")
     try:
         dataset = write_dataset(tmp_path / "d.jsonl", 30, max_tokens=20)
-        cfg, result = run(tmp_path, proc.url, dataset, concurrency=16, max_retries=6, posthog_host=proc.url)
+        _cfg, result = run(tmp_path, proc.url, dataset, concurrency=16, max_retries=6, posthog_host=proc.url)
         calls = pl.read_parquet(result.run_dir / "calls.parquet")
         truth = proc.requests()
     finally:
@@ -185,11 +196,14 @@ def test_client_limits_equal_to_server_limits_avoid_429(tmp_path):
     try:
         dataset = write_dataset(tmp_path / "d.jsonl", 100, max_tokens=20)
         run_profile = tmp_path / "run.toml"
-        run_profile.write_text(
-            '[models."claude-haiku-4-5"]\nrpm = 600\n'
-        )
-        cfg, result = run(
-            tmp_path, proc.url, dataset, models="claude-haiku-4-5", concurrency=32, profile=run_profile,
+        run_profile.write_text('[models."claude-haiku-4-5"]\nrpm = 600\n')
+        _cfg, result = run(
+            tmp_path,
+            proc.url,
+            dataset,
+            models="claude-haiku-4-5",
+            concurrency=32,
+            profile=run_profile,
             posthog_host=proc.url,
         )
         calls = pl.read_parquet(result.run_dir / "calls.parquet")
@@ -210,8 +224,13 @@ def test_open_loop_poisson_arrivals(tmp_path):
     proc = start_simulator("--time-scale", "0.01", "--seed", "9")
     try:
         dataset = write_dataset(tmp_path / "d.jsonl", 200, max_tokens=10)
-        cfg, result = run(
-            tmp_path, proc.url, dataset, models="claude-haiku-4-5", rate=100.0, arrival="poisson",
+        _cfg, result = run(
+            tmp_path,
+            proc.url,
+            dataset,
+            models="claude-haiku-4-5",
+            rate=100.0,
+            arrival="poisson",
             posthog_host=proc.url,
         )
         calls = pl.read_parquet(result.run_dir / "calls.parquet").sort("scheduled_at")
@@ -220,11 +239,11 @@ def test_open_loop_poisson_arrivals(tmp_path):
         proc.stop()
     assert calls.height == 200
     starts = calls["started_at"].sort().to_list()
-    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     rate = len(gaps) / sum(gaps)
     # 199 exponential gaps: the sample rate's sd is ~7%; the plan's own draw is what we can check exactly.
     scheduled = calls["scheduled_at"].to_list()
-    sched_gaps = [(b - a).total_seconds() for a, b in zip(scheduled, scheduled[1:], strict=False)]
+    sched_gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(scheduled)]
     assert stats.kstest(sched_gaps, "expon", args=(0, 1 / 100.0)).pvalue > 0.01
     assert stats.kstest(gaps, "expon", args=(0, 1 / 100.0)).pvalue > 0.01
     assert math.isclose(rate, len(sched_gaps) / sum(sched_gaps), rel_tol=0.02)

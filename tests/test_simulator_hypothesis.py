@@ -121,9 +121,12 @@ def _mutations() -> st.SearchStrategy[dict[str, Any]]:
         st.sampled_from(["model", "max_tokens", "messages"]).map(
             lambda k: {n: v for n, v in base.items() if n != k}
         ),
-        replace.filter(lambda kv: not (kv[0] == "system" and kv[1] in ([], ""))).map(
-            lambda kv: {**base, kv[0]: kv[1]}
-        ),
+        replace.filter(
+            lambda kv: (
+                not (kv[0] == "system" and kv[1] in ([], ""))
+                and not (kv[0] == "stream" and isinstance(kv[1], bool))
+            )
+        ).map(lambda kv: {**base, kv[0]: kv[1]}),
         st.text(min_size=1, max_size=10).filter(lambda k: k not in base).map(lambda k: {**base, k: 1}),
         st.integers(-1000, -1).map(lambda n: {**base, "max_tokens": n}),
         st.lists(st.integers(), max_size=3).map(lambda m: {**base, "messages": m}),

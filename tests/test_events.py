@@ -1,0 +1,377 @@
+"""The PostHog sink against a real capture endpoint on loopback: one event per call, outages, resend, crashes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from simproc import SimProc
+from test_store import make_record
+
+from harness.events import (
+    OUTBOX_NAME,
+    STATE_NAME,
+    EventSettings,
+    EventSink,
+    build_event,
+    read_events,
+    resend_outbox,
+)
+from harness.records import CallRecord
+from harness.store import RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "phc_test_" + "k" * 24
+
+
+@pytest.fixture
+def capture(simulator: SimProc) -> SimProc:
+    """The project's simulator (a separate process): its PostHog capture endpoint, reset per test."""
+    return simulator
+
+
+def settings_for(url: str, **over: Any) -> EventSettings:
+    base = EventSettings(
+        api_key=KEY,
+        host=url,
+        run_id="run-t",
+        dataset="datasets/smoke.jsonl",
+        target="simulator",
+        base_url="http://127.0.0.1:1/",
+        flush_interval_s=0.1,
+        flush_timeout_s=5.0,
+    )
+    return replace(base, **over)
+
+
+def received(sim: SimProc) -> dict[str, Any]:
+    return sim.events()
+
+
+# ---------------------------------------------------------------- build_event (pure)
+
+
+def test_build_event_properties() -> None:
+    settings = settings_for("http://127.0.0.1:1")
+    record = make_record(7)
+    event = build_event(record, settings)
+    assert set(event) == {"event", "distinct_id", "properties", "timestamp", "uuid"}
+    assert event["event"] == "claude_message_completion"
+    assert event["uuid"] == record.event_uuid
+    assert event["distinct_id"] == record.user_id == "user-2"
+    assert event["timestamp"] == "2026-01-02T03:04:12.678901+00:00"
+    p = event["properties"]
+    assert p["model"] == p["$ai_model"] == record.model
+    assert p["input_tokens"] == p["$ai_input_tokens"] == 107
+    assert p["output_tokens"] == p["$ai_output_tokens"] == 214
+    assert p["$ai_cache_read_input_tokens"] == 7 and p["$ai_cache_creation_input_tokens"] == 0
+    assert p["input_cost_in_dollars"] == pytest.approx(107e-6 + 7e-7)
+    assert p["$ai_input_cost_usd"] == p["input_cost_in_dollars"]
+    assert p["output_cost_in_dollars"] == p["$ai_output_cost_usd"] == pytest.approx(214 * 5e-6)
+    assert p["total_cost_in_dollars"] == p["$ai_total_cost_usd"] == record.total_cost_usd
+    assert p["total_cost_in_dollars"] == pytest.approx(
+        p["input_cost_in_dollars"] + p["output_cost_in_dollars"]
+    )
+    assert p["response_time_in_ms"] == pytest.approx(1507.0)
+    assert p["$ai_latency"] == pytest.approx(1.507)
+    assert p["$ai_time_to_first_token"] == pytest.approx(0.2007)
+    assert p["ttft_ms"] == pytest.approx(200.7) and p["limiter_wait_ms"] == pytest.approx(5.0)
+    assert p["$ai_provider"] == "anthropic" and p["$ai_http_status"] == 200 and p["$ai_is_error"] is False
+    assert "$ai_error" not in p
+    assert p["$ai_trace_id"] == p["run_id"] == "run-t" and p["$ai_span_id"] == p["call_id"] == record.call_id
+    assert p["$ai_base_url"] == "http://127.0.0.1:1/" and p["$ai_stream"] is True
+    assert p["$ai_stop_reason"] == "end_turn"
+    assert (p["case_id"], p["dataset"], p["attempts"], p["status"], p["target"], p["repeat"]) == (
+        "case-7",
+        "datasets/smoke.jsonl",
+        2,
+        "ok",
+        "simulator",
+        1,
+    )
+    assert p["prompt"] == "question 7?"
+    assert p["$ai_input"] == [{"role": "user", "content": "question 7?"}]
+    assert p["$ai_output_choices"] == [{"role": "assistant", "content": record.response_text}]
+    assert build_event(record, settings) == event, "pure: same record, same event"
+
+
+def test_build_event_error_no_latency_and_fallbacks() -> None:
+    settings = settings_for("http://127.0.0.1:1", event_name="$ai_generation")
+    record = make_record(3, status="error", latency_s=None, stream=False, user_id=None)
+    event = build_event(record, settings)
+    p = event["properties"]
+    assert event["event"] == "$ai_generation"
+    assert event["distinct_id"] == "run:run-t"
+    assert p["$ai_is_error"] is True and p["$ai_http_status"] == 529
+    assert p["$ai_error"] == "overloaded: server overloaded" and p["error_kind"] == "overloaded"
+    assert "response_time_in_ms" not in p and "$ai_latency" not in p
+    assert "$ai_time_to_first_token" not in p
+    no_start = make_record(4, started_at=None)
+    assert build_event(no_start, settings)["timestamp"] == "2026-01-02T03:04:09.673901+00:00"
+
+
+def test_no_prompt_capture_keeps_all_text_out() -> None:
+    record = make_record(11)
+    record.extra["prompt"] = "SECRET-PROMPT-TEXT"
+    record.extra["response_text"] = "SECRET-ANSWER-TEXT"
+    record.response_text = None  # --no-store-text: the runner still hands the text over in extra
+    with_text = orjson.dumps(build_event(record, settings_for("http://127.0.0.1:1")))
+    assert b"SECRET-PROMPT-TEXT" in with_text and b"SECRET-ANSWER-TEXT" in with_text
+    event = build_event(record, settings_for("http://127.0.0.1:1", prompt_capture=False))
+    blob = orjson.dumps(event)
+    assert b"SECRET-PROMPT-TEXT" not in blob and b"SECRET-ANSWER-TEXT" not in blob
+    assert not {"prompt", "$ai_input", "$ai_output_choices"} & set(event["properties"])
+
+
+def test_long_texts_are_capped_below_the_sdk_size_limit() -> None:
+    record = make_record(1)
+    record.extra["prompt"] = "é" * 200_000
+    record.extra["response_text"] = "字" * 200_000
+    event = build_event(record, settings_for("http://127.0.0.1:1"))
+    size = len(orjson.dumps(event).decode().encode("ascii", "backslashreplace"))
+    assert size < 900 * 1024
+    assert event["properties"]["prompt"].endswith("…[truncated]")
+
+
+# ---------------------------------------------------------------- delivery
+
+
+def _records(n: int, *, run_id: str = "run-t", cancelled: tuple[int, ...] = ()) -> list[CallRecord]:
+    return [make_record(i, run_id=run_id, status="cancelled" if i in cancelled else "ok") for i in range(n)]
+
+
+def test_one_event_per_call(capture: SimProc, tmp_path: Path) -> None:
+    records = _records(250, cancelled=(5, 77, 120))
+    sink = EventSink(settings_for(capture.url), tmp_path, "s1")
+    for record in records:
+        sink.write(record)
+    sink.close()
+    stats = sink.stats()
+    assert stats["handed"] == stats["admitted"] == stats["delivered"] == 247
+    assert (stats["failed"], stats["pending"], stats["dropped"], stats["outboxed"]) == (0, 0, 0, 0)
+    assert sink._delivery.delivered_seen == 247, "the per-batch ledger agrees with the formula"
+
+    got = received(capture)
+    assert got["unique"] == 247 and got["duplicates"] == 0
+    by_uuid = {e["uuid"]: e for e in got["events"]}
+    expected = {r.event_uuid: r for r in records if r.status != "cancelled"}
+    assert set(by_uuid) == set(expected)
+    for uid, event in list(by_uuid.items())[:25]:
+        built = build_event(expected[uid], sink.settings)
+        assert event["event"] == "claude_message_completion"
+        assert event["distinct_id"] == built["distinct_id"]
+        assert event["timestamp"] == built["timestamp"]
+        for key, value in built["properties"].items():
+            assert event["properties"][key] == value, key
+        assert event["properties"]["$os"] and event["properties"]["$python_version"], "SDK context kept"
+    assert KEY not in orjson.dumps(got).decode()
+
+    assert (tmp_path / OUTBOX_NAME).read_bytes() == b""
+    assert orjson.loads((tmp_path / STATE_NAME).read_bytes())["confirmed_sessions"] == ["s1"]
+    assert not list(tmp_path.glob("events-journal-*"))
+
+
+@pytest.mark.parametrize("mode", ["500", "refuse"])
+def test_outage_goes_to_outbox_and_resend_delivers(capture: SimProc, tmp_path: Path, mode: str) -> None:
+    records = _records(120)
+    capture.outage("posthog", mode, 4.0)
+    sink = EventSink(
+        settings_for(capture.url, max_retries=1, flush_timeout_s=2.0, shutdown_join_s=0.5), tmp_path, "s1"
+    )
+    for record in records[:60]:
+        sink.write(record)
+    began = time.monotonic()
+    sink.close()
+    assert time.monotonic() - began < 2.0 + 0.5 + 1.5, "close() is bounded by flush timeout + join"
+    stats = sink.stats()
+    assert stats["handed"] == stats["admitted"] == 60
+    lost = stats["failed"] + stats["pending"]
+    assert lost > 0 and stats["delivered"] == 60 - lost
+    outbox = list(read_events(tmp_path / OUTBOX_NAME))
+    assert len(outbox) == stats["outboxed"] == lost
+    assert stats["sdk_errors"] + stats["sdk_warnings"] > 0
+    assert all(KEY not in m for m in stats["sdk_messages"] + stats["upload_errors"])
+
+    # The endpoint comes back; a later session of the same run delivers the rest directly.
+    deadline = time.monotonic() + 15
+    while not endpoint_up(capture):
+        assert time.monotonic() < deadline, "the simulated outage did not end"
+    second = EventSink(settings_for(capture.url), tmp_path, "s2")
+    for record in records[60:]:
+        second.write(record)
+    second.close()
+    assert second.stats()["delivered"] == 60
+
+    result = resend_outbox(tmp_path, KEY, capture.url, max_retries=2, flush_timeout_s=5.0)
+    assert result["resent"] == lost and result["delivered"] == lost and result["still_failed"] == 0
+    assert (tmp_path / OUTBOX_NAME).read_bytes() == b""
+    got = received(capture)
+    uuids = {e["uuid"] for e in got["events"]}
+    assert got["unique"] == 120 and uuids == {r.event_uuid for r in records}
+    resent_uuids = {e["uuid"] for e in outbox}
+    by_uuid = {e["uuid"]: e for e in got["events"]}
+    for event in outbox[:10]:
+        assert by_uuid[event["uuid"]]["timestamp"] == event["timestamp"]
+    assert resent_uuids <= uuids
+
+
+def endpoint_up(sim: SimProc) -> bool:
+    """Has the outage passed? (polled every 0.2 s)"""
+    time.sleep(0.2)
+    try:
+        request = urllib.request.Request(
+            sim.url + "/batch/", data=b'{"api_key":"x","batch":[]}', method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_resend_keeps_what_still_fails(capture: SimProc, tmp_path: Path) -> None:
+    sink = EventSink(settings_for(capture.url), tmp_path, "s1")
+    capture.outage("posthog", "500", 30.0)
+    outbox_events = [build_event(r, sink.settings) for r in _records(5)]
+    sink.close()
+    (tmp_path / OUTBOX_NAME).write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in outbox_events))
+    result = resend_outbox(
+        tmp_path, KEY, capture.url, max_retries=0, flush_timeout_s=1.0, shutdown_join_s=0.2
+    )
+    assert result == {**result, "resent": 5, "delivered": 0, "still_failed": 5}
+    assert [e["uuid"] for e in read_events(tmp_path / OUTBOX_NAME)] == [e["uuid"] for e in outbox_events]
+    capture.outage("posthog", "500", 0.0)
+
+
+# ---------------------------------------------------------------- crash recovery
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[3])
+    from harness.events import EventSink
+    from harness.store import RunStore
+    from test_events import settings_for
+    from test_store import make_record
+    store = RunStore.create(Path(sys.argv[2]), "run-t", {}, chunk_rows=40, secrets=[])
+    # Nothing leaves the queue before the kill: a long interval and a huge batch.
+    settings = settings_for(sys.argv[1], flush_interval_s=60.0, flush_at=100_000)
+    sink = EventSink(settings, store.run_dir, store.session)
+    for i in range(100):
+        record = make_record(i)
+        store.write(record)
+        if i < 99:  # the last call is killed between the two sinks
+            sink.write(record)
+    print("ready", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_kill9_then_resume_recaptures_unconfirmed_events(capture: SimProc, tmp_path: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, capture.url, str(tmp_path), str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    assert child.stdout.readline().strip() == b"ready"
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    child.stdout.close()
+    child.stdin.close()
+    assert received(capture)["unique"] == 0, "the killed process delivered nothing"
+
+    store = RunStore.resume(tmp_path, "run-t", chunk_rows=40)
+    sink = EventSink(settings_for(capture.url), store.run_dir)  # session: the store's, from the manifest
+    assert sink.session == store.session
+    crashed = sink.unconfirmed_sessions()
+    assert len(crashed) == 1
+    handed = sink.recover(store)
+    assert handed == 100
+    for i in range(100, 110):  # the resumed run's own calls
+        record = make_record(i)
+        store.write(record)
+        sink.write(record)
+    sink.close()
+    store.close()
+    stats = sink.stats()
+    assert (stats["recovered"], stats["rebuilt"], stats["delivered"]) == (99, 1, 110)
+    got = received(capture)
+    assert got["unique"] == 110 and got["duplicates"] == 0
+    state = orjson.loads((tmp_path / "run-t" / STATE_NAME).read_bytes())
+    assert set(state["confirmed_sessions"]) == crashed | {store.session}
+    assert not list((tmp_path / "run-t").glob("events-journal-*"))
+    # A second resume finds nothing left to recover.
+    again = EventSink(settings_for(capture.url), tmp_path / "run-t", "s9")
+    assert again.unconfirmed_sessions() == set()
+    again.close()
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_keys_never_leak_to_events_logs_or_files(
+    capture: SimProc, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    anthropic_key = "sk-ant-api03-" + os.urandom(10).hex()
+    settings = settings_for(capture.url, secrets=(anthropic_key,), max_retries=0, flush_timeout_s=2.0)
+    caplog.set_level(logging.WARNING, logger="posthog")
+    sink = EventSink(settings, tmp_path, "s1")
+    logging.getLogger("posthog").error("upload to %s failed with key %s", capture.url, KEY)
+    assert "failed with key [secure]" in caplog.text, "a posthog log line is redacted before any handler"
+    record = make_record(1, status="error", error_message=f"401 bad key {anthropic_key}")
+    record.extra["prompt"] = f"prompt mentioning {KEY}"
+    sink.write(record)
+    sink.close()
+    capture.outage("posthog", "500", 3.0)
+    failing = EventSink(settings, tmp_path, "s2")
+    failing.write(make_record(2))
+    failing.close()
+    got = orjson.dumps(received(capture)).decode()
+    assert anthropic_key not in got and KEY not in got and "[secure]" in got
+    assert failing.stats()["failed"] == 1
+    assert sink.stats()["sdk_errors"] >= 1 and any("[secure]" in m for m in sink.stats()["sdk_messages"])
+    assert anthropic_key not in caplog.text and KEY not in caplog.text
+    for path in tmp_path.rglob("*"):
+        blob = path.read_bytes()
+        assert anthropic_key.encode() not in blob and KEY.encode() not in blob, path.name
+    assert KEY not in repr(settings)
+
+
+# ---------------------------------------------------------------- hot path
+
+
+def test_benchmark_build_event(benchmark) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for("http://127.0.0.1:1")
+    record = make_record(5)
+    event = benchmark(build_event, record, settings)
+    assert event["uuid"] == record.event_uuid
+
+
+def test_benchmark_sink_write(benchmark, capture: SimProc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sink = EventSink(settings_for(capture.url), tmp_path, "s1")
+    records = _records(200)
+    state = {"i": 0}
+
+    def one() -> None:
+        sink.write(records[state["i"] % 200])
+        state["i"] += 1
+
+    benchmark(one)
+    sink.close()
+    assert sink.stats()["handed"] == state["i"]
