@@ -119,6 +119,8 @@ def model_table(calls: pl.DataFrame) -> pl.DataFrame:
 
 
 def print_model_table(calls: pl.DataFrame, console: Console) -> None:
+    if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
+        console = Console(file=console.file, width=170)
     table = Table(title="Per model")
     for name in (
         "model",

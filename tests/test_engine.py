@@ -248,3 +248,28 @@ def test_open_loop_poisson_arrivals(tmp_path):
     assert stats.kstest(gaps, "expon", args=(0, 1 / 100.0)).pvalue > 0.01
     assert math.isclose(rate, len(sched_gaps) / sum(sched_gaps), rel_tol=0.02)
     assert manifest["release_lateness"]["p99_ms"] < 20
+
+
+def test_posthog_tutorial_insights_from_events_equal_those_from_parquet(tmp_path):
+    """Total cost per model, average cost per user, average response time: PostHog's view == the report's."""
+    from harness.report import posthog_insights_from_calls, posthog_insights_from_events
+
+    proc = start_simulator("--time-scale", "0.01", "--seed", "21", "--faults", "overloaded=0.1,midstream_error=0.1")
+    try:
+        dataset = write_dataset(tmp_path / "d.jsonl", 24, max_tokens=30)
+        cfg, result = run(tmp_path, proc.url, dataset, concurrency=8, max_retries=0, posthog_host=proc.url)
+        events = proc.events()["events"]
+    finally:
+        proc.stop()
+    calls = pl.read_parquet(result.run_dir / "calls.parquet")
+    assert calls.filter(pl.col("status") == "error").height > 0, "the faults should produce failed calls too"
+    from_calls = posthog_insights_from_calls(calls)
+    from_events = posthog_insights_from_events(events)
+    assert from_events["distinct_users"] == from_calls["distinct_users"] == 4
+    assert from_events["events_per_model"] == from_calls["events_per_model"]
+    assert from_events["total_cost"] == pytest.approx(from_calls["total_cost"], rel=1e-9)
+    assert from_events["avg_cost_per_user"] == pytest.approx(from_calls["avg_cost_per_user"], rel=1e-9)
+    for model, cost in from_calls["total_cost_per_model"].items():
+        assert from_events["total_cost_per_model"][model] == pytest.approx(cost, rel=1e-9)
+    for model, ms in from_calls["avg_response_time_ms_per_model"].items():
+        assert from_events["avg_response_time_ms_per_model"][model] == pytest.approx(ms, rel=1e-9)

@@ -12,18 +12,26 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 
-# The CLI's commands and flags (design.md §5); the lead cross-checks them with the real CLI.
-HARNESS_COMMANDS: dict[str, set[str]] = {
-    "run": {
-        "--dataset", "--models", "--repeats", "--concurrency", "--rate", "--arrival", "--max-cost",
-        "--target", "--profile", "--results-dir", "--run-id",
-    },
-    "report": {"--max-p95-s", "--max-ttft-p95-s", "--max-error-rate", "--min-pass-rate"},
-    "compare": set(),
-    "validate": set(),
-    "simulate": set(),
-    "events": set(),
-}  # fmt: skip
+
+def _cli_commands() -> dict[str, set[str]]:
+    """The real CLI's commands and their flags, read from the typer app itself."""
+    import typer
+
+    from harness.cli import app
+
+    group = typer.main.get_command(app)
+    assert hasattr(group, "commands")
+    found: dict[str, set[str]] = {}
+    for name, command in group.commands.items():
+        flags = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+        if hasattr(command, "commands"):
+            for sub in command.commands.values():
+                flags |= {opt for param in sub.params for opt in (*param.opts, *param.secondary_opts)}
+        found[name] = {f for f in flags if f.startswith("--")}
+    return found
+
+
+HARNESS_COMMANDS: dict[str, set[str]] = _cli_commands()
 
 
 def _load(name: str) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def _insights(frame: pl.DataFrame) -> dict[str, Any]:
 def posthog_insights_from_calls(df: pl.DataFrame | pl.LazyFrame) -> dict[str, Any]:
     """The insights as PostHog would compute them from one event per call row."""
     lazy = df.lazy() if isinstance(df, pl.DataFrame) else df
-    frame = lazy.select(
+    frame = lazy.filter(pl.col("status") != "cancelled").select(  # cancelled calls send no event
         pl.col("model"),
         distinct_id_expr(),
         pl.col("total_cost_usd").alias("total_cost_in_dollars"),
