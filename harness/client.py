@@ -47,6 +47,7 @@ ERROR_KINDS: dict[str, tuple[bool, bool]] = {
     "stream_dropped": (False, False),  # connection lost inside the body
     "stream_truncated": (False, False),  # body ended without message_stop
     "client_error": (False, False),  # anything else raised by the client
+    "harness_error": (False, False),  # a bug in the harness while handling the call
 }
 
 _STATUS_KINDS = {

@@ -269,6 +269,11 @@ class Runner:
         except asyncio.CancelledError:
             self._emit(self._record(call, state, cancelled=True))
             raise
+        except Exception as exc:  # noqa: BLE001 - a bug in one call must cost one row, not the run
+            if state.last is None:
+                state.last = Attempt()
+            state.last.fail("harness_error", f"{type(exc).__name__}: {exc}")
+            self._emit(self._record(call, state))
         finally:
             self._inflight_worst -= state.reserved
             state.reserved = 0.0

@@ -1,0 +1,185 @@
+"""The runner alone, driven by a fake client and a list sink: scheduling, retries, budget, stops, bugs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.client import Attempt
+from harness.plan import make_plan
+from harness.pricing import PriceTable
+from harness.records import Case, PlannedCall
+from harness.runner import Runner, RunnerSettings
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def write(self, record) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        pass
+
+
+class FreeLimiter:
+    def __init__(self) -> None:
+        self.rate_limited: list = []
+
+    async def acquire(self, input_tokens, max_tokens, *, front=False) -> float:
+        return 0.0
+
+    def settle(self, *args) -> None:
+        pass
+
+    def observe_headers(self, headers) -> None:
+        pass
+
+    def on_rate_limited(self, retry_after_s, message) -> None:
+        self.rate_limited.append(retry_after_s)
+
+
+class FakeClient:
+    """Answers after `delay`; the first `fail_first` attempts of every call fail with `kind`."""
+
+    def __init__(self, delay=0.001, fail_first=0, kind="overloaded", retry_after=None, explode=()):
+        self.delay, self.fail_first, self.kind, self.retry_after = delay, fail_first, kind, retry_after
+        self.explode = set(explode)
+        self.sent: list[tuple[str, int, float]] = []
+
+    async def call(self, call: PlannedCall, *, stream: bool, attempt: int) -> Attempt:
+        if call.case.id in self.explode:
+            raise RuntimeError("boom")
+        a = Attempt(sent_ns=time.perf_counter_ns())
+        self.sent.append((call.call_id, attempt, time.monotonic()))
+        await asyncio.sleep(self.delay)
+        a.first_token_ns = time.perf_counter_ns()
+        a.last_byte_ns = time.perf_counter_ns()
+        if attempt < self.fail_first:
+            a.retry_after_s = self.retry_after
+            return a.fail(self.kind, "injected", 529 if self.kind == "overloaded" else 429)
+        a.ok, a.status, a.stop_reason, a.text = True, 200, "end_turn", "hello"
+        a.input_tokens, a.output_tokens = 100, 50
+        return a
+
+
+CASES = [Case(id=f"c{i}", messages=({"role": "user", "content": f"q{i}"},), max_tokens=64) for i in range(20)]
+PRICES = PriceTable.resolve(["claude-haiku-4-5", "claude-opus-4-8"])
+
+
+def make_runner(client, **settings_kw):
+    sink = ListSink()
+    limiter = FreeLimiter()
+    runner = Runner(
+        RunnerSettings(run_id="r1", target="simulator", **settings_kw),
+        client,
+        lambda model: limiter,
+        lambda call: 100,
+        lambda call: call.case.max_tokens or 64,
+        PRICES,
+        [sink],
+    )
+    return runner, sink, limiter
+
+
+def plan(n_models=2, **kw):
+    models = ["claude-haiku-4-5", "claude-opus-4-8"][:n_models]
+    return make_plan(CASES, models, repeats=1, seed=1, run_id="r1", **kw)
+
+
+async def test_closed_loop_runs_every_call_once():
+    runner, sink, _ = make_runner(FakeClient(), concurrency=5)
+    outcome = await runner.run(plan())
+    assert outcome.finished == 40 and outcome.not_started == 0
+    assert sorted(r.call_id for r in sink.records) == sorted(c.call_id for c in plan())
+    assert all(r.status == "ok" and r.attempts == 1 for r in sink.records)
+    assert all(r.total_cost_usd > 0 for r in sink.records)
+
+
+async def test_retries_count_attempts_and_honour_retry_after():
+    client = FakeClient(fail_first=2, kind="rate_limit", retry_after=0.05)
+    runner, sink, limiter = make_runner(client, concurrency=4, max_retries=3)
+    await runner.run(plan(1))
+    assert all(r.status == "ok" and r.attempts == 3 for r in sink.records)
+    assert all(r.retry_wait_s >= 0.1 for r in sink.records)
+    assert len(limiter.rate_limited) == 40
+    by_call: dict[str, list[float]] = {}
+    for call_id, _, at in client.sent:
+        by_call.setdefault(call_id, []).append(at)
+    for times in by_call.values():
+        assert all(b - a >= 0.05 for a, b in itertools.pairwise(times))
+
+
+async def test_retries_exhausted_is_an_error_row():
+    runner, sink, _ = make_runner(FakeClient(fail_first=9), concurrency=4, max_retries=1)
+    await runner.run(plan(1))
+    assert {r.status for r in sink.records} == {"error"}
+    assert {r.error_kind for r in sink.records} == {"overloaded"}
+    assert {r.attempts for r in sink.records} == {2}
+
+
+async def test_a_bug_in_one_call_costs_one_row_not_the_run():
+    runner, sink, _ = make_runner(FakeClient(explode={"c3"}), concurrency=4)
+    outcome = await runner.run(plan())
+    assert outcome.finished == 40
+    broken = [r for r in sink.records if r.case_id == "c3"]
+    assert len(broken) == 2 and {r.error_kind for r in broken} == {"harness_error"}
+
+
+async def test_budget_stops_scheduling_before_it_can_be_exceeded():
+    worst = PRICES.worst_case_usd("claude-opus-4-8", 100, 64)
+    budget = worst * 7.5
+    runner, _sink, _ = make_runner(FakeClient(delay=0.01), concurrency=16, max_cost_usd=budget)
+    outcome = await runner.run(plan(2))
+    assert outcome.stopped_by == "budget"
+    assert outcome.spent_usd <= budget
+    assert 0 < outcome.finished < 40
+
+
+async def test_stop_with_no_grace_records_in_flight_calls_as_cancelled():
+    runner, sink, _ = make_runner(FakeClient(delay=5.0), concurrency=6, grace_s=0.0)
+    asyncio.get_running_loop().call_later(0.2, runner.request_stop, "signal")
+    outcome = await runner.run(plan())
+    assert outcome.cancelled == 6
+    assert [r.status for r in sink.records] == ["cancelled"] * 6
+    assert outcome.not_started == 34
+
+
+async def test_open_loop_releases_on_schedule_not_on_completion():
+    runner, _sink, _ = make_runner(FakeClient(delay=0.3), rate=100.0, arrival="constant")
+    calls = plan(1, rate=100.0, arrival="constant")
+    started = time.monotonic()
+    await runner.run(calls)
+    elapsed = time.monotonic() - started
+    # 20 calls at 100/s are all released within ~0.2 s although each takes 0.3 s.
+    assert elapsed < 1.5
+    assert runner.outcome.release_lateness["p99_ms"] < 50
+
+
+@settings(max_examples=30, deadline=None)
+@given(n_cases=st.integers(1, 15), repeats=st.integers(1, 3), seed=st.integers(0, 10_000))
+def test_plan_has_each_case_model_repeat_once_and_is_seeded(n_cases, repeats, seed):
+    cases = CASES[:n_cases]
+    models = ["claude-haiku-4-5", "claude-opus-4-8", "claude-sonnet-4-6"]
+    a = make_plan(cases, models, repeats=repeats, seed=seed, run_id="x")
+    b = make_plan(cases, models, repeats=repeats, seed=seed, run_id="x")
+    keys = [(c.case.id, c.model, c.repeat) for c in a]
+    assert len(keys) == len(set(keys)) == n_cases * 3 * repeats
+    assert [c.call_id for c in a] == [c.call_id for c in b]
+    assert len({c.call_id for c in a}) == len(a)
+
+
+@pytest.mark.parametrize("arrival", ["poisson", "constant"])
+def test_arrival_offsets_match_the_rate(arrival):
+    calls = make_plan(
+        CASES * 50, ["claude-haiku-4-5"], repeats=1, seed=3, run_id="x", rate=50.0, arrival=arrival
+    )
+    offsets = [c.offset_s for c in calls]
+    assert offsets == sorted(offsets)
+    assert len(calls) / offsets[-1] == pytest.approx(50.0, rel=0.1)
