@@ -41,7 +41,9 @@ def test_public_names_exist(module):
 
 def test_cli_introspection_sees_the_commands():
     assert {"run", "report", "compare", "validate", "simulate", "events"} <= set(HARNESS_COMMANDS)
-    assert {"--dataset", "--models", "--resume", "--max-cost", "--rate", "--arrival"} <= HARNESS_COMMANDS["run"]
+    assert {"--dataset", "--models", "--resume", "--max-cost", "--rate", "--arrival"} <= HARNESS_COMMANDS[
+        "run"
+    ]
 
 
 def test_client_is_the_only_importer_of_anthropic():

@@ -254,10 +254,12 @@ def test_posthog_tutorial_insights_from_events_equal_those_from_parquet(tmp_path
     """Total cost per model, average cost per user, average response time: PostHog's view == the report's."""
     from harness.report import posthog_insights_from_calls, posthog_insights_from_events
 
-    proc = start_simulator("--time-scale", "0.01", "--seed", "21", "--faults", "overloaded=0.1,midstream_error=0.1")
+    proc = start_simulator(
+        "--time-scale", "0.01", "--seed", "21", "--faults", "overloaded=0.1,midstream_error=0.1"
+    )
     try:
         dataset = write_dataset(tmp_path / "d.jsonl", 24, max_tokens=30)
-        cfg, result = run(tmp_path, proc.url, dataset, concurrency=8, max_retries=0, posthog_host=proc.url)
+        _cfg, result = run(tmp_path, proc.url, dataset, concurrency=8, max_retries=0, posthog_host=proc.url)
         events = proc.events()["events"]
     finally:
         proc.stop()

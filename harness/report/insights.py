@@ -51,12 +51,16 @@ def _insights(frame: pl.DataFrame) -> dict[str, Any]:
 def posthog_insights_from_calls(df: pl.DataFrame | pl.LazyFrame) -> dict[str, Any]:
     """The insights as PostHog would compute them from one event per call row."""
     lazy = df.lazy() if isinstance(df, pl.DataFrame) else df
-    frame = lazy.filter(pl.col("status") != "cancelled").select(  # cancelled calls send no event
-        pl.col("model"),
-        distinct_id_expr(),
-        pl.col("total_cost_usd").alias("total_cost_in_dollars"),
-        (pl.col("latency_s") * 1000.0).alias("response_time_in_ms"),
-    ).collect()
+    frame = (
+        lazy.filter(pl.col("status") != "cancelled")
+        .select(  # cancelled calls send no event
+            pl.col("model"),
+            distinct_id_expr(),
+            pl.col("total_cost_usd").alias("total_cost_in_dollars"),
+            (pl.col("latency_s") * 1000.0).alias("response_time_in_ms"),
+        )
+        .collect()
+    )
     return _insights(frame)
 
 
