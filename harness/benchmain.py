@@ -15,8 +15,9 @@ from pathlib import Path
 
 from harness.cli import app
 
-PROFILE = Path(__file__).parent / "profiles" / "bench.toml"
-SMOKE = Path(__file__).parent.parent / "datasets" / "smoke.jsonl"
+# Relative to the working directory when possible, so manifests and reports show short paths.
+PROFILE = Path(os.path.relpath(Path(__file__).parent / "profiles" / "bench.toml"))
+SMOKE = Path(os.path.relpath(Path(__file__).parent.parent / "datasets" / "smoke.jsonl"))
 
 
 def main() -> None:

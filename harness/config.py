@@ -215,7 +215,7 @@ def _profile_values(profile: Mapping[str, Any], base: Path | None) -> dict[str, 
         values["select"] = profile["select"]
     for key in ("dataset", "results_dir", "sim_profile"):
         if key in values and base is not None and not Path(values[key]).is_absolute():
-            values[key] = base / values[key]
+            values[key] = Path(os.path.normpath(base / values[key]))
     return values
 
 
