@@ -275,3 +275,52 @@ def test_posthog_tutorial_insights_from_events_equal_those_from_parquet(tmp_path
         assert from_events["total_cost_per_model"][model] == pytest.approx(cost, rel=1e-9)
     for model, ms in from_calls["avg_response_time_ms_per_model"].items():
         assert from_events["avg_response_time_ms_per_model"][model] == pytest.approx(ms, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("key", "status"), [("sk-ant-revoked-abc", "authentication"), ("sk-ant-noperm-abc", "permission")]
+)
+def test_a_refused_key_aborts_before_the_first_call(sim, tmp_path, key, status):
+    """401/403 at preflight: exit 2 with a clear message, no call sent, no results directory."""
+    from harness.errors import TargetError
+
+    sim.reset()
+    dataset = write_dataset(tmp_path / "d.jsonl", 3)
+    cfg = build_config(
+        {"dataset": dataset, "models": "claude-haiku-4-5", "results_dir": tmp_path / "r", "base_url": sim.url,
+         "target": "custom", "progress": "off", "report": False},
+        env={"ANTHROPIC_API_KEY": key},
+    )  # fmt: skip
+    with pytest.raises(TargetError) as info:
+        execute_run_sync(cfg)
+    assert status in str(info.value)
+    assert key not in str(info.value)
+    assert sim.requests() == []
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unknown_model_fails_preflight(sim, tmp_path):
+    from harness.errors import TargetError
+
+    sim.reset()
+    dataset = write_dataset(tmp_path / "d.jsonl", 3)
+    # genai-prices knows claude-3-haiku, the simulator does not serve it.
+    with pytest.raises(TargetError, match="unknown model 'claude-3-haiku'"):
+        run(tmp_path, sim.url, dataset, models="claude-3-haiku")
+    assert sim.requests() == []
+
+
+def test_skip_invalid_lists_skipped_rows_in_the_manifest(sim, tmp_path):
+    sim.reset()
+    dataset = write_dataset(tmp_path / "d.jsonl", 5, expected=False)
+    with dataset.open("a") as fh:
+        fh.write('{"id": "bad1", "prompt": ""}\n{"id": "bad2", "max_tokens": -3, "prompt": "x"}\n')
+    _, result = run(
+        tmp_path, sim.url, dataset, models="claude-haiku-4-5", skip_invalid=True, posthog_host=sim.url
+    )
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    skipped = manifest["dataset"]["skipped"]
+    assert len(skipped) == 2
+    assert any("d.jsonl:6: prompt:" in s for s in skipped)
+    assert any("d.jsonl:7: max_tokens:" in s for s in skipped)
+    assert pl.read_parquet(result.run_dir / "calls.parquet").height == 5

@@ -183,3 +183,12 @@ def test_arrival_offsets_match_the_rate(arrival):
     offsets = [c.offset_s for c in calls]
     assert offsets == sorted(offsets)
     assert len(calls) / offsets[-1] == pytest.approx(50.0, rel=0.1)
+
+
+async def test_a_401_mid_run_aborts_at_once():
+    runner, sink, _ = make_runner(FakeClient(fail_first=1, kind="authentication"), concurrency=2, max_retries=5)
+    outcome = await runner.run(plan())
+    assert outcome.stopped_by == "abort"
+    assert "refused the key" in str(outcome.error)
+    assert outcome.finished + outcome.cancelled <= 4
+    assert all(r.attempts == 1 for r in sink.records)

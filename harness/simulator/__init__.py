@@ -21,6 +21,9 @@ intended_gaps_s (between deltas; null above 4,096 deltas), intended_total_s (rec
 last byte), input_tokens, output_tokens (deltas sent), stop_reason, retry_after (429),
 and when relevant limited (which rate limit), fault_after_tokens, client_closed.
 
+Keys: any non-empty key is accepted, except the test hooks `sk-ant-revoked…` (401
+authentication_error) and `sk-ant-noperm…` (403 permission_error).
+
 Fault names: rate_limit, overloaded, api_error, midstream_error, drop, truncate,
 slow_first_byte (see `faults.py`). Delays are multiplied by `--time-scale` except
 `slow_first_byte_s`.

@@ -82,6 +82,10 @@ async def _read_json(request: web.Request, headers: dict[str, str]) -> tuple[Any
         return None, _error(400, "invalid_request_error", "body: Input should be valid JSON", headers)
 
 
+REVOKED_KEY_PREFIX = "sk-ant-revoked"
+NO_PERMISSION_KEY_PREFIX = "sk-ant-noperm"
+
+
 def _preamble(
     request: web.Request, state: SimState, headers: dict[str, str]
 ) -> tuple[str | None, web.Response | None]:
@@ -91,6 +95,13 @@ def _preamble(
     key = _api_key(request)
     if key is None:
         return None, _error(401, "authentication_error", "x-api-key header is required", headers)
+    # Test hooks: keys with these prefixes are refused the way the real API refuses bad keys.
+    if key.startswith(REVOKED_KEY_PREFIX):
+        return None, _error(401, "authentication_error", "invalid x-api-key", headers)
+    if key.startswith(NO_PERMISSION_KEY_PREFIX):
+        return None, _error(
+            403, "permission_error", "Your API key does not have permission to use this resource.", headers
+        )
     if not request.headers.get("anthropic-version"):
         return None, _error(400, "invalid_request_error", "anthropic-version: header is required", headers)
     return key, None
