@@ -330,6 +330,11 @@ async def _run(
             f"[yellow]warning:[/] the harness's event loop lagged (p99 {outcome.loop_lag['p99_ms']:.1f} ms): "
             "latencies may include the harness's own delay; lower the load or use fewer streams per process"
         )
+    if outcome.saturated:
+        console.print(
+            "[yellow]warning:[/] the run could not keep to its arrival schedule (limiter, --max-in-flight or "
+            "the harness itself): latency_from_schedule_s includes that queueing"
+        )
     status = "interrupted" if caught else ("failed" if outcome.error else "finished")
     store.update_manifest(
         status=status,
@@ -342,6 +347,7 @@ async def _run(
         spent_usd=outcome.spent_usd,
         loop_lag=outcome.loop_lag,
         release_lateness=outcome.release_lateness,
+        saturated=outcome.saturated,
         events=delivery,
     )
     result = RunResult(run_id=run_id, run_dir=store.run_dir, outcome=outcome, delivery=delivery)

@@ -82,6 +82,7 @@ class RunOutcome:
     spent_usd: float = 0.0
     loop_lag: dict[str, float] = field(default_factory=dict)
     release_lateness: dict[str, float] = field(default_factory=dict)
+    saturated: bool = False  # open loop: the harness could not keep to the schedule
     error: HarnessError | None = None
 
 
@@ -157,6 +158,7 @@ class Runner:
         self._anchor_ns = time.perf_counter_ns()
         self._anchor_wall = datetime.now(UTC)
         self._lateness: list[float] = []
+        self._late_admissions = 0
 
     # -- public control --------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -187,6 +189,7 @@ class Runner:
                 deadline.cancel()
             self.outcome.loop_lag = await monitor.stop()
             self.outcome.release_lateness = summarize_ms(self._lateness)
+            self.outcome.saturated = self._saturated()
         self.outcome.not_started = self.outcome.planned - self.outcome.finished - self.outcome.cancelled
         return self.outcome
 
@@ -259,6 +262,8 @@ class Runner:
             # In open loop the release loop already waited on the cap: that wait counts from the schedule.
             await limiter.acquire(est_input, max_tokens)
             state.admitted_ns = time.perf_counter_ns()
+            if self.s.rate and (state.admitted_ns - scheduled_ns) * 1e-9 > 1.0 / self.s.rate:
+                self._late_admissions += 1
             if self._over_budget(worst):
                 self.request_stop("budget")
                 return
@@ -279,6 +284,16 @@ class Runner:
             state.reserved = 0.0
             if cap is not None:
                 cap.release()
+
+    def _saturated(self) -> bool:
+        """Open loop only: calls left later than their schedule (release loop, cap or limiter).
+
+        Then `latency_from_schedule_s` measures the harness's queue as well as the model.
+        """
+        if self.s.arrival == "closed" or not self._lateness:
+            return False
+        late_share = self._late_admissions / max(1, len(self._lateness))
+        return self.outcome.release_lateness.get("p99_ms", 0.0) > 10.0 or late_share > 0.05
 
     def _over_budget(self, worst: float) -> bool:
         limit = self.s.max_cost_usd

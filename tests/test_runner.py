@@ -186,9 +186,20 @@ def test_arrival_offsets_match_the_rate(arrival):
 
 
 async def test_a_401_mid_run_aborts_at_once():
-    runner, sink, _ = make_runner(FakeClient(fail_first=1, kind="authentication"), concurrency=2, max_retries=5)
+    runner, sink, _ = make_runner(
+        FakeClient(fail_first=1, kind="authentication"), concurrency=2, max_retries=5
+    )
     outcome = await runner.run(plan())
     assert outcome.stopped_by == "abort"
     assert "refused the key" in str(outcome.error)
     assert outcome.finished + outcome.cancelled <= 4
     assert all(r.attempts == 1 for r in sink.records)
+
+
+async def test_open_loop_marks_a_run_saturated_when_the_cap_holds_calls_back():
+    runner, _sink, _ = make_runner(FakeClient(delay=0.2), rate=200.0, arrival="constant", max_in_flight=2)
+    await runner.run(plan(1, rate=200.0, arrival="constant"))
+    assert runner.outcome.saturated
+    runner, _sink, _ = make_runner(FakeClient(delay=0.001), rate=50.0, arrival="constant")
+    await runner.run(plan(1, rate=50.0, arrival="constant"))
+    assert not runner.outcome.saturated
