@@ -82,11 +82,40 @@ def _max_tokens(call: PlannedCall) -> int:
     return int(request_params(call, False)["max_tokens"])
 
 
+def needs_simulator(cfg: RunConfig) -> bool:
+    return cfg.target == "simulator" and not cfg.base_url
+
+
+def launch_simulator(cfg: RunConfig) -> SimulatorProcess:
+    """Spawn the simulator for this run without waiting: it boots while the harness imports and loads."""
+    return SimulatorProcess.launch(
+        time_scale=cfg.sim_time_scale, seed=cfg.sim_seed, profile=cfg.sim_profile, faults=cfg.sim_faults
+    )
+
+
 async def execute_run(
-    cfg: RunConfig, *, console: Console | None = None, cli_args: dict[str, Any] | None = None
+    cfg: RunConfig,
+    *,
+    console: Console | None = None,
+    cli_args: dict[str, Any] | None = None,
+    simulator: SimulatorProcess | None = None,
 ) -> RunResult:
-    """Run a whole benchmark; raise HarnessError for run-level problems (after saving what finished)."""
-    console = console or Console(stderr=True)
+    """Run a whole benchmark; raise HarnessError for run-level problems (after saving what finished).
+
+    `simulator` is one already launched by the caller (see `launch_simulator`); it is stopped here.
+    """
+    if needs_simulator(cfg) and simulator is None:
+        simulator = launch_simulator(cfg)
+    try:
+        return await _execute(cfg, console or Console(stderr=True), cli_args, simulator)
+    finally:
+        if simulator is not None:
+            simulator.stop()
+
+
+async def _execute(
+    cfg: RunConfig, console: Console, cli_args: dict[str, Any] | None, sim: SimulatorProcess | None
+) -> RunResult:
     if cfg.dataset is None:
         raise HarnessError("--dataset: a dataset is required")
     loaded = load_cases(cfg.dataset, skip_invalid=cfg.skip_invalid)
@@ -104,18 +133,11 @@ async def execute_run(
         max_calls=cfg.max_calls,
     )
 
-    sim: SimulatorProcess | None = None
     capture: SimulatorProcess | None = None
     try:
         base_url = cfg.base_url
-        if cfg.target == "simulator" and not base_url:
-            sim = SimulatorProcess.start(
-                time_scale=cfg.sim_time_scale,
-                seed=cfg.sim_seed,
-                profile=cfg.sim_profile,
-                faults=cfg.sim_faults,
-            )
-            base_url = sim.url
+        if sim is not None:
+            base_url = sim.wait_ready().url
         api_key = cfg.api_key.get() if cfg.target == "anthropic" or cfg.api_key else ""
         if cfg.target != "anthropic" and not api_key:
             api_key = "sk-ant-simulator-key"
@@ -156,8 +178,6 @@ async def execute_run(
         finally:
             await client.aclose()
     finally:
-        if sim:
-            sim.stop()
         if capture:
             capture.stop()
     return result

@@ -8,6 +8,7 @@ No logic lives here beyond that translation.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -87,7 +88,6 @@ def run(
     no_report: Annotated[bool, Opt(help="Skip the report at the end.")] = False,
 ) -> None:
     """Replay a dataset against Claude models; write parquet, events and a report."""
-    from harness.bench import execute_run, manifest_of
     from harness.config import build_config
 
     given: dict[str, Any] = {
@@ -128,12 +128,28 @@ def run(
             base = Path(results_dir or "results") / resume
             if not (base / "manifest.json").is_file():
                 raise HarnessError(f"--resume: no run {resume!r} in {base.parent}")
-            saved = manifest_of(base).get("cli", {})
+            try:
+                saved = json.loads((base / "manifest.json").read_text()).get("cli", {})
+            except (OSError, ValueError, AttributeError):
+                raise HarnessError(f"--resume: {base / 'manifest.json'} is unreadable") from None
             given = {**saved, **{k: v for k, v in given.items() if v is not None}, "resume": resume}
             given["run_id"] = None
         config = build_config(given)
         cli_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None}
-        result = asyncio.run(execute_run(config, console=err, cli_args=cli_args))
+        # Launch the simulator before the heavy imports below so that both boot at once.
+        from harness.simlauncher import SimulatorProcess
+
+        simulator = None
+        if config.target == "simulator" and not config.base_url:
+            simulator = SimulatorProcess.launch(
+                time_scale=config.sim_time_scale,
+                seed=config.sim_seed,
+                profile=config.sim_profile,
+                faults=config.sim_faults,
+            )
+        from harness.bench import execute_run
+
+        result = asyncio.run(execute_run(config, console=err, cli_args=cli_args, simulator=simulator))
     except HarnessError as exc:
         _fail(exc)
     except KeyboardInterrupt:

@@ -78,7 +78,10 @@ class ProgressSink:
         elif record.latency_s is not None:
             self.recent.append(record.latency_s)
         if self._progress is not None:
-            self._progress.update(self._task, completed=self.done, stats=self._stats())
+            now = time.monotonic()
+            if now - self._last_line >= 0.25:  # percentiles sort a window: not on every record
+                self._last_line = now
+                self._progress.update(self._task, completed=self.done, stats=self._stats())
         elif self.mode == "plain":
             now = time.monotonic()
             if now - self._last_line >= 5.0:

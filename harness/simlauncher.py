@@ -15,8 +15,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
+from typing import IO, Any
 
 from harness.errors import TargetError
 
@@ -33,12 +35,13 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class SimulatorProcess:
     """`python -m harness.simulator --port 0 …`; `url` is known once it printed its listening line."""
 
-    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+    def __init__(self, proc: subprocess.Popen[str], stderr: IO[bytes]) -> None:
         self.proc = proc
-        self.url = url
+        self.url = ""
+        self._stderr = stderr
 
     @classmethod
-    def start(
+    def launch(
         cls,
         *,
         time_scale: float = 1.0,
@@ -46,8 +49,8 @@ class SimulatorProcess:
         profile: Path | None = None,
         faults: str | None = None,
         posthog_only: bool = False,
-        startup_timeout_s: float = 20.0,
     ) -> SimulatorProcess:
+        """Spawn the process and return at once: it boots while the harness loads its own imports."""
         args = [sys.executable, "-m", "harness.simulator", "--host", "127.0.0.1", "--port", "0"]
         args += ["--time-scale", repr(time_scale), "--seed", str(seed)]
         if profile:
@@ -57,29 +60,43 @@ class SimulatorProcess:
         if posthog_only:
             args += ["--posthog-only"]
         env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process; closed in stop()
         proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=stderr,
             text=True,
             env=env,
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
+        return cls(proc, stderr)
+
+    def wait_ready(self, timeout_s: float = 20.0) -> SimulatorProcess:
+        """Block until the simulator printed its URL; a failure says what the simulator said."""
+        if self.url:
+            return self
         line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""))
+        stdout = self.proc.stdout
+        reader = threading.Thread(target=lambda: line.append(stdout.readline() if stdout else ""))
         reader.daemon = True
         reader.start()
-        reader.join(startup_timeout_s)
+        reader.join(timeout_s)
         first = line[0].strip() if line else ""
         if "http://" not in first:
-            proc.kill()
-            raise TargetError(
-                f"the simulator did not start (said {first!r}); try `harness simulate` to see why"
-            )
-        url = first[first.index("http://") :].split()[0]
-        return cls(proc, url)
+            self.proc.kill()
+            self.proc.wait()
+            self._stderr.seek(0)
+            said = self._stderr.read().decode(errors="replace").strip().splitlines()
+            reason = said[-1] if said else first or f"nothing within {timeout_s:.0f} s"
+            raise TargetError(f"the simulator did not start: {reason}")
+        self.url = first[first.index("http://") :].split()[0]
+        return self
+
+    @classmethod
+    def start(cls, *, startup_timeout_s: float = 20.0, **options: Any) -> SimulatorProcess:
+        return cls.launch(**options).wait_ready(startup_timeout_s)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self.proc.poll() is None:
@@ -91,6 +108,7 @@ class SimulatorProcess:
                 self.proc.wait()
         if self.proc.stdout:
             self.proc.stdout.close()
+        self._stderr.close()
 
     def __enter__(self) -> SimulatorProcess:
         return self
