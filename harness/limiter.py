@@ -454,6 +454,9 @@ def _window_size(rpm: float) -> int:
         if whole < 1 or abs(budget - whole) > 1e-9:
             continue
         low, high = max(1, math.ceil(target / 2)), min(whole, math.floor(target * 2))
+        # Bounded search near the target: an unlimited pool that adopts a huge header limit
+        # (e.g. 10^9 RPM) must not scan millions of candidates on the event loop (it took 1.2 s).
+        low, high = max(low, round(target) - 5000), min(high, round(target) + 5000)
         divisors = [d for d in range(low, high + 1) if whole % d == 0]
         if divisors:
             return min(divisors, key=lambda d: (abs(d - target), d))

@@ -423,15 +423,19 @@ class Runner:
         else:
             self.outcome.finished += 1
         self.outcome.spent_usd += record.total_cost_usd
+        # Sinks in order (store first): a record a sink could not take goes to no later sink,
+        # so no PostHog event exists for a call whose row was not stored.
         for sink in self.sinks:
             try:
                 sink.write(record)
             except StorageError as exc:
                 self.outcome.error = exc
                 self.request_stop("storage")
+                return
             except OSError as exc:
                 self.outcome.error = StorageError(f"cannot write results: {exc.strerror or exc}")
                 self.request_stop("storage")
+                return
 
 
 @dataclass(slots=True)

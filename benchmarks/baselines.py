@@ -1,0 +1,175 @@
+"""The comparison loads of `make perf`: a bare SDK loop, and three readers of the same SSE stream.
+
+Each mode runs in its own process (`python -m benchmarks.baselines MODE URL ...`) and
+prints one JSON line: calls, wall seconds, CPU seconds of the process, deltas read.
+
+- `sdk-loop`: `AsyncAnthropic` on the aiohttp transport, `max_retries=0`, `messages.create`
+  (not streamed) from `concurrency` workers: the floor the harness's plain calls are held to.
+- `aiohttp-lines`: a bare aiohttp client reading the SSE body line by line, decoding each
+  `data:` line with orjson and keeping the text: the cheapest honest reader.
+- `harness-client`: `harness.client.ClaudeClient.call(stream=True)`: the harness's read path.
+- `sdk-stream`: the SDK's `messages.stream()` helper, iterating `text_stream`.
+
+This module must not judge figures; `perf.py` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import orjson
+
+__all__ = ["MODES"]
+
+MODES = ("sdk-loop", "aiohttp-lines", "harness-client", "sdk-stream")
+MODEL = "claude-haiku-4-5"  # replaced by --model
+_KEY = "sk-ant-bench-key"
+
+
+def _prompt(i: int) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"Question {i}: word word word word word word word word?"}]
+
+
+async def _sdk_loop(url: str, calls: int, concurrency: int, max_tokens: int) -> dict[str, Any]:
+    import anthropic
+
+    client = anthropic.AsyncAnthropic(
+        api_key=_KEY, base_url=url, max_retries=0, http_client=anthropic.DefaultAioHttpClient()
+    )
+    counter = iter(range(calls))
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        for i in counter:
+            try:
+                await client.messages.create(model=MODEL, max_tokens=max_tokens, messages=_prompt(i))  # type: ignore[arg-type]
+            except anthropic.AnthropicError:
+                errors += 1
+
+    # warm the connections as the harness's preflight does
+    await asyncio.gather(*(client.models.retrieve(MODEL) for _ in range(concurrency)))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    await client.close()
+    return {"calls": calls, "errors": errors, "wall_s": wall, "cpu_s": cpu, "calls_per_s": calls / wall}
+
+
+async def _aiohttp_lines(url: str, calls: int, concurrency: int, max_tokens: int) -> dict[str, Any]:
+    import aiohttp
+
+    headers = {"x-api-key": _KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    deltas = 0
+    counter = iter(range(calls))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def worker() -> None:
+            nonlocal deltas
+            for i in counter:
+                body = orjson.dumps(
+                    {"model": MODEL, "max_tokens": max_tokens, "stream": True, "messages": _prompt(i)}
+                )
+                parts: list[str] = []
+                async with session.post(url + "/v1/messages", data=body, headers=headers) as resp:
+                    async for line in resp.content:
+                        if line.startswith(b"data: "):
+                            event = orjson.loads(line[6:])
+                            if event.get("type") == "content_block_delta":
+                                parts.append(event["delta"].get("text", ""))
+                                deltas += 1
+                "".join(parts)
+
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {"calls": calls, "deltas": deltas, "wall_s": wall, "cpu_s": cpu}
+
+
+async def _harness_client(url: str, calls: int, concurrency: int, max_tokens: int) -> dict[str, Any]:
+    from harness.client import ClaudeClient
+    from harness.records import Case, PlannedCall
+
+    client = ClaudeClient(api_key=_KEY, base_url=url, timeout_s=60.0)
+    deltas = 0
+    errors = 0
+    counter = iter(range(calls))
+
+    async def worker() -> None:
+        nonlocal deltas, errors
+        for i in counter:
+            case = Case(id=f"c{i}", messages=tuple(_prompt(i)), max_tokens=max_tokens)  # type: ignore[call-arg, arg-type]
+            call = PlannedCall(call_id=f"k{i}", case=case, model=MODEL, repeat=0, index=i)  # type: ignore[call-arg]
+            attempt = await client.call(call, stream=True, attempt=0)
+            errors += not attempt.ok
+            deltas += attempt.output_tokens
+
+    await asyncio.gather(*(client.get_model(MODEL) for _ in range(concurrency)))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    await client.aclose()
+    return {"calls": calls, "deltas": deltas, "errors": errors, "wall_s": wall, "cpu_s": cpu}
+
+
+async def _sdk_stream(url: str, calls: int, concurrency: int, max_tokens: int) -> dict[str, Any]:
+    import anthropic
+
+    client = anthropic.AsyncAnthropic(
+        api_key=_KEY, base_url=url, max_retries=0, http_client=anthropic.DefaultAioHttpClient()
+    )
+    deltas = 0
+    counter = iter(range(calls))
+
+    async def worker() -> None:
+        nonlocal deltas
+        for i in counter:
+            async with client.messages.stream(model=MODEL, max_tokens=max_tokens, messages=_prompt(i)) as s:  # type: ignore[arg-type]
+                async for _ in s.text_stream:
+                    deltas += 1
+                await s.get_final_message()
+
+    await asyncio.gather(*(client.models.retrieve(MODEL) for _ in range(concurrency)))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    await client.close()
+    return {"calls": calls, "deltas": deltas, "wall_s": wall, "cpu_s": cpu}
+
+
+def _set_model(model: str) -> None:
+    global MODEL
+    MODEL = model
+
+
+_RUNNERS = {
+    "sdk-loop": _sdk_loop,
+    "aiohttp-lines": _aiohttp_lines,
+    "harness-client": _harness_client,
+    "sdk-stream": _sdk_stream,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines")
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("url")
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument("--model", default=MODEL)
+    args = parser.parse_args(argv)
+    _set_model(args.model)
+    result = asyncio.run(_RUNNERS[args.mode](args.url, args.calls, args.concurrency, args.max_tokens))
+    result["mode"] = args.mode
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

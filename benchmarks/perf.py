@@ -1,0 +1,605 @@
+"""`make perf`: every performance target of issue #6, measured side by side in one run, against the simulator.
+
+`python -m benchmarks.perf [--quick] [--only NAME[,NAME]] [--out-dir DIR]`
+
+Each section starts its own simulator process (loopback, the perf profile of
+`perfkit`) and runs the harness, or a comparison load, in fresh worker
+processes, so CPU and memory figures belong to one process each. Every figure
+is printed beside its target with PASS/MISS; all figures are saved to
+`results/perf/<UTC timestamp>.json` and compared with the previous file there.
+The exit code is 1 when a target is missed. Every load is bounded in count and
+time; durations shorter than the issue's are printed with the figure.
+
+This module must not change the harness: it only measures it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.perfkit import ROOT, SimServer, pct, run_scenario, write_dataset
+
+__all__ = ["SECTIONS", "Verdict", "main", "run_sections"]
+
+Verdict = tuple[str, str, float, str, float, str]  # id, label, value, op, target, unit
+
+
+def _log(*parts: Any) -> None:
+    print(*parts, flush=True)
+
+
+class Ctx:
+    """What a section needs: quick mode, a scratch directory, and where verdicts go."""
+
+    def __init__(self, quick: bool, scratch: Path) -> None:
+        self.quick = quick
+        self.scratch = scratch
+        self.figures: dict[str, Any] = {}
+        self.verdicts: list[Verdict] = []
+
+    def judge(self, vid: str, label: str, value: float, op: str, target: float, unit: str = "") -> None:
+        self.verdicts.append((vid, label, float(value), op, float(target), unit))
+        ok = _passes(float(value), op, float(target))
+        _log(
+            f"  [{'PASS' if ok else 'MISS'}] {vid:<5} {label:<58} {value:>12.4g} {unit:<6} target {op} {target:g}"
+        )
+
+    def dataset(self, name: str, n: int, max_tokens: int) -> Path:
+        path = self.scratch / f"{name}.jsonl"
+        if not path.exists():
+            write_dataset(path, n, max_tokens=max_tokens)
+        return path
+
+    def cli(self, sim: SimServer, **extra: Any) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "models": "claude-haiku-4-5",
+            "results_dir": str(self.scratch / "runs"),
+            "base_url": sim.url,
+            "posthog_host": sim.url,
+            "target": "simulator",
+            "progress": "off",
+            "report": False,
+        }
+        base.update(extra)
+        return base
+
+
+def _passes(value: float, op: str, target: float) -> bool:
+    return value <= target if op == "<=" else value >= target if op == ">=" else value < target
+
+
+def _baseline(
+    mode: str, url: str, calls: int, concurrency: int, max_tokens: int, model: str
+) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "benchmarks.baselines", mode, url),
+            *("--calls", str(calls), "--concurrency", str(concurrency)),
+            *("--max-tokens", str(max_tokens), "--model", model),
+        ],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"baseline {mode} failed:\n{out.stderr.decode(errors='replace')[-2000:]}")
+    return json.loads(out.stdout.decode().strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- sections
+
+
+def capacity(ctx: Ctx) -> None:
+    """The simulator's own ceiling, so a figure below can be blamed on it or not."""
+    from benchmarks import sim_capacity
+
+    figures = sim_capacity.run(_log)
+    ctx.figures["capacity"] = {k: v for k, v in figures.items() if k != "detail"}
+
+
+def peers(ctx: Ctx) -> None:
+    """Target 0: CPU per streamed 20-token request, req/s at 256, open loop 300/s, startup time."""
+    n = 2000 if ctx.quick else 8000
+    ds = ctx.dataset("peers", 1000, 20)
+    out: dict[str, Any] = {}
+    with SimServer() as sim:
+        c0 = sim.cpu_s()
+        r = run_scenario(
+            {"cli": ctx.cli(sim, dataset=str(ds), repeats=n // 1000, concurrency=256, stream=True)}
+        )
+        sim_cpu = sim.cpu_s() - c0
+        out["closed"] = _brief(r, sim_cpu)
+        cpu_ms = 1000 * r["cpu_s"] / max(1, r["calls"])
+        _log(
+            f"  closed loop, concurrency 256, {r['calls']} streamed 20-token calls: {r['calls_per_s']:.0f} req/s, "
+            f"harness CPU {r['cpu_s']:.2f} s (all-in: records, parquet, events), simulator CPU {sim_cpu:.2f} s "
+            f"over {r['span_s']:.2f} s ({100 * sim_cpu / max(r['span_s'], 1e-9):.0f} % of a core); loop lag p99 "
+            f"{r['outcome']['loop_lag']['p99_ms']:.1f} ms"
+        )
+        ctx.judge("T0a", "client CPU per streamed 20-token request (ms)", cpu_ms, "<=", 2.0, "ms")
+        ctx.judge("T0b", "requests/s at concurrency 256", r["calls_per_s"], ">=", 400, "req/s")
+
+        seconds = 5 if ctx.quick else 15
+        calls = 300 * seconds
+        c0 = sim.cpu_s()
+        r = run_scenario(
+            {
+                "cli": ctx.cli(
+                    sim,
+                    dataset=str(ds),
+                    repeats=calls // 1000 + 1,
+                    max_calls=calls,
+                    rate=300.0,
+                    arrival="constant",
+                    stream=True,
+                )
+            }
+        )
+        sim_cpu = sim.cpu_s() - c0
+        out["open"] = _brief(r, sim_cpu)
+        late = r["outcome"]["release_lateness"]
+        _log(
+            f"  open loop 300/s for {seconds} s: {r['calls']} calls, {r['errors']} errors {r['error_kinds']}, "
+            f"achieved {r['calls_per_s']:.1f}/s, release lateness p50 {late['p50_ms']:.2f} ms p99 {late['p99_ms']:.2f} ms, "
+            f"loop lag p99 {r['outcome']['loop_lag']['p99_ms']:.1f} ms"
+        )
+        ctx.judge(
+            "T0c", f"open loop 300/s x {seconds}s: harness-caused errors", r["errors"], "<=", 0, "calls"
+        )
+        ctx.judge("T0d", "open loop 300/s: release lateness p99 (ms)", late["p99_ms"], "<", 2.0, "ms")
+
+        out["startup_s"] = _startup(ctx, sim, ds)
+        ctx.judge("T0e", "command start -> first request sent (s)", out["startup_s"], "<", 2.0, "s")
+    ctx.figures["peers"] = out
+
+
+def _brief(r: dict[str, Any], sim_cpu: float) -> dict[str, Any]:
+    keep = ("calls", "ok", "errors", "error_kinds", "calls_per_s", "cpu_s", "wall_s", "span_s", "peak_rss_mb")
+    brief = {k: r[k] for k in keep}
+    brief.update(
+        loop_lag=r["outcome"]["loop_lag"],
+        release_lateness=r["outcome"]["release_lateness"],
+        events=r["events"],
+        sim_cpu_s=round(sim_cpu, 2),
+    )
+    return brief
+
+
+def _startup(ctx: Ctx, sim: SimServer, ds: Path) -> float:
+    """Wall time from `python -m harness run` starting to the simulator receiving the first Messages request."""
+    sim.reset()
+    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
+    env["POSTHOG_HOST"] = sim.url
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    args = [sys.executable, "-m", "harness", "run", "--dataset", str(ds), "--models", "claude-haiku-4-5"]
+    args += ["--base-url", sim.url, "--target", "simulator", "--max-calls", "20", "--no-report"]
+    args += ["--progress", "off", "--results-dir", str(ctx.scratch / "startup")]
+    began = time.time()
+    done = subprocess.run(args, capture_output=True, cwd=ROOT, env=env, timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"harness run failed:\n{done.stderr.decode(errors='replace')[-2000:]}")
+    first = min(r["received_unix"] for r in sim.requests())
+    _log(
+        f"  startup: first Messages request {first - began:.3f} s after the command started (whole run {time.time() - began:.2f} s)"
+    )
+    return first - began
+
+
+def overhead(ctx: Ctx) -> None:
+    """Target 1: harness calls/s over a bare SDK loop at concurrency 64, plain (non-streamed) calls."""
+    n = 2000 if ctx.quick else 6000
+    ds = ctx.dataset("plain", 1000, 20)
+    with SimServer() as sim:
+        bare = _baseline("sdk-loop", sim.url, n, 64, 20, "claude-haiku-4-5")
+        r = run_scenario(
+            {"cli": ctx.cli(sim, dataset=str(ds), repeats=n // 1000, concurrency=64, stream=False)}
+        )
+        bare2 = _baseline("sdk-loop", sim.url, n, 64, 20, "claude-haiku-4-5")
+    bare_rate = (bare["calls_per_s"] + bare2["calls_per_s"]) / 2
+    ratio = r["calls_per_s"] / bare_rate
+    _log(
+        f"  bare SDK loop (aiohttp transport): {bare['calls_per_s']:.0f} and {bare2['calls_per_s']:.0f} calls/s "
+        f"(before and after), {1000 * bare['cpu_s'] / n:.2f} ms CPU/call; harness (limiter, records, parquet, "
+        f"PostHog): {r['calls_per_s']:.0f} calls/s, {1000 * r['cpu_s'] / r['calls']:.2f} ms CPU/call"
+    )
+    ctx.figures["overhead"] = {
+        "bare_calls_per_s": [bare["calls_per_s"], bare2["calls_per_s"]],
+        "bare_cpu_ms_per_call": 1000 * bare["cpu_s"] / n,
+        "harness_calls_per_s": r["calls_per_s"],
+        "harness_cpu_ms_per_call": 1000 * r["cpu_s"] / r["calls"],
+        "ratio": ratio,
+        "loop_lag": r["outcome"]["loop_lag"],
+    }
+    ctx.judge("T1", "harness / bare SDK loop, calls/s at concurrency 64", ratio, ">=", 0.85)
+
+
+def stream_cost(ctx: Ctx) -> None:
+    """Target 2: CPU per streamed content delta: harness client vs bare aiohttp lines vs SDK stream()."""
+    calls = 60 if ctx.quick else 300
+    model = "claude-3-5-haiku-20241022"  # 2,000 tokens/s: one delta per write, as a real stream
+    per: dict[str, float] = {}
+    with SimServer() as sim:
+        for mode in ("aiohttp-lines", "harness-client", "sdk-stream"):
+            b = _baseline(mode, sim.url, calls, 8, 200, model)
+            per[mode] = 1e6 * b["cpu_s"] / max(1, b["deltas"])
+            _log(f"  {mode:<15} {b['deltas']:>7} deltas  CPU {b['cpu_s']:.3f} s  {per[mode]:.2f} µs/delta")
+    ratio_lines = per["harness-client"] / per["aiohttp-lines"]
+    ratio_sdk = per["sdk-stream"] / per["harness-client"]
+    ctx.figures["stream_cost"] = {"us_per_delta": per, "vs_lines": ratio_lines, "sdk_over_harness": ratio_sdk}
+    ctx.judge("T2a", "harness CPU/delta ÷ bare aiohttp line reader", ratio_lines, "<=", 1.5, "x")
+    ctx.judge("T2b", "SDK messages.stream() CPU/delta ÷ harness", ratio_sdk, ">=", 4.0, "x")
+
+
+def accuracy(ctx: Ctx) -> None:
+    """Target 3: TTFT and latency against the simulator's ground truth, 500 streams x 40 deltas/s."""
+    seconds = 4 if ctx.quick else 10
+    streams = 500
+    tokens = 40  # 50 ms + 1 s per call at 40 tokens/s
+    n = int(streams * seconds / 1.05)
+    ds = ctx.dataset("accuracy", 1000, tokens)
+    with SimServer() as sim:
+        c0 = sim.cpu_s()
+        r = run_scenario(
+            {
+                "cli": ctx.cli(
+                    sim,
+                    models="claude-sonnet-4-5",
+                    dataset=str(ds),
+                    repeats=n // 1000 + 1,
+                    max_calls=n,
+                    concurrency=streams,
+                    stream=True,
+                ),
+                "per_call": True,
+            }
+        )
+        sim_cpu = sim.cpu_s() - c0
+        truth = {t["call_id"]: t for t in sim.requests() if t.get("call_id") and t.get("status") == 200}
+    pc = r["per_call"]
+    d_ttft, d_lat = [], []
+    for cid, ttft, lat in zip(pc["call_id"], pc["ttft_s"], pc["latency_s"], strict=True):
+        t = truth.get(cid)
+        if t is None or ttft is None or lat is None:
+            continue
+        d_ttft.append(1000 * (ttft - t["intended_ttft_s"]))
+        d_lat.append(1000 * (lat - t["intended_total_s"]))
+    share = 100 * sim_cpu / max(r["span_s"], 1e-9)
+    deltas_per_s = r["output_tokens"] / max(r["span_s"], 1e-9)
+    fig = {
+        "calls": r["calls"],
+        "matched": len(d_ttft),
+        "deltas_per_s": deltas_per_s,
+        "ttft_err_ms": {"p50": pct(d_ttft, 0.5), "p99": pct(d_ttft, 0.99)},
+        "latency_err_ms": {"p50": pct(d_lat, 0.5), "p99": pct(d_lat, 0.99)},
+        "loop_lag": r["outcome"]["loop_lag"],
+        "sim_cpu_pct": share,
+        "harness_cpu_pct": 100 * r["cpu_s"] / max(r["wall_s"], 1e-9),
+    }
+    ctx.figures["accuracy"] = fig
+    _log(
+        f"  {streams} streams x 40 deltas/s for ~{seconds} s: {r['calls']} calls ({len(d_ttft)} matched to ground truth), "
+        f"{deltas_per_s:,.0f} deltas/s; loop lag p99 {fig['loop_lag']['p99_ms']:.1f} ms; "
+        f"simulator CPU {share:.0f} % of a core, harness {fig['harness_cpu_pct']:.0f} %"
+    )
+    ctx.judge("T3a", "TTFT - truth, median (ms)", abs(fig["ttft_err_ms"]["p50"]), "<=", 1.0, "ms")
+    ctx.judge("T3b", "TTFT - truth, p99 (ms)", abs(fig["ttft_err_ms"]["p99"]), "<=", 5.0, "ms")
+    ctx.judge("T3c", "latency - truth, median (ms)", abs(fig["latency_err_ms"]["p50"]), "<=", 2.0, "ms")
+    ctx.judge("T3d", "latency - truth, p99 (ms)", abs(fig["latency_err_ms"]["p99"]), "<=", 10.0, "ms")
+
+
+def pacing(ctx: Ctx) -> None:
+    """Target 4: the limiter alone (benchmarks.pacing), then the runner's open-loop releases."""
+    from benchmarks import pacing as limiter_pacing
+
+    lim = limiter_pacing.run(_log, quick=ctx.quick)
+    at500 = next(r for r in lim["results"] if r["mode"] == "rpm" and r["target_per_s"] == 500.0)
+    ctx.judge("T4a", "limiter CPU at 500 admissions/s (% of a core)", at500["cpu_pct"], "<", 2.0, "%")
+    for r in lim["results"]:
+        ctx.judge(
+            "T4b",
+            f"limiter {r['mode']} {r['target_per_s']:g}/s: achieved error (%)",
+            abs(r["achieved_error_pct"]),
+            "<=",
+            1.0,
+            "%",
+        )
+    seconds = 3 if ctx.quick else 10
+    _log(
+        f"  runner open loop, {seconds} s per rate x mode (issue: 30 s; shortened to fit the suite in ~10 min)"
+    )
+    ds = ctx.dataset("pacing", 1000, 5)
+    runs = []
+    with SimServer() as sim:
+        for arrival in ("constant", "poisson"):
+            for rate in (5.0, 50.0, 500.0):
+                n = int(rate * seconds)
+                r = run_scenario(
+                    {
+                        "cli": ctx.cli(
+                            sim,
+                            dataset=str(ds),
+                            repeats=n // 1000 + 1,
+                            max_calls=n,
+                            rate=rate,
+                            arrival=arrival,
+                            stream=False,
+                            seed=7,
+                        ),
+                        "per_call": True,
+                    }
+                )
+                runs.append(_pacing_figures(ctx, r, rate, arrival))
+    ctx.figures["pacing"] = {"limiter": lim, "runner": runs}
+
+
+def _pacing_figures(ctx: Ctx, r: dict[str, Any], rate: float, arrival: str) -> dict[str, Any]:
+    started = sorted(s for s in r["per_call"]["started_s"] if s is not None)
+    sched = sorted(s for s in r["per_call"]["scheduled_s"] if s is not None)
+    achieved = (len(started) - 1) / (started[-1] - started[0]) if len(started) > 1 else 0.0
+    planned = (len(sched) - 1) / (sched[-1] - sched[0]) if len(sched) > 1 else rate
+    # Constant: against the target. Poisson: against the plan's own draw (a short Poisson run's rate varies).
+    reference = rate if arrival == "constant" else planned
+    err = 100 * (achieved / reference - 1)
+    worst = 0
+    j = 0
+    for i, t in enumerate(started):
+        while started[j] <= t - 1.0:
+            j += 1
+        worst = max(worst, i - j + 1)
+    late = r["outcome"]["release_lateness"]
+    tag = f"{arrival} {rate:g}/s"
+    ctx.judge(
+        "T4c",
+        f"runner {tag}: achieved vs {'target' if arrival == 'constant' else 'plan'} (%)",
+        abs(err),
+        "<=",
+        1.0,
+        "%",
+    )
+    if arrival == "constant":
+        # +1: a 1-s window can hold both ends of an exactly even schedule when release jitter is ~1 ms.
+        ctx.judge(
+            "T4d", f"runner {tag}: max calls in a 1-s window (+1 edge)", worst, "<=", rate * 1.05 + 1, "calls"
+        )
+    ctx.judge("T4e", f"runner {tag}: release lateness p99 (ms)", late["p99_ms"], "<", 2.0, "ms")
+    return {
+        "arrival": arrival,
+        "rate": rate,
+        "calls": r["calls"],
+        "errors": r["errors"],
+        "achieved_per_s": achieved,
+        "planned_per_s": planned,
+        "error_pct": err,
+        "max_in_1s": worst,
+        "release_lateness": late,
+        "loop_lag": r["outcome"]["loop_lag"],
+    }
+
+
+def ratelimits(ctx: Ctx) -> None:
+    """Target 5: client limits at 95 % of the simulator's: 429s under 0.1 %, throughput >= 90 % of the binding limit."""
+    seconds = 15 if ctx.quick else 45
+    limits = {"rpm": 6000, "itpm": 2_000_000, "otpm": 1_000_000}
+    profile = ctx.scratch / "ratelimits.toml"
+    profile.write_text(
+        '[models."claude-opus-4-5"]\n' + "".join(f"{k} = {int(v * 0.95)}\n" for k, v in limits.items())
+    )
+    n = int(limits["rpm"] / 60 * seconds)
+    ds = ctx.dataset("ratelimits", 1000, 20)
+    with SimServer(limits=limits) as sim:
+        r = run_scenario(
+            {
+                "cli": ctx.cli(
+                    sim,
+                    profile=str(profile),
+                    models="claude-opus-4-5",
+                    dataset=str(ds),
+                    repeats=n // 1000 + 1,
+                    max_calls=n,
+                    concurrency=64,
+                    stream=False,
+                ),
+                "per_call": True,
+            }
+        )
+        truth = sim.requests()
+    limited = sum(1 for t in truth if t.get("status") == 429)
+    started = sorted(s for s in r["per_call"]["started_s"] if s is not None)
+    # Steady throughput after the first 5 s (both sides start with a full bucket).
+    steady = [s for s in started if s >= started[0] + 5.0]
+    per_min = 60 * (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
+    share = per_min / limits["rpm"]
+    _log(
+        f"  {seconds} s (issue: 3 min), RPM binding ({limits['rpm']}/min on the simulator, 95 % on the client): "
+        f"{len(truth)} requests, {limited} answered 429; steady {per_min:.0f} requests/min"
+    )
+    ctx.figures["ratelimits"] = {
+        "requests": len(truth),
+        "limited": limited,
+        "per_min": per_min,
+        "share": share,
+    }
+    ctx.judge("T5a", "share of requests answered 429 (%)", 100 * limited / max(1, len(truth)), "<", 0.1, "%")
+    ctx.judge("T5b", "throughput / binding limit", share, ">=", 0.90)
+
+
+def memory(ctx: Ctx) -> None:
+    """Target 6: peak RSS of a long run, and RSS at 10 / 50 / 100 % of it."""
+    n = 5000 if ctx.quick else 100_000
+    ds = ctx.dataset("memory", 1000, 10)
+    with SimServer() as sim:
+        r = run_scenario(
+            {
+                "cli": ctx.cli(sim, dataset=str(ds), repeats=n // 1000, concurrency=64, stream=False),
+                "rss_marks": True,
+            },
+            timeout_s=900,
+        )
+    marks = r["rss_marks_mb"]
+    _log(
+        f"  {r['calls']:,} calls (issue: 200,000; shortened to fit the suite) in {r['wall_s']:.0f} s: RSS "
+        + ", ".join(f"{k} {v:.0f} MB" for k, v in marks.items())
+        + f"; peak {r['peak_rss_mb']:.0f} MB"
+    )
+    growth = marks.get("100%", 0.0) - marks.get("10%", 0.0)
+    ctx.figures["memory"] = {
+        "calls": r["calls"],
+        "rss_mb": marks,
+        "peak_rss_mb": r["peak_rss_mb"],
+        "growth_mb": growth,
+    }
+    ctx.judge("T6a", "peak RSS (MB)", r["peak_rss_mb"], "<", 300, "MB")
+    ctx.judge("T6b", "RSS growth from 10 % to 100 % of the run (MB)", growth, "<=", 30, "MB")
+
+
+def micro(ctx: Ctx) -> None:
+    """Target 7: pytest-benchmark micro-benchmarks of the per-call hot path."""
+    out_json = ctx.scratch / "micro.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "tests/test_microbench.py",
+            "--benchmark-enable",
+            f"--benchmark-json={out_json}",
+            "-p",
+            "no:randomly",
+        ],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"micro-benchmarks failed:\n{done.stdout.decode(errors='replace')[-3000:]}")
+    data = json.loads(out_json.read_text())
+    means = {b["name"]: 1e6 * b["stats"]["mean"] for b in data["benchmarks"]}
+    for name, us in sorted(means.items()):
+        _log(f"  {name:<44} {us:>9.2f} µs")
+    hot = sum(us for name, us in means.items() if not name.endswith("calc_price_reference"))
+    ctx.figures["micro"] = {"us": means, "hot_path_us": hot}
+    ctx.judge("T7", "record + price + event + store append (µs per call)", hot, "<", 100, "µs")
+
+
+def reports(ctx: Ctx) -> None:
+    """Target 8: reports over 1,000,000 rows."""
+    from benchmarks import report_scale
+
+    rows = 100_000 if ctx.quick else 1_000_000
+    fig = report_scale.run(_log, rows=rows)
+    ctx.figures["reports"] = fig
+    ctx.judge("T8a", f"report over {rows:,} rows (s)", fig["report_s"], "<", 10.0, "s")
+    ctx.judge("T8b", f"report over {rows:,} rows, peak RSS (GiB)", fig["peak_rss_gib"], "<", 2.0, "GiB")
+
+
+SECTIONS: dict[str, Callable[[Ctx], None]] = {
+    "capacity": capacity,
+    "peers": peers,
+    "overhead": overhead,
+    "stream_cost": stream_cost,
+    "accuracy": accuracy,
+    "pacing": pacing,
+    "ratelimits": ratelimits,
+    "memory": memory,
+    "micro": micro,
+    "reports": reports,
+}
+
+
+# ---------------------------------------------------------------- running, saving, comparing
+
+
+def run_sections(names: list[str], quick: bool, scratch: Path) -> Ctx:
+    ctx = Ctx(quick, scratch)
+    for name in names:
+        _log(f"\n== {name}: {(SECTIONS[name].__doc__ or '').strip()}")
+        began = time.perf_counter()
+        try:
+            SECTIONS[name](ctx)
+        except Exception as exc:
+            _log(f"  section {name} failed: {type(exc).__name__}: {str(exc)[-1500:]}")
+            ctx.verdicts.append((name, f"section {name} ran", 0.0, ">=", 1.0, ""))
+        _log(f"  ({time.perf_counter() - began:.1f} s)")
+    return ctx
+
+
+def _previous(out_dir: Path, current: Path) -> dict[str, Any] | None:
+    files = sorted(p for p in out_dir.glob("*.json") if p != current)
+    if not files:
+        return None
+    try:
+        return json.loads(files[-1].read_text()) | {"_file": files[-1].name}
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _compare(prev: dict[str, Any] | None, verdicts: list[Verdict]) -> None:
+    if prev is None:
+        _log("\nno previous results/perf/*.json to compare with")
+        return
+    before = {(v[0], v[1]): v[2] for v in prev.get("verdicts", [])}
+    _log(f"\ncompared with {prev['_file']}:")
+    for vid, label, value, _, _, unit in verdicts:
+        old = before.get((vid, label))
+        if old is None:
+            continue
+        change = f"{100 * (value / old - 1):+.1f} %" if old else "n/a"
+        _log(f"  {vid:<5} {label:<58} {old:>10.4g} -> {value:<10.4g} {unit:<5} ({change})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf")
+    parser.add_argument("--quick", action="store_true", help="smaller loads (a smoke run, not the figures)")
+    parser.add_argument("--only", default="", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
+    parser.add_argument("--out-dir", default=str(ROOT / "results" / "perf"))
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    began = time.perf_counter()
+    _log(f"make perf: sections {', '.join(names)}{' (quick)' if args.quick else ''}; {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="perf-") as tmp:
+        ctx = run_sections(names, args.quick, Path(tmp))
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out_dir / f"{stamp}.json"
+    missed = [v for v in ctx.verdicts if not _passes(v[2], v[3], v[4])]
+    payload = {
+        "timestamp": stamp,
+        "quick": args.quick,
+        "sections": names,
+        "cores": os.cpu_count(),
+        "seconds": round(time.perf_counter() - began, 1),
+        "figures": ctx.figures,
+        "verdicts": [list(v) for v in ctx.verdicts],
+        "missed": [v[0] + " " + v[1] for v in missed],
+    }
+    path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    _log(
+        f"\n== summary ({payload['seconds']:.0f} s): {len(ctx.verdicts) - len(missed)} PASS, {len(missed)} MISS"
+    )
+    for vid, label, value, op, target, unit in ctx.verdicts:
+        verdict = "PASS" if _passes(value, op, target) else "MISS"
+        _log(f"  [{verdict}] {vid:<5} {label:<58} {value:>12.4g} {unit:<6} target {op} {target:g}")
+    _log(f"figures saved to {path}")
+    _compare(_previous(out_dir, path), ctx.verdicts)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""Shared pieces of `make perf`: the simulator profile, datasets, a simulator process, and running the harness in a worker process.
+
+Every load scenario runs the harness in a fresh interpreter (`python -m benchmarks.perfkit
+--scenario JSON`), against a simulator in a third process, so no scenario's threads,
+caches or imports leak into the next, and the harness's CPU and RSS are its own.
+This module must not judge figures against targets: `perf.py` does that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PERF_PROFILE",
+    "SimServer",
+    "cpu_of",
+    "pct",
+    "run_scenario",
+    "write_dataset",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Jitter-free models with real ids (so genai-prices prices them as in a real run):
+#   claude-haiku-4-5   no delay at all, answers exactly max_tokens long
+#   claude-sonnet-4-5  50 ms to first token, then 40 tokens/s (the accuracy target)
+#   claude-3-5-haiku-20241022  no first-token delay, 2,000 tokens/s: one delta per write (stream cost)
+#   claude-opus-4-5    no delay, rate-limited pool (the rate-limit target)
+PERF_PROFILE = """
+[defaults]
+ttft_median_s = 0.0
+ttft_sigma = 0.0
+ttft_per_1k_input_s = 0.0
+speed_median_tps = 1000000000.0
+speed_sigma = 0.0
+gap_sigma = 0.0
+verbosity = 1.0
+verbosity_sigma = 0.0
+answer_tokens_max = 100000
+max_tokens = 100000
+max_input_tokens = 1000000
+
+[defaults.limits]
+rpm = 1000000000
+itpm = 1000000000
+otpm = 1000000000
+
+[pools.fast]
+[pools.timed]
+
+[models."claude-haiku-4-5"]
+pool = "fast"
+
+[models."claude-sonnet-4-5"]
+pool = "timed"
+ttft_median_s = 0.05
+speed_median_tps = 40.0
+
+[models."claude-3-5-haiku-20241022"]
+pool = "fast"
+speed_median_tps = 2000.0
+
+[models."claude-opus-4-5"]
+limits = { rpm = {rpm}, itpm = {itpm}, otpm = {otpm} }
+"""
+
+RATE_LIMITS = {"rpm": 6000, "itpm": 1_200_000, "otpm": 600_000}
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..1) of a non-empty sequence."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def cpu_of(pid: int) -> float:
+    """User+system CPU seconds of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
+def write_dataset(path: Path, n: int, *, max_tokens: int, prompt_words: int = 12) -> Path:
+    """`n` distinct short prompts (~16 input tokens) asking for `max_tokens` tokens each."""
+    filler = " ".join(["word"] * max(0, prompt_words - 4))
+    with path.open("w") as fh:
+        for i in range(n):
+            row = {"id": f"p{i}", "prompt": f"Question {i}: {filler}?", "max_tokens": max_tokens}
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+class SimServer:
+    """The simulator in its own process with the perf profile; `requests()` is its ground truth."""
+
+    def __init__(self, *, time_scale: float = 1.0, limits: dict[str, int] | None = None) -> None:
+        lim = {**RATE_LIMITS, **(limits or {})}
+        text = PERF_PROFILE
+        for key, value in lim.items():
+            text = text.replace("{" + key + "}", str(value))
+        fd, self.profile = tempfile.mkstemp(prefix="perf-profile-", suffix=".toml")
+        os.write(fd, text.encode())
+        os.close(fd)
+        env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        args = [sys.executable, "-m", "harness.simulator", "--port", "0", "--profile", self.profile]
+        args += ["--time-scale", repr(time_scale), "--seed", "1"]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env
+        )
+        assert self.proc.stdout is not None
+        box: list[bytes] = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(30)
+        line = box[0].decode().strip() if box else ""
+        if not line.startswith("simulator listening on "):
+            self.stop()
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        self.url = line.rsplit(" ", 1)[1]
+
+    def cpu_s(self) -> float:
+        return cpu_of(self.proc.pid)
+
+    def _get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=120) as response:
+            return response.read()
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self._get("/_sim/requests").splitlines() if line.strip()]
+
+    def events_summary(self) -> dict[str, Any]:
+        return json.loads(self._get("/_sim/events?summary=1"))
+
+    def reset(self) -> None:
+        req = urllib.request.Request(self.url + "/_sim/reset", data=b"{}", method="POST")
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=30) as response:
+            response.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        Path(self.profile).unlink(missing_ok=True)
+
+    def __enter__(self) -> SimServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------- the worker side
+
+
+class _RssMarks:
+    """Peak RSS sampled every 50 ms, plus RSS when the run passes 10 %, 50 % and 100 % of its calls."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.peak = self.proc.memory_info().rss
+        self.marks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def mark(self, name: str) -> None:
+        rss = self.proc.memory_info().rss
+        self.peak = max(self.peak, rss)
+        self.marks[name] = round(rss / 2**20, 1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _instrument_progress(rss: _RssMarks) -> None:
+    """Benchmark instrumentation: a progress sink that also notes RSS at 10/50/100 % of the plan."""
+    import harness.bench as bench
+
+    base = bench.ProgressSink
+
+    class Marking(base):  # type: ignore[misc, valid-type]
+        def write(self, record: Any) -> None:
+            super().write(record)
+            for share, name in ((0.1, "10%"), (0.5, "50%"), (1.0, "100%")):
+                if self.done == max(1, int(self.planned * share)):
+                    rss.mark(name)
+
+    bench.ProgressSink = Marking  # type: ignore[misc]
+
+
+def _worker(scenario: dict[str, Any]) -> dict[str, Any]:
+    """Run one harness run in this process; return its figures (CPU, wall, records summary)."""
+    t_start = time.perf_counter()
+    rss = _RssMarks()
+    if scenario.get("rss_marks"):
+        _instrument_progress(rss)
+    from harness.bench import execute_run
+    from harness.config import build_config
+
+    cli = dict(scenario["cli"])
+    for key in ("dataset", "results_dir"):
+        if key in cli:
+            cli[key] = Path(cli[key])
+    cfg = build_config(cli, env={})
+    cpu0 = time.process_time()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    wall0 = time.perf_counter()
+    result = asyncio.run(execute_run(cfg))
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    rss.stop()
+    import polars as pl
+
+    from harness.store import load_calls
+
+    calls = load_calls(result.run_dir)
+    ok = calls.filter(pl.col("status") == "ok")
+    started = calls["started_at"].drop_nulls()
+    finished = calls["finished_at"].drop_nulls()
+    span = (finished.max() - started.min()).total_seconds() if len(started) and len(finished) else 0.0  # type: ignore[operator]
+    out: dict[str, Any] = {
+        "calls": calls.height,
+        "ok": ok.height,
+        "errors": calls.filter(pl.col("status") == "error").height,
+        "error_kinds": dict(
+            calls.filter(pl.col("status") == "error")["error_kind"].value_counts().iter_rows()
+        ),
+        "cancelled": calls.filter(pl.col("status") == "cancelled").height,
+        "attempts_total": int(calls["attempts"].sum() or 0),
+        "rate_limited_calls": calls.filter(pl.col("attempts") > 1).height,
+        "output_tokens": int(calls["output_tokens"].sum() or 0),
+        "input_tokens": int(calls["input_tokens"].sum() or 0),
+        "span_s": span,
+        "calls_per_s": calls.height / span if span > 0 else 0.0,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_user_s": ru1.ru_utime - ru0.ru_utime,
+        "cpu_sys_s": ru1.ru_stime - ru0.ru_stime,
+        "outcome": {
+            "finished": result.outcome.finished,
+            "stopped_by": result.outcome.stopped_by,
+            "loop_lag": result.outcome.loop_lag,
+            "release_lateness": result.outcome.release_lateness,
+        },
+        "events": {
+            k: result.delivery.get(k) for k in ("handed", "delivered", "dropped", "failed", "pending")
+        },
+        "peak_rss_mb": round(rss.peak / 2**20, 1),
+        "rss_marks_mb": rss.marks,
+        "process_s": time.perf_counter() - t_start,
+        "run_dir": str(result.run_dir),
+    }
+    if scenario.get("per_call"):
+        sel = calls.select("call_id", "ttft_s", "latency_s", "started_at", "scheduled_at", "status")
+        out["per_call"] = {
+            "call_id": sel["call_id"].to_list(),
+            "ttft_s": sel["ttft_s"].to_list(),
+            "latency_s": sel["latency_s"].to_list(),
+            "started_s": _seconds_since(sel["started_at"].to_list(), started.min()),
+            "scheduled_s": _seconds_since(sel["scheduled_at"].to_list(), started.min()),
+        }
+    return out
+
+
+def _seconds_since(moments: list[Any], origin: Any) -> list[float | None]:
+    return [(t - origin).total_seconds() if t is not None else None for t in moments]
+
+
+def run_scenario(scenario: dict[str, Any], timeout_s: float = 600.0) -> dict[str, Any]:
+    """Run `scenario` (a dict with `cli` for build_config) in a fresh worker process; its figures."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(scenario, fh, default=str)
+        path = fh.name
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.perfkit", "--scenario", path],
+            capture_output=True,
+            cwd=ROOT,
+            env=env,
+            timeout=timeout_s,
+            check=False,
+        )
+    finally:
+        Path(path).unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"harness worker failed:\n{done.stderr.decode(errors='replace')[-3000:]}")
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.perfkit")
+    parser.add_argument("--scenario", required=True, help="internal: a JSON scenario file")
+    args = parser.parse_args(argv)
+    scenario = json.loads(Path(args.scenario).read_text())
+    print(json.dumps(_worker(scenario), default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
