@@ -6,17 +6,31 @@ record's deterministic `event_uuid` and the call's start as `timestamp`, so any
 re-send is deduplicated by PostHog (and counted as a duplicate by the simulator).
 
 `EventSink` hands events to one long-lived `posthog.Posthog` client in queue
-mode (settings of posthog-capture.md §8). The SDK can lose events silently, so
-the sink keeps a ledger (posthog-capture.md §5):
+mode (settings of posthog-capture.md §8) that runs in a child process,
+`python -m harness.eventproc`: in this process the SDK cost ~330 µs of CPU per
+event and its threads' share of the GIL made the event loop lag by tens of ms,
+which corrupts every latency the harness measures. On the loop, `write()` only
+builds the event, appends it to the journal and writes the same line into the
+child's non-blocking stdin pipe (a writer thread takes over only while the pipe
+is full). The key reaches the child through its environment, never argv; the
+child ignores Ctrl-C (the harness handles it, then closes the sink) and dies
+with the harness. The SDK can lose events silently, so the child keeps a ledger
+(posthog-capture.md §5; `harness.eventproc.Delivery`):
 
 - `capture()` returning None → lost at once ("dropped");
 - `on_error(exc, batch)` → every uuid of the batch failed;
 - each consumer's `request` is wrapped so a batch that returned counts as
   delivered; whatever is neither delivered nor failed at the end is "pending"
   (still queued, or dropped by the SDK with only a log line);
-- WARNING/ERROR records on the `posthog` logger are counted (and redacted).
+- WARNING/ERROR records on the `posthog` logger are counted (and redacted), in
+  the child and in this process.
 
-Durability: before `capture()`, each event is appended (one `os.write`) to
+`close()` sends the end marker; the child ends within flush_timeout_s +
+shutdown_join_s and reports its ledger and the uuids it did not deliver as one
+JSON line. A child that died or hung (no report within those bounds plus a few
+seconds) is killed and every event handed to it counts as pending (outboxed).
+
+Durability: before it goes to the child, each event is appended (one `os.write`) to
 `events-journal-<session>.jsonl` in the run directory; `<session>` is the store's
 session. At a clean `close()` every event not known delivered is appended to
 `events-outbox.jsonl` (created empty when all arrived), the session is marked
@@ -44,11 +58,17 @@ PostHog project key (or any other known secret: they become `[secure]`).
 from __future__ import annotations
 
 import contextlib
-import functools
+import fcntl
 import logging
 import os
 import re
+import select
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -56,11 +76,21 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
-import posthog
 
 from harness.errors import StorageError
+from harness.eventproc import (
+    CONFIG_ENV,
+    END_LINE,
+    KEY_ENV,
+    PARENT_ENV,
+    Delivery,
+    DeliveryConfig,
+    DeliveryStats,
+    LogCounter,
+    Redactor,
+)
 from harness.records import CallRecord, event_uuid
-from harness.store import atomic_write_bytes, default_secrets, redact, redact_bytes
+from harness.store import SECRET_ENV_VARS, atomic_write_bytes, default_secrets, redact, redact_bytes
 
 __all__ = [
     "EVENT_NAME",
@@ -86,6 +116,11 @@ MAX_TEXT_CHARS = 32_000
 _TRUNCATED = "…[truncated]"
 _JOURNAL_RE = re.compile(r"^events-journal-([0-9A-Za-z]+)\.jsonl$")
 _LOG = logging.getLogger("posthog")
+_F_SETPIPE_SZ = 1031  # Linux: grow the pipe so bursts rarely reach the writer thread
+_PIPE_BYTES = 1 << 20  # the unprivileged maximum (/proc/sys/fs/pipe-max-size)
+_CHUNK_BYTES = 1 << 18  # the writer thread joins queued lines up to this size per write
+_CHILD_GRACE_S = 5.0  # child start-up and catching up, on top of flush_timeout_s + shutdown_join_s
+_REAP_S = 2.0  # after its report the child only exits
 
 
 @dataclass(frozen=True)
@@ -242,48 +277,7 @@ def _append_lines(path: Path, lines: Iterable[bytes]) -> int:
     return n
 
 
-# ---------------------------------------------------------------- delivery ledger
-
-
-@dataclass(frozen=True)
-class DeliveryStats:
-    """What happened to the events: `delivered` = admitted − failed − pending (posthog-capture.md §5).
-
-    handed: events given to `capture()` (this session's calls plus recovered ones);
-    admitted: `capture()` returned a uuid; dropped: it returned None (lost at once);
-    failed: in a batch the SDK gave up on (`on_error`); pending: admitted but neither
-    delivered nor failed when `close()` ended (still queued, or dropped by the SDK with
-    only a log line). Everything not delivered is in the outbox.
-    """
-
-    handed: int
-    admitted: int
-    dropped: int
-    failed: int
-    pending: int
-    delivered: int
-    sdk_warnings: int
-    sdk_errors: int
-    sdk_messages: list[str]
-    upload_errors: list[str]
-
-
-def _cache_system_context() -> None:
-    """Compute the SDK's per-event OS/runtime properties once per process instead of per event.
-
-    posthog 7.91's `capture()` calls `system_context()` (platform + distro lookups,
-    ~90 µs) for every event, on the caller's thread: here, the event loop. The
-    values cannot change while the process runs, and the SDK copies the dict it
-    returns, so a cached copy sends the same properties. Skipped if the SDK's
-    layout differs (then capture simply costs more).
-    """
-    import posthog.client as sdk_client
-
-    current = getattr(sdk_client, "system_context", None)
-    if callable(current) and not getattr(current, "_harness_cached", False):
-        cached = functools.cache(current)
-        cached._harness_cached = True  # type: ignore[attr-defined]
-        sdk_client.system_context = cached
+# ---------------------------------------------------------------- the delivery process
 
 
 def _secrets_of(settings: EventSettings) -> list[str]:
@@ -292,182 +286,235 @@ def _secrets_of(settings: EventSettings) -> list[str]:
     return sorted((k for k in keys if k and len(k) >= 8), key=len, reverse=True)
 
 
-class _LogCounter(logging.Handler):
-    """Counts the SDK's WARNING/ERROR records; keeps the first few (already redacted) for the manifest."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.warnings = 0
-        self.errors = 0
-        self.samples: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR:
-            self.errors += 1
-        else:
-            self.warnings += 1
-        if len(self.samples) < 5:
-            self.samples.append(record.getMessage()[:300])
-
-
-class _Redactor(logging.Filter):
-    """Rewrites a `posthog` log record that would show a secret; runs before any handler sees it."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):
-            return True
-        if any(s in message for s in self.secrets):
-            record.msg = redact(message, self.secrets)
-            record.args = None
-        return True
+def _config_of(settings: EventSettings) -> DeliveryConfig:
+    return DeliveryConfig(
+        api_key=settings.api_key,
+        host=settings.host,
+        flush_timeout_s=settings.flush_timeout_s,
+        max_retries=settings.max_retries,
+        gzip=settings.gzip,
+        shutdown_join_s=settings.shutdown_join_s,
+        flush_at=settings.flush_at,
+        flush_interval_s=settings.flush_interval_s,
+        max_queue_size=settings.max_queue_size,
+        request_timeout_s=settings.request_timeout_s,
+        threads=settings.threads,
+        secrets=tuple(s for s in _secrets_of(settings) if s != settings.api_key),
+    )
 
 
-class _Delivery:
-    """One posthog client plus the ledger of what it admitted, delivered, failed or dropped."""
+class _DeliveryProcess:
+    """The parent's side of `harness.eventproc`: a non-blocking pipe in, one stats line out.
+
+    `send()` runs on the event loop: one `os.write` of a ready line into a
+    non-blocking pipe (enlarged to 1 MiB). When the child is behind and the pipe
+    is full, the rest waits in a deque that a writer thread drains (it only
+    writes bytes, which releases the GIL); order is kept because the loop writes
+    directly only while that deque is empty, both under one lock.
+    """
 
     def __init__(self, settings: EventSettings) -> None:
         self.settings = settings
-        self._lock = threading.Lock()
         self.handed = 0
-        self.admitted = 0
         self.delivered_seen = 0
-        self.outstanding: set[str] = set()
-        self.failed: set[str] = set()
-        self.dropped: set[str] = set()
-        self.pending = 0
-        self.finished = False
-        self.errors_seen: list[str] = []
+        self.result: dict[str, Any] | None = None
+        self.failure = ""
         self._secrets = _secrets_of(settings)
-        self._redactor = _Redactor(self._secrets)
-        self._counter = _LogCounter()
+        # The parent's own `posthog` log records (a resend, or anyone's) are redacted and counted too.
+        self._redactor = Redactor(self._secrets)
+        self._counter = LogCounter()
         _LOG.addFilter(self._redactor)
         _LOG.addHandler(self._counter)
-        _cache_system_context()
-        self.client = posthog.Posthog(
-            project_api_key=settings.api_key,
-            host=settings.host,
-            flush_at=settings.flush_at,
-            flush_interval=settings.flush_interval_s,
-            max_queue_size=settings.max_queue_size,
-            max_retries=settings.max_retries,
-            timeout=settings.request_timeout_s,
-            gzip=settings.gzip,
-            thread=settings.threads,
-            on_error=self._on_error,
+        config = _config_of(settings)
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV_VARS}
+        env[KEY_ENV] = config.api_key
+        env[CONFIG_ENV] = orjson.dumps(config.public()).decode()
+        env[PARENT_ENV] = str(os.getpid())
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.eventproc"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            close_fds=True,
+            start_new_session=True,  # a Ctrl-C on the terminal is ours; we end the child after it flushed
         )
-        self.tracking = self._wrap_consumers()
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._fd = self.proc.stdin.fileno()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, _PIPE_BYTES)
+        os.set_blocking(self._fd, False)
+        self._lock = threading.Lock()
+        self._backlog: deque[bytes] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._dead = False
+        self._writer = threading.Thread(target=self._drain, name="events-pipe-writer", daemon=True)
+        self._writer.start()
 
-    def _wrap_consumers(self) -> bool:
-        """Count a batch as delivered when the consumer's request returns (the SDK has no success hook)."""
-        consumers = getattr(self.client, "consumers", None)
-        if not consumers:
-            return False
-        for consumer in consumers:
-            original = getattr(consumer, "request", None)
-            if original is None:
-                return False
-            consumer.request = self._tracked(original)
-        return True
+    # -- hot path (event loop)
 
-    def _tracked(self, original: Callable[[list[Any]], None]) -> Callable[[list[Any]], None]:
-        def request(batch: list[Any]) -> None:
-            original(batch)  # raises on failure: then on_error accounts for the batch
-            with self._lock:
-                for message in batch:
-                    uid = message.get("uuid") if isinstance(message, dict) else None
-                    if uid in self.outstanding:
-                        self.outstanding.discard(uid)
-                        self.delivered_seen += 1
-
-        return request
-
-    def _on_error(self, exc: Exception, batch: list[Any]) -> None:
-        with self._lock:
-            for message in batch:
-                uid = message.get("uuid") if isinstance(message, dict) else None
-                if isinstance(uid, str):
-                    self.outstanding.discard(uid)
-                    self.failed.add(uid)
-            if len(self.errors_seen) < 5:
-                self.errors_seen.append(redact(f"{type(exc).__name__}: {exc}"[:300], self._secrets))
-
-    def capture(self, event: dict[str, Any]) -> bool:
-        """Hand one event to the SDK; False when it was not admitted (counted as dropped)."""
-        uid = event["uuid"]
+    def send(self, line: bytes) -> None:
+        """Hand one serialised event (newline-terminated) to the child without ever blocking."""
         with self._lock:
             self.handed += 1
-            self.outstanding.add(uid)
-        try:
-            returned = self.client.capture(
-                event["event"],
-                distinct_id=event["distinct_id"],
-                properties=dict(event["properties"]),  # the SDK adds its own keys in place
-                timestamp=event["timestamp"],
-                uuid=uid,
-            )
-        except Exception:  # noqa: BLE001 - the SDK must never break the run; counted as dropped
-            returned = None
-        with self._lock:
-            if returned is None:
-                self.outstanding.discard(uid)
-                self.dropped.add(uid)
-                return False
-            self.admitted += 1
-        return True
+            self._put(line)
 
-    def finish(self) -> set[str]:
-        """Bounded end (flush, then shutdown or a joined daemon shutdown); returns uuids not known delivered."""
-        if self.finished:
-            return self.unknown()
-        self.finished = True
+    def _put(self, line: bytes) -> None:
+        if self._dead:
+            return
+        if self._backlog:
+            self._backlog.append(line)  # the writer thread is draining: keep the order
+            return
+        n = self._write(line)
+        if n < len(line):
+            self._backlog.append(line[n:])
+            self._wake.set()
+
+    def _write(self, data: bytes) -> int:
+        """Bytes written (0 when the pipe is full); a dead child swallows everything."""
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:  # EPIPE: the child died; its events are in the journal
+            self._dead = True
+            self._backlog.clear()
+            self.failure = self.failure or f"delivery process gone ({exc.strerror or exc})"
+            return len(data)
+
+    # -- writer thread
+
+    def _drain(self) -> None:
+        while True:
+            self._wake.wait()
+            while True:
+                with self._lock:
+                    if self._dead or not self._backlog:
+                        self._wake.clear()
+                        stop = self._stopping
+                        break
+                    if len(self._backlog) > 1:
+                        parts, size = [], 0
+                        while self._backlog and size < _CHUNK_BYTES:
+                            part = self._backlog.popleft()
+                            parts.append(part)
+                            size += len(part)
+                        self._backlog.appendleft(b"".join(parts))
+                    chunk = self._backlog[0]
+                    n = self._write(chunk)
+                    if n >= len(chunk):
+                        self._backlog.popleft()
+                    elif n:
+                        self._backlog[0] = chunk[n:]
+                    blocked = n < len(chunk) and not self._dead
+                if blocked:
+                    select.select([], [self._fd], [], 0.2)
+            if stop:
+                return
+
+    # -- end of run (a worker thread, or the caller's)
+
+    def finish(self) -> set[str] | None:
+        """End the child within its bounds; the uuids it did not deliver, or None when it could not say."""
         s = self.settings
+        deadline = time.monotonic() + s.flush_timeout_s + s.shutdown_join_s + _CHILD_GRACE_S
         try:
-            self.client.flush(timeout_seconds=s.flush_timeout_s)
-            queued = self.client.queue.unfinished_tasks
-            if queued == 0:
-                self.client.shutdown()
-            else:
-                closer = threading.Thread(target=self.client.shutdown, name="posthog-shutdown", daemon=True)
-                closer.start()
-                closer.join(s.shutdown_join_s)
+            with self._lock:
+                self._put(END_LINE)
+                self._stopping = True
+                self._wake.set()
+            self._writer.join(max(0.0, deadline - time.monotonic()))
+            if self._writer.is_alive():
+                self.failure = "delivery process stopped reading its events"
+            elif not self._dead:
+                self.result = self._read_report(deadline)
         finally:
+            self._end_process()
             _LOG.removeHandler(self._counter)
-            # The redactor stays while a daemon shutdown may still log; it is cheap and idempotent.
-            if self.client.queue.unfinished_tasks == 0:
-                _LOG.removeFilter(self._redactor)
-        with self._lock:
-            if not self.tracking and self.client.queue.unfinished_tasks == 0:
-                self.delivered_seen += len(self.outstanding)
-                self.outstanding.clear()
-            self.pending = len(self.outstanding)
-        return self.unknown()
+            _LOG.removeFilter(self._redactor)
+        if self.result is None:
+            return None
+        self.delivered_seen = int(self.result.get("delivered_seen") or 0)
+        return {u for u in self.result.get("unknown") or () if isinstance(u, str)}
 
-    def unknown(self) -> set[str]:
-        with self._lock:
-            return set(self.failed) | set(self.dropped) | set(self.outstanding)
+    def _read_report(self, deadline: float) -> dict[str, Any] | None:
+        stdout = self.proc.stdout
+        assert stdout is not None and self.proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # EOF after END_LINE
+        fd = stdout.fileno()
+        data = bytearray()
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.failure = "delivery process did not report in time"
+                return None
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                self.failure = self._stderr_tail() or "delivery process exited without a report"
+                return None
+            data += chunk
+        try:
+            report = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.failure = "delivery process sent an unreadable report"
+            return None
+        return report if isinstance(report, dict) else None
+
+    def _end_process(self) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(_REAP_S if self.result is not None else 0.0)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self._stderr.close()
+
+    def _stderr_tail(self) -> str:
+        """The child's last stderr line (a traceback's verdict), redacted: why it died."""
+        with contextlib.suppress(OSError, ValueError):
+            self._stderr.seek(0)
+            lines = self._stderr.read()[-4000:].decode(errors="replace").strip().splitlines()
+            if lines:
+                return redact(f"delivery process failed: {lines[-1]}"[:300], self._secrets)
+        return ""
 
     def stats(self) -> DeliveryStats:
-        with self._lock:
-            failed = len(self.failed)
-            pending = len(self.outstanding) if not self.finished else self.pending
+        """The child's figures (plus the parent's own SDK log records); all pending when it never reported."""
+        r = self.result
+        if r is None:
+            done = self.failure != "" or self._stopping
             return DeliveryStats(
                 handed=self.handed,
-                admitted=self.admitted,
-                dropped=len(self.dropped),
-                failed=failed,
-                pending=pending,
-                delivered=self.admitted - failed - pending,
+                admitted=self.handed if done else 0,
+                dropped=0,
+                failed=0,
+                pending=self.handed if done else 0,
+                delivered=0,
                 sdk_warnings=self._counter.warnings,
                 sdk_errors=self._counter.errors,
                 sdk_messages=list(self._counter.samples),
-                upload_errors=list(self.errors_seen),
+                upload_errors=[self.failure] if self.failure else [],
             )
+        return DeliveryStats(
+            handed=int(r["handed"]),
+            admitted=int(r["admitted"]),
+            dropped=int(r["dropped"]),
+            failed=int(r["failed"]),
+            pending=int(r["pending"]),
+            delivered=int(r["delivered"]),
+            sdk_warnings=int(r["sdk_warnings"]) + self._counter.warnings,
+            sdk_errors=int(r["sdk_errors"]) + self._counter.errors,
+            sdk_messages=(list(self._counter.samples) + list(r["sdk_messages"]))[:5],
+            upload_errors=list(r["upload_errors"]),
+        )
 
 
 # ---------------------------------------------------------------- the sink
@@ -516,10 +563,12 @@ class EventSink:
         self._outboxed = 0
         self._closed = False
         self._stats: dict[str, Any] | None = None
-        self._delivery = _Delivery(settings)
+        # The SDK runs in a child process (harness.eventproc): in this one its ~330 µs of CPU per
+        # event and its threads' share of the GIL made the event loop lag (issue #6).
+        self._delivery = _DeliveryProcess(settings)
 
     def write(self, record: CallRecord) -> None:
-        """Build, journal and capture the call's event: a queue write, never a network wait."""
+        """Build, journal and hand over the call's event: two writes, never a network wait."""
         if record.status == "cancelled" or self._closed:
             return
         self._send(build_event(record, self.settings))
@@ -527,15 +576,13 @@ class EventSink:
     def _send(self, event: dict[str, Any]) -> None:
         line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
         if self._secret_bytes:
-            clean = redact_bytes(line, self._secret_bytes)
-            if clean is not line:  # rare: a secret inside an error message; send what is stored
-                line, event = clean, orjson.loads(clean)
+            line = redact_bytes(line, self._secret_bytes)  # rare: a secret in an error message
         if self._fd is not None:
             try:
                 os.write(self._fd, line)
             except OSError:
                 self._journal_errors += 1  # the store reports the disk; the event still goes out
-        self._delivery.capture(event)
+        self._delivery.send(line)  # the same bytes the journal holds
 
     # -- crash recovery
 
@@ -574,7 +621,7 @@ class EventSink:
                 if event["uuid"] in seen:
                     continue
                 seen.add(event["uuid"])
-                self._delivery.capture(event)
+                self._delivery.send(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
                 self._recovered += 1
         if rows_of_sessions is not None and sessions:
             for record in rows_of_sessions(sessions):
@@ -594,7 +641,7 @@ class EventSink:
         if self._closed:
             return
         self._closed = True
-        unknown = self._delivery.finish()
+        unknown = self._delivery.finish()  # None: the child could not say, so nothing is known delivered
         self._stats = self._collect()
         if self._fd is not None:
             with contextlib.suppress(OSError):
@@ -629,15 +676,17 @@ class EventSink:
         return stats
 
 
-def _lines_for(journals: Sequence[Path], wanted: set[str], secret_bytes: Sequence[bytes]) -> Iterator[bytes]:
-    """The journaled events whose uuid is in `wanted`, once each, as outbox lines."""
-    if not wanted:
+def _lines_for(
+    journals: Sequence[Path], wanted: set[str] | None, secret_bytes: Sequence[bytes]
+) -> Iterator[bytes]:
+    """The journaled events whose uuid is in `wanted` (all of them for None), once each, as outbox lines."""
+    if wanted is not None and not wanted:
         return
     written: set[str] = set()
     for journal in journals:
         for event in read_events(journal):
             uid = event["uuid"]
-            if uid in wanted and uid not in written:
+            if (wanted is None or uid in wanted) and uid not in written:
                 written.add(uid)
                 yield redact_bytes(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE), secret_bytes)
 
@@ -675,7 +724,7 @@ def resend_outbox(
         gzip=gzip,
         secrets=tuple(secrets),
     )
-    delivery = _Delivery(settings)
+    delivery = Delivery(_config_of(settings))
     for event in events.values():
         delivery.capture(event)
     still = delivery.finish()

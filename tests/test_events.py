@@ -375,3 +375,52 @@ def test_benchmark_sink_write(benchmark, capture: SimProc, tmp_path: Path) -> No
     benchmark(one)
     sink.close()
     assert sink.stats()["handed"] == state["i"]
+
+
+# ---------------------------------------------------------------- the delivery child process
+
+
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_a_dead_or_frozen_delivery_child_outboxes_every_event(
+    capture: SimProc, tmp_path: Path, how: str
+) -> None:
+    """The child holds the PostHog client; if it dies or hangs, close() is bounded and nothing is lost."""
+    sink = EventSink(settings_for(capture.url, flush_timeout_s=1.0, shutdown_join_s=0.5), tmp_path, "s1")
+    child = sink._delivery.proc
+    child.send_signal(signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+    try:
+        records = _records(40)
+        for record in records:
+            sink.write(record)
+        began = time.monotonic()
+        sink.close()
+        elapsed = time.monotonic() - began
+    finally:
+        if child.poll() is None:
+            child.kill()
+    stats = sink.stats()
+    assert stats["delivered"] == 0
+    assert stats["outboxed"] == 40
+    assert elapsed < 1.0 + 0.5 + 5.0 + 2.0
+    outbox = {e["uuid"] for e in read_events(tmp_path / OUTBOX_NAME)}
+    assert outbox == {r.event_uuid for r in records}
+
+
+def test_the_delivery_child_ignores_a_terminal_ctrl_c(capture: SimProc, tmp_path: Path) -> None:
+    sink = EventSink(settings_for(capture.url), tmp_path, "s1")
+    child = sink._delivery.proc
+    # A terminal's Ctrl-C goes to the foreground process group: the child is not in it.
+    assert os.getsid(child.pid) != os.getsid(0)
+    records = _records(30)
+    for record in records[:10]:
+        sink.write(record)
+    deadline = time.monotonic() + 20
+    while received(capture)["unique"] < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the child is up and delivering
+    child.send_signal(signal.SIGINT)
+    child.send_signal(signal.SIGTERM)
+    for record in records[10:]:
+        sink.write(record)
+    sink.close()
+    assert sink.stats()["delivered"] == 30
+    assert received(capture)["unique"] == 30
