@@ -272,6 +272,8 @@ class ClaudeClient:
         async for chunk in http.aiter_bytes():
             now = time.perf_counter_ns()
             buffer += chunk
+            if b"\r" in buffer:  # CRLF framing (allowed by SSE): normalise; a split CRLF waits for its LF
+                buffer = buffer.replace(b"\r\n", b"\n")
             while True:
                 end = buffer.find(b"\n\n")
                 if end < 0:
@@ -279,10 +281,10 @@ class ClaudeClient:
                 raw, buffer = buffer[:end], buffer[end + 2 :]
                 if raw.startswith(b"event: ping") or not raw:
                     continue
-                data_at = raw.find(b"data: ")
+                data_at = raw.find(b"data:")
                 if data_at < 0:
                     continue
-                event = orjson.loads(raw[data_at + 6 :])
+                event = orjson.loads(raw[data_at + 5 :])  # orjson skips the optional leading space
                 kind = event.get("type")
                 if kind == "content_block_delta":
                     delta = event.get("delta") or {}
