@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import secrets
 import signal
 import subprocess
@@ -341,7 +340,7 @@ async def _run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        await limiter.aclose() if hasattr(limiter, "aclose") else limiter.close()
+        await limiter.aclose()
         progress.close()
         delivery: dict[str, Any] = {"enabled": False}
         if events:
@@ -395,7 +394,3 @@ def _write_report(run_dir: Path, cfg: RunConfig, console: Console) -> Any:
 
     constraints = Constraints.from_mapping(dict(cfg.select)) if cfg.select else None
     return write_report(run_dir, constraints=constraints)
-
-
-def manifest_of(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "manifest.json").read_text())
