@@ -290,6 +290,7 @@ async def _run(
         )
         if cfg.resume:
             events.recover(store)
+        events.wait_ready()
     progress = ProgressSink(len(plan), mode=cfg.progress, console=console)
     sinks: list[Any] = [store, *([events] if events else []), progress]
     runner = Runner(

@@ -61,6 +61,7 @@ CONFIG_ENV = "HARNESS_EVENTS_CONFIG"
 PARENT_ENV = "HARNESS_EVENTS_PARENT"
 _PR_SET_PDEATHSIG = 1
 END_LINE = b'"end"\n'  # a JSON string: never an event (events are objects)
+READY_LINE = b'"ready"\n'  # stdout, once the client is up: the parent starts its clock after it
 _REDACTED = "[secure]"
 _LOG = logging.getLogger("posthog")
 
@@ -354,6 +355,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
     delivery = Delivery(_config_from_env())
+    _write_all(sys.stdout.fileno(), READY_LINE)
     ended = False
     for line in sys.stdin.buffer:
         if line == END_LINE:

@@ -83,6 +83,7 @@ from harness.eventproc import (
     END_LINE,
     KEY_ENV,
     PARENT_ENV,
+    READY_LINE,
     Delivery,
     DeliveryConfig,
     DeliveryStats,
@@ -352,6 +353,7 @@ class _DeliveryProcess:
         self._wake = threading.Event()
         self._stopping = False
         self._dead = False
+        self._ready = False
         self._writer = threading.Thread(target=self._drain, name="events-pipe-writer", daemon=True)
         self._writer.start()
 
@@ -418,6 +420,24 @@ class _DeliveryProcess:
 
     # -- end of run (a worker thread, or the caller's)
 
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until the child's client is up (its imports would otherwise compete with the first calls)."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        fd = stdout.fileno()
+        data = b""
+        deadline = time.monotonic() + timeout_s
+        while len(data) < len(READY_LINE):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return False
+            chunk = os.read(fd, len(READY_LINE) - len(data))
+            if not chunk:
+                return False
+            data += chunk
+        self._ready = data == READY_LINE
+        return self._ready
+
     def finish(self) -> set[str] | None:
         """End the child within its bounds; the uuids it did not deliver, or None when it could not say."""
         s = self.settings
@@ -458,6 +478,9 @@ class _DeliveryProcess:
                 self.failure = self._stderr_tail() or "delivery process exited without a report"
                 return None
             data += chunk
+            if not self._ready and data.startswith(READY_LINE):
+                del data[: len(READY_LINE)]
+                self._ready = True
         try:
             report = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -566,6 +589,10 @@ class EventSink:
         # The SDK runs in a child process (harness.eventproc): in this one its ~330 µs of CPU per
         # event and its threads' share of the GIL made the event loop lag (issue #6).
         self._delivery = _DeliveryProcess(settings)
+
+    def wait_ready(self, timeout_s: float = 15.0) -> bool:
+        """Wait for the delivery child to be up, so its start-up does not share the first calls' CPU."""
+        return self._delivery.wait_ready(timeout_s)
 
     def write(self, record: CallRecord) -> None:
         """Build, journal and hand over the call's event: two writes, never a network wait."""
