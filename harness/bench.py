@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from harness import __version__
-from harness.client import ClaudeClient, request_params
+from harness.client import DEFAULT_MAX_TOKENS, ClaudeClient
 from harness.config import RunConfig
 from harness.dataset import load_cases
 from harness.errors import HarnessError, Interrupted, StorageError, TargetError
@@ -79,7 +79,8 @@ def _versions() -> dict[str, str]:
 
 
 def _max_tokens(call: PlannedCall) -> int:
-    return int(request_params(call, False)["max_tokens"])
+    """What the request will ask for (the same default as `client.request_params`), without building it."""
+    return call.case.max_tokens or DEFAULT_MAX_TOKENS
 
 
 def needs_simulator(cfg: RunConfig) -> bool:

@@ -256,7 +256,8 @@ class Runner:
         limiter = self.limiter_for(call.model)
         est_input = self.estimate_input(call)
         max_tokens = self.max_tokens_of(call)
-        worst = self.pricer.worst_case_usd(call.model, est_input, max_tokens)
+        # The worst case is only needed to guard a budget: no pricing on the hot path without one.
+        worst = self.pricer.worst_case_usd(call.model, est_input, max_tokens) if self.s.max_cost_usd else 0.0
         state = _CallState(scheduled_ns=scheduled_ns)
         try:
             # In open loop the release loop already waited on the cap: that wait counts from the schedule.
