@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from harness import loops
+
 __all__ = ["MODES"]
 
 MODES = ("sdk-loop", "aiohttp-lines", "harness-client", "sdk-stream")
@@ -163,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--event-loop", default="auto", choices=loops.EVENT_LOOPS)
     args = parser.parse_args(argv)
     _set_model(args.model)
-    result = asyncio.run(_RUNNERS[args.mode](args.url, args.calls, args.concurrency, args.max_tokens))
+    coro = _RUNNERS[args.mode](args.url, args.calls, args.concurrency, args.max_tokens)
+    result = loops.run(coro, args.event_loop)  # the same loop as the harness, for a fair ratio
     result["mode"] = args.mode
     print(json.dumps(result), flush=True)
     return 0

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from harness import loops
 from harness.limiter import PoolLimiter, PoolLimits
 
 WAITERS = 200
@@ -169,7 +170,7 @@ async def _run(quick: bool, print_fn: Callable[..., Any]) -> dict[str, Any]:
 
 def run(print_fn: Callable[..., Any] = print, quick: bool = False) -> dict[str, Any]:
     """Measure the limiter at 5, 50 and 500 admissions/s; returns the figures (≈37 s, quick ≈11 s)."""
-    return asyncio.run(_run(quick, print_fn))
+    return loops.run(_run(quick, print_fn))
 
 
 if __name__ == "__main__":

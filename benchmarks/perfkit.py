@@ -9,7 +9,6 @@ This module must not judge figures against targets: `perf.py` does that.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import resource
@@ -22,6 +21,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from harness import loops
 
 __all__ = [
     "PERF_PROFILE",
@@ -239,7 +240,7 @@ def _worker(scenario: dict[str, Any]) -> dict[str, Any]:
     cpu0 = time.process_time()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.perf_counter()
-    result = asyncio.run(execute_run(cfg))
+    result = loops.run(execute_run(cfg), cfg.event_loop)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)

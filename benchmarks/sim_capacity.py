@@ -30,6 +30,8 @@ from typing import Any
 
 import aiohttp
 
+from harness import loops
+
 __all__ = ["TARGETS", "run"]
 
 TARGETS = {"open_streams": 1000, "requests_per_s": 1500, "deltas_per_s": 20000}
@@ -221,9 +223,9 @@ async def _deltas(url: str, streams: int, tokens: int) -> dict[str, Any]:
 def _load(url: str) -> dict[str, Any]:
     """Each phase in a fresh event loop, so one phase's leftovers never slow the next."""
     return {
-        "hold": asyncio.run(_hold(url, 1200)),
-        "nonstream": asyncio.run(_nonstream(url, 64, 4.0)),
-        "deltas": asyncio.run(_deltas(url, 500, 240)),
+        "hold": loops.run(_hold(url, 1200)),
+        "nonstream": loops.run(_nonstream(url, 64, 4.0)),
+        "deltas": loops.run(_deltas(url, 500, 240)),
     }
 
 

@@ -1,4 +1,4 @@
-"""The `harness` command: a translator from options to `RunConfig` and one `asyncio.run(...)`.
+"""The `harness` command: a translator from options to `RunConfig` and one run of the event loop (`loops.run`).
 
 Every `HarnessError` becomes one clear line (no traceback) and its exit code:
 0 ok, 1 regression (compare), 2 bad input or config, 130 SIGINT, 143 SIGTERM.
@@ -7,7 +7,6 @@ No logic lives here beyond that translation.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -84,6 +83,7 @@ def run(
     ] = None,
     sim_profile: Annotated[Path | None, Opt(help="Simulator target: model profile TOML.")] = None,
     transport: Annotated[str | None, Opt(help="SDK transport: aiohttp (default) or httpx.")] = None,
+    event_loop: Annotated[str | None, Opt(help="auto (uvloop when installed), uvloop or asyncio.")] = None,
     progress: Annotated[str | None, Opt(help="auto, bar, plain or off.")] = None,
     no_report: Annotated[bool, Opt(help="Skip the report at the end.")] = False,
 ) -> None:
@@ -120,6 +120,7 @@ def run(
         "sim_faults": sim_faults,
         "sim_profile": sim_profile,
         "transport": transport,
+        "event_loop": event_loop,
         "progress": progress,
         "report": False if no_report else None,
     }
@@ -147,9 +148,12 @@ def run(
                 profile=config.sim_profile,
                 faults=config.sim_faults,
             )
+        from harness import loops
         from harness.bench import execute_run
 
-        result = asyncio.run(execute_run(config, console=err, cli_args=cli_args, simulator=simulator))
+        result = loops.run(
+            execute_run(config, console=err, cli_args=cli_args, simulator=simulator), config.event_loop
+        )
     except HarnessError as exc:
         _fail(exc)
     except KeyboardInterrupt:

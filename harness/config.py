@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.loops import EVENT_LOOPS
 
 __all__ = ["ModelSpec", "RunConfig", "Secret", "build_config", "load_profile"]
 
@@ -81,6 +82,7 @@ class RunConfig:
     base_url: str | None = None
     api_key: Secret = field(default_factory=lambda: Secret(None))
     transport: str = "aiohttp"
+    event_loop: str = "auto"  # auto (uvloop when installed) | uvloop | asyncio
     sim_time_scale: float = 1.0
     sim_profile: Path | None = None
     sim_faults: str | None = None
@@ -155,6 +157,7 @@ _RUN_KEYS = {
     "results_dir": "results_dir",
     "skip_invalid": "skip_invalid",
     "transport": "transport",
+    "event_loop": "event_loop",
 }
 _TARGET_KEYS = {
     "kind": "target",
@@ -337,6 +340,8 @@ def validate(c: RunConfig) -> RunConfig:
         raise ConfigError("--base-url", "a custom target needs --base-url")
     if c.transport not in ("aiohttp", "httpx"):
         raise ConfigError("--transport", f"must be aiohttp or httpx, got {c.transport!r}")
+    if c.event_loop not in EVENT_LOOPS:
+        raise ConfigError("--event-loop", f"must be one of {', '.join(EVENT_LOOPS)}, got {c.event_loop!r}")
     if c.progress not in ("auto", "bar", "plain", "off"):
         raise ConfigError("--progress", f"must be auto, bar, plain or off, got {c.progress!r}")
     if not isinstance(c.prices, Mapping):

@@ -99,11 +99,10 @@ class LoopLagMonitor:
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            expected = loop.time() + self.interval_s
+            expected = time.perf_counter() + self.interval_s
             await asyncio.sleep(self.interval_s)
-            self.samples.append(max(0.0, loop.time() - expected))
+            self.samples.append(max(0.0, time.perf_counter() - expected))
             if len(self.samples) >= self._max:
                 self.samples = self.samples[::2]
 
@@ -206,13 +205,12 @@ class Runner:
         await self._wait_tasks_or_stop()
 
     async def _open_loop(self, plan: Sequence[PlannedCall]) -> None:
-        loop = asyncio.get_running_loop()
         cap = asyncio.Semaphore(self.s.max_in_flight) if self.s.max_in_flight else None
         start_ns = time.perf_counter_ns()
-        start_loop = loop.time()
+        start = start_ns * 1e-9
         for call in plan:
             offset = call.offset_s or 0.0
-            delay = start_loop + offset - loop.time()
+            delay = start + offset - time.perf_counter()
             if delay > 0.5:  # long gaps: wake early on a stop request
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=delay)
@@ -220,7 +218,7 @@ class Runner:
                 await asyncio.sleep(delay)
             if self.stopping:
                 break
-            self._lateness.append(max(0.0, loop.time() - start_loop - offset))
+            self._lateness.append(max(0.0, time.perf_counter() - start - offset))
             scheduled_ns = start_ns + int(offset * 1e9)
             if cap is not None:
                 await cap.acquire()

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
+from harness import loops
 from harness.bench import execute_run
 from harness.config import build_config
 from harness.records import CALL_SCHEMA
@@ -54,9 +55,7 @@ def run(tmp_path: Path, base_url: str, dataset: Path, **overrides):
 
 
 def execute_run_sync(cfg):
-    import asyncio
-
-    return asyncio.run(execute_run(cfg))
+    return loops.run(execute_run(cfg), cfg.event_loop)
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +102,14 @@ def test_every_planned_call_is_one_row_and_one_event(sim, tmp_path):
     assert manifest["events"]["delivered"] == calls.height
 
 
-def test_measurements_match_ground_truth(tmp_path):
-    proc = start_simulator("--time-scale", "0.2", "--seed", "3")
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_measurements_match_ground_truth(tmp_path, event_loop):
+    proc = start_simulator("--time-scale", "0.2", "--seed", "3", "--event-loop", event_loop)
     try:
         dataset = write_dataset(tmp_path / "d.jsonl", 20, max_tokens=30)
-        _cfg, result = run(tmp_path, proc.url, dataset, concurrency=8, posthog_host=proc.url)
+        _cfg, result = run(
+            tmp_path, proc.url, dataset, concurrency=8, posthog_host=proc.url, event_loop=event_loop
+        )
         calls = pl.read_parquet(result.run_dir / "calls.parquet").filter(pl.col("status") == "ok")
         truth = {r["call_id"]: r for r in proc.requests() if r.get("call_id")}
     finally:
@@ -120,6 +122,9 @@ def test_measurements_match_ground_truth(tmp_path):
         assert row["input_tokens"] == t["input_tokens"]
         ttft_diffs.append(row["ttft_s"] - t["intended_ttft_s"])
         latency_diffs.append(row["latency_s"] - t["intended_total_s"])
+        # What the simulator actually did, by its own clock, is never after what the client saw.
+        assert t["sent_ttft_s"] >= t["intended_ttft_s"] - 1e-4
+        assert row["ttft_s"] >= t["sent_ttft_s"] - 0.002 and row["latency_s"] >= t["sent_total_s"] - 0.002
     # The harness measures from its send to its receipt; the simulator's intention starts at its receipt.
     assert abs(statistics.median(ttft_diffs)) < 0.005
     assert abs(statistics.median(latency_diffs)) < 0.006
@@ -326,3 +331,12 @@ def test_skip_invalid_lists_skipped_rows_in_the_manifest(sim, tmp_path):
     assert any("d.jsonl:6: prompt:" in s for s in skipped)
     assert any("d.jsonl:7: max_tokens:" in s for s in skipped)
     assert pl.read_parquet(result.run_dir / "calls.parquet").height == 5
+
+
+def test_event_loop_choice_is_validated_and_resolved():
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--event-loop"):
+        build_config({"models": "claude-haiku-4-5", "event_loop": "trio"}, env={})
+    assert loops.resolve("auto") == "uvloop"  # installed from the project's own dependencies
+    assert loops.resolve("asyncio") == "asyncio"

@@ -125,6 +125,9 @@ def _mutations() -> st.SearchStrategy[dict[str, Any]]:
             lambda kv: (
                 not (kv[0] == "system" and kv[1] in ([], ""))
                 and not (kv[0] == "stream" and isinstance(kv[1], bool))
+                # valid values the generator can draw: no stop sequences, empty metadata
+                and not (kv[0] == "stop_sequences" and kv[1] == [])
+                and not (kv[0] == "metadata" and kv[1] == {})
             )
         ).map(lambda kv: {**base, kv[0]: kv[1]}),
         st.text(min_size=1, max_size=10).filter(lambda k: k not in base).map(lambda k: {**base, k: 1}),

@@ -18,7 +18,8 @@ Ground-truth record (one per `POST /v1/messages`, in order of receipt): request_
 stream, received_unix, status (HTTP status sent; null when the connection was cut
 before any response), fault, intended_ttft_s (receipt → first content delta),
 intended_gaps_s (between deltas; null above 4,096 deltas), intended_total_s (receipt →
-last byte), input_tokens, output_tokens (deltas sent), stop_reason, retry_after (429),
+last byte), sent_ttft_s / sent_total_s (streams: when the first delta / last byte actually
+left), input_tokens, output_tokens (deltas sent), stop_reason, retry_after (429),
 and when relevant limited (which rate limit), fault_after_tokens, client_closed.
 
 Keys: any non-empty key is accepted, except the test hooks `sk-ant-revoked…` (401

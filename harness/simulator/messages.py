@@ -116,8 +116,7 @@ def _int_header(request: web.Request, name: str) -> int | None:
 
 async def create_message(request: web.Request) -> web.StreamResponse:
     """`POST /v1/messages`."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    t0 = time.perf_counter()
     state = request.app[STATE]
     headers = {"request-id": _new_id("req_")}
     record: dict[str, Any] = {
@@ -279,7 +278,7 @@ async def _serve(
 
 
 async def _sleep_until(deadline: float) -> None:
-    delay = deadline - asyncio.get_running_loop().time()
+    delay = deadline - time.perf_counter()
     if delay > 0:
         await asyncio.sleep(delay)
 
@@ -291,11 +290,10 @@ async def _sleep_precisely(deadline: float) -> None:
     late. For the first token (the TTFT a client measures) sleep until just before the
     deadline, then yield to the loop until it passes (other tasks keep running).
     """
-    loop = asyncio.get_running_loop()
-    early = deadline - loop.time() - _SPIN_S
+    early = deadline - time.perf_counter() - _SPIN_S
     if early > 0:
         await asyncio.sleep(early)
-    while loop.time() < deadline:  # noqa: ASYNC110 - a deliberate, sub-millisecond yield loop
+    while time.perf_counter() < deadline:  # noqa: ASYNC110 - a deliberate, sub-millisecond yield loop
         await asyncio.sleep(0)
 
 
@@ -331,8 +329,13 @@ async def _stream(
     t0: float,
     record: dict[str, Any],
 ) -> web.StreamResponse:
-    """The SSE reply: start events at once, then one delta per token at its deadline."""
-    loop = asyncio.get_running_loop()
+    """The SSE reply: start events at once, then one delta per token at its deadline.
+
+    Records what it actually did beside what it intended: `sent_ttft_s` / `sent_total_s`
+    (receipt → first delta / last byte handed to the socket), so a client's error can be
+    told apart from the simulator's own lateness under load.
+    """
+    perf_counter = time.perf_counter
     headers["content-type"] = "text/event-stream; charset=utf-8"
     headers["cache-control"] = "no-cache"
     response = web.StreamResponse(status=200, headers=headers)
@@ -348,13 +351,13 @@ async def _stream(
         i = 0
         while i < count:
             deadline = t0 + offsets[i]
-            now = loop.time()
+            now = perf_counter()
             if deadline > now:
                 if i == 0:
                     await _sleep_precisely(deadline)
                 else:
                     await asyncio.sleep(deadline - now)
-                now = loop.time()
+                now = perf_counter()
             j = i + 1
             while j < count and j - i < _COALESCE_MAX and t0 + offsets[j] <= now:
                 j += 1
@@ -362,6 +365,8 @@ async def _stream(
                 await response.write(delta(pieces[i]))
             else:
                 await response.write(b"".join([delta(p) for p in pieces[i:j]]))
+            if i == 0:
+                record["sent_ttft_s"] = perf_counter() - t0
             i = j
         if count == 0:
             await _sleep_until(t0 + record["intended_total_s"])
@@ -379,6 +384,7 @@ async def _stream(
                 "cache_read_input_tokens": 0,
             }
             await response.write(sse.message_delta(answer.stop_reason, answer.stop_sequence, final_usage))
+        record["sent_total_s"] = perf_counter() - t0
         await response.write_eof()
     except (ConnectionError, RuntimeError):
         # The client hung up (or the transport is gone): stop quietly.
