@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from harness import __version__
-from harness.client import DEFAULT_MAX_TOKENS, ClaudeClient
+from harness.client import ClaudeClient, max_tokens_of
 from harness.config import RunConfig
 from harness.dataset import load_cases
 from harness.errors import HarnessError, Interrupted, StorageError, TargetError
@@ -35,6 +35,7 @@ from harness.records import PlannedCall
 from harness.runner import Runner, RunnerSettings, RunOutcome
 from harness.simlauncher import SimulatorProcess
 from harness.store import RunStore, load_calls
+from harness.workers import WorkerPool, auto_workers, split_job
 
 __all__ = ["RunResult", "execute_run", "new_run_id"]
 
@@ -76,11 +77,6 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[name] = "missing"
     return found
-
-
-def _max_tokens(call: PlannedCall) -> int:
-    """What the request will ask for (the same default as `client.request_params`), without building it."""
-    return call.case.max_tokens or DEFAULT_MAX_TOKENS
 
 
 def needs_simulator(cfg: RunConfig) -> bool:
@@ -154,28 +150,28 @@ async def _execute(
                 posthog_host = capture.url
         posthog_host = posthog_host or POSTHOG_DEFAULT_HOST
 
-        client = ClaudeClient(
-            api_key=api_key,
-            base_url=base_url or ANTHROPIC_URL,
-            timeout_s=cfg.timeout_s,
-            transport=cfg.transport,
-            tag_requests=cfg.target != "anthropic",
-            max_connections=max(100, cfg.concurrency, cfg.max_in_flight or 0),
+        client_kwargs: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url or ANTHROPIC_URL,
+            "timeout_s": cfg.timeout_s,
+            "transport": cfg.transport,
+            "tag_requests": cfg.target != "anthropic",
+            "max_connections": max(100, cfg.concurrency, cfg.max_in_flight or 0),
+        }
+        workers = cfg.workers or auto_workers(
+            concurrency=cfg.concurrency,
+            rate=cfg.rate,
+            max_in_flight=cfg.max_in_flight,
+            local_simulator=sim is not None,
         )
+        client = ClaudeClient(**client_kwargs)
         try:
-            await _preflight(client, cfg.model_names, warm=min(64, cfg.max_in_flight or cfg.concurrency))
+            # With worker processes each worker opens its own connections; here only the checks run.
+            warm = 1 if workers > 1 else min(64, cfg.max_in_flight or cfg.concurrency)
+            await _preflight(client, cfg.model_names, warm=warm)
             store, plan = _open_store(cfg, run_id, loaded, prices, plan, base_url, cli_args)
-            result = await _run(
-                cfg,
-                store,
-                plan,
-                client,
-                prices,
-                base_url or ANTHROPIC_URL,
-                posthog_key,
-                posthog_host,
-                console,
-            )
+            target = _Target(client, client_kwargs, workers, base_url or ANTHROPIC_URL)
+            result = await _run(cfg, store, plan, target, prices, posthog_key, posthog_host, console)
         finally:
             await client.aclose()
     finally:
@@ -256,22 +252,31 @@ def _host(url: str | None) -> str | None:
     return urlsplit(url).netloc or None
 
 
+@dataclass
+class _Target:
+    """How calls are sent: this process's client, or `workers` processes built from `client_kwargs`."""
+
+    client: ClaudeClient
+    client_kwargs: dict[str, Any]
+    workers: int
+    base_url: str
+
+
 async def _run(
     cfg: RunConfig,
     store: RunStore,
     plan: list[PlannedCall],
-    client: ClaudeClient,
+    target: _Target,
     prices: PriceTable,
-    base_url: str,
     posthog_key: str,
     posthog_host: str,
     console: Console,
 ) -> RunResult:
     run_id = store.manifest["run_id"]
-    limiter = Limiter(
-        {_pool(m): PoolLimits(rpm=m.rpm, itpm=m.itpm, otpm=m.otpm) for m in cfg.models},
-        {m.name: _pool(m) for m in cfg.models},
-    )
+    pools = {_pool(m): PoolLimits(rpm=m.rpm, itpm=m.itpm, otpm=m.otpm) for m in cfg.models}
+    model_pool = {m.name: _pool(m) for m in cfg.models}
+    limiter = Limiter(pools, model_pool)
+    base_url = target.base_url
     events: EventSink | None = None
     if cfg.posthog_enabled:
         events = EventSink(
@@ -294,29 +299,45 @@ async def _run(
         events.wait_ready()
     progress = ProgressSink(len(plan), mode=cfg.progress, console=console)
     sinks: list[Any] = [store, *([events] if events else []), progress]
-    runner = Runner(
-        RunnerSettings(
-            run_id=run_id,
-            target=cfg.target,
-            stream=cfg.stream,
-            concurrency=cfg.concurrency,
-            rate=cfg.rate,
-            arrival=cfg.arrival,
-            max_in_flight=cfg.max_in_flight,
-            max_retries=cfg.max_retries,
-            duration_s=cfg.duration_s,
-            max_cost_usd=cfg.max_cost_usd,
-            grace_s=cfg.grace_s,
-            store_text=cfg.store_text,
-            seed=cfg.seed,
-        ),
-        client,
-        limiter.pool_for,
-        lambda call: estimate_input_tokens(call.case.messages, call.case.system),
-        _max_tokens,
-        prices,
-        sinks,
+    settings = RunnerSettings(
+        run_id=run_id,
+        target=cfg.target,
+        stream=cfg.stream,
+        concurrency=cfg.concurrency,
+        rate=cfg.rate,
+        arrival=cfg.arrival,
+        max_in_flight=cfg.max_in_flight,
+        max_retries=cfg.max_retries,
+        duration_s=cfg.duration_s,
+        max_cost_usd=cfg.max_cost_usd,
+        grace_s=cfg.grace_s,
+        store_text=cfg.store_text,
+        seed=cfg.seed,
     )
+    engine: Runner | WorkerPool
+    if target.workers > 1:
+        jobs = split_job(
+            target.workers,
+            settings,
+            plan,
+            pools,
+            model_pool=model_pool,
+            prices=prices,
+            client=target.client_kwargs,
+            warm=min(64, -(-(cfg.max_in_flight or cfg.concurrency) // target.workers)),
+            event_loop=cfg.event_loop,
+        )
+        engine = WorkerPool(jobs, sinks, len(plan))
+    else:
+        engine = Runner(
+            settings,
+            target.client,
+            limiter.pool_for,
+            lambda call: estimate_input_tokens(call.case.messages, call.case.system),
+            max_tokens_of,
+            prices,
+            sinks,
+        )
     caught: list[str] = []
     loop = asyncio.get_running_loop()
     # The PostHog client's threads share the GIL with the event loop: a short switch interval
@@ -327,16 +348,19 @@ async def _run(
     gc.freeze()
 
     def on_signal(name: str) -> None:
-        if caught:  # a second signal: stop waiting for in-flight calls
-            runner.s = replace(runner.s, grace_s=0.0)
+        if isinstance(engine, WorkerPool):
+            engine.request_stop("signal", now=bool(caught))
+        elif caught:  # a second signal: stop waiting for in-flight calls
+            engine.s = replace(engine.s, grace_s=0.0)
         caught.append(name)
-        runner.request_stop("signal")
+        if isinstance(engine, Runner):
+            engine.request_stop("signal")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig.name)
     try:
-        outcome = await runner.run(plan)
+        outcome = await (engine.run() if isinstance(engine, WorkerPool) else engine.run(plan))
     finally:
         sys.setswitchinterval(previous_switch)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -371,6 +395,8 @@ async def _run(
         spent_usd=outcome.spent_usd,
         loop_lag=outcome.loop_lag,
         release_lateness=outcome.release_lateness,
+        workers=target.workers,
+        worker_health=outcome.workers,
         saturated=outcome.saturated,
         events=delivery,
     )

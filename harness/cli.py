@@ -83,6 +83,10 @@ def run(
     ] = None,
     sim_profile: Annotated[Path | None, Opt(help="Simulator target: model profile TOML.")] = None,
     transport: Annotated[str | None, Opt(help="SDK transport: aiohttp (default) or httpx.")] = None,
+    workers: Annotated[
+        int | None,
+        Opt(help="Processes sharing the calls (default: 1, more above ~200 streams or ~150 calls/s)."),
+    ] = None,
     event_loop: Annotated[str | None, Opt(help="auto (uvloop when installed), uvloop or asyncio.")] = None,
     progress: Annotated[str | None, Opt(help="auto, bar, plain or off.")] = None,
     no_report: Annotated[bool, Opt(help="Skip the report at the end.")] = False,
@@ -121,6 +125,7 @@ def run(
         "sim_profile": sim_profile,
         "transport": transport,
         "event_loop": event_loop,
+        "workers": workers,
         "progress": progress,
         "report": False if no_report else None,
     }

@@ -27,7 +27,7 @@ import orjson
 
 from harness.records import PlannedCall
 
-__all__ = ["ERROR_KINDS", "Attempt", "ClaudeClient", "request_params"]
+__all__ = ["ERROR_KINDS", "Attempt", "ClaudeClient", "max_tokens_of", "request_params"]
 
 DEFAULT_MAX_TOKENS = 1024
 
@@ -117,12 +117,17 @@ async def _stamp_sent(request: httpx2.Request) -> None:
         attempt.sent_ns = time.perf_counter_ns()
 
 
+def max_tokens_of(call: PlannedCall) -> int:
+    """What the request will ask for (as `request_params` does), without building it."""
+    return call.case.max_tokens or DEFAULT_MAX_TOKENS
+
+
 def request_params(call: PlannedCall, stream: bool) -> dict[str, Any]:
     """The Messages API arguments for a planned call (temperature goes through extra_body in SDK 2.14)."""
     case = call.case
     params: dict[str, Any] = {
         "model": call.model,
-        "max_tokens": case.max_tokens or DEFAULT_MAX_TOKENS,
+        "max_tokens": max_tokens_of(call),
         "messages": list(case.messages),
     }
     if case.system:

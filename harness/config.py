@@ -83,6 +83,7 @@ class RunConfig:
     api_key: Secret = field(default_factory=lambda: Secret(None))
     transport: str = "aiohttp"
     event_loop: str = "auto"  # auto (uvloop when installed) | uvloop | asyncio
+    workers: int | None = None  # processes; None: 1, or more above a load threshold (harness.workers)
     sim_time_scale: float = 1.0
     sim_profile: Path | None = None
     sim_faults: str | None = None
@@ -158,6 +159,7 @@ _RUN_KEYS = {
     "skip_invalid": "skip_invalid",
     "transport": "transport",
     "event_loop": "event_loop",
+    "workers": "workers",
 }
 _TARGET_KEYS = {
     "kind": "target",
@@ -340,6 +342,10 @@ def validate(c: RunConfig) -> RunConfig:
         raise ConfigError("--base-url", "a custom target needs --base-url")
     if c.transport not in ("aiohttp", "httpx"):
         raise ConfigError("--transport", f"must be aiohttp or httpx, got {c.transport!r}")
+    if c.workers is not None and (
+        isinstance(c.workers, bool) or not isinstance(c.workers, int) or c.workers < 1
+    ):
+        raise ConfigError("--workers", f"must be a whole number of processes >= 1, got {c.workers!r}")
     if c.event_loop not in EVENT_LOOPS:
         raise ConfigError("--event-loop", f"must be one of {', '.join(EVENT_LOOPS)}, got {c.event_loop!r}")
     if c.progress not in ("auto", "bar", "plain", "off"):

@@ -28,7 +28,7 @@ from harness.errors import HarnessError, StorageError, TargetError
 from harness.quality import check
 from harness.records import CallRecord, PlannedCall, event_uuid
 
-__all__ = ["LoopLagMonitor", "RunOutcome", "Runner", "RunnerSettings", "Sink"]
+__all__ = ["LoopLagMonitor", "RunOutcome", "Runner", "RunnerSettings", "Sink", "deliver", "summarize_ms"]
 
 
 class Sink(Protocol):
@@ -68,6 +68,9 @@ class RunnerSettings:
     grace_s: float = 10.0
     store_text: bool = True
     seed: int = 0
+    start_ns: int | None = (
+        None  # open loop: the plan's time zero (perf_counter_ns); shared by worker processes
+    )
 
 
 @dataclass
@@ -84,6 +87,7 @@ class RunOutcome:
     release_lateness: dict[str, float] = field(default_factory=dict)
     saturated: bool = False  # open loop: the harness could not keep to the schedule
     error: HarnessError | None = None
+    workers: list[dict[str, Any]] = field(default_factory=list)  # per worker process, when there are several
 
 
 class LoopLagMonitor:
@@ -158,13 +162,17 @@ class Runner:
         self._anchor_wall = datetime.now(UTC)
         self._lateness: list[float] = []
         self._late_admissions = 0
+        self.on_stop: Callable[[str], None] | None = None  # told once, when the run starts stopping
 
     # -- public control --------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
         """Stop scheduling new calls; in-flight calls get the grace period."""
         if self.outcome.stopped_by is None:
             self.outcome.stopped_by = reason
+        first = not self._stop.is_set()
         self._stop.set()
+        if first and self.on_stop is not None:
+            self.on_stop(reason)
 
     @property
     def stopping(self) -> bool:
@@ -206,7 +214,7 @@ class Runner:
 
     async def _open_loop(self, plan: Sequence[PlannedCall]) -> None:
         cap = asyncio.Semaphore(self.s.max_in_flight) if self.s.max_in_flight else None
-        start_ns = time.perf_counter_ns()
+        start_ns = self.s.start_ns or time.perf_counter_ns()
         start = start_ns * 1e-9
         for call in plan:
             offset = call.offset_s or 0.0
@@ -422,19 +430,26 @@ class Runner:
         else:
             self.outcome.finished += 1
         self.outcome.spent_usd += record.total_cost_usd
-        # Sinks in order (store first): a record a sink could not take goes to no later sink,
-        # so no PostHog event exists for a call whose row was not stored.
-        for sink in self.sinks:
-            try:
-                sink.write(record)
-            except StorageError as exc:
-                self.outcome.error = exc
-                self.request_stop("storage")
-                return
-            except OSError as exc:
-                self.outcome.error = StorageError(f"cannot write results: {exc.strerror or exc}")
-                self.request_stop("storage")
-                return
+        problem = deliver(self.sinks, record)
+        if problem is not None:
+            self.outcome.error = problem
+            self.request_stop("storage")
+
+
+def deliver(sinks: Sequence[Sink], record: CallRecord) -> StorageError | None:
+    """Hand `record` to each sink in order; a storage failure stops the chain and is returned.
+
+    Store first: a record a sink could not take goes to no later sink, so no PostHog
+    event exists for a call whose row was not stored.
+    """
+    for sink in sinks:
+        try:
+            sink.write(record)
+        except StorageError as exc:
+            return exc
+        except OSError as exc:
+            return StorageError(f"cannot write results: {exc.strerror or exc}")
+    return None
 
 
 @dataclass(slots=True)
