@@ -89,6 +89,14 @@ class RunOutcome:
     error: HarnessError | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)  # per worker process, when there are several
 
+    def count(self, record: CallRecord) -> None:
+        """A finished record: counted as finished or cancelled, its cost spent."""
+        if record.status == "cancelled":
+            self.cancelled += 1
+        else:
+            self.finished += 1
+        self.spent_usd += record.total_cost_usd
+
 
 class LoopLagMonitor:
     """Samples how late the event loop wakes a 10 ms timer: a lagging loop distorts every measurement."""
@@ -425,11 +433,7 @@ class Runner:
         return record
 
     def _emit(self, record: CallRecord) -> None:
-        if record.status == "cancelled":
-            self.outcome.cancelled += 1
-        else:
-            self.outcome.finished += 1
-        self.outcome.spent_usd += record.total_cost_usd
+        self.outcome.count(record)
         problem = deliver(self.sinks, record)
         if problem is not None:
             self.outcome.error = problem

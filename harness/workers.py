@@ -246,11 +246,7 @@ class WorkerPool:
     def _take(self, record: CallRecord) -> None:
         if self._sink_failed:
             return  # as in one process: after a storage failure no later record is written
-        if record.status == "cancelled":
-            self.outcome.cancelled += 1
-        else:
-            self.outcome.finished += 1
-        self.outcome.spent_usd += record.total_cost_usd
+        self.outcome.count(record)
         problem = deliver(self.sinks, record)
         if problem is not None:
             self._sink_failed = True
