@@ -120,14 +120,24 @@ def peers(ctx: Ctx) -> None:
         )
         sim_cpu = sim.cpu_s() - c0
         out["closed"] = _brief(r, sim_cpu)
-        cpu_ms = 1000 * r["cpu_s"] / max(1, r["calls"])
+        calls_n = max(1, r["calls"])
+        run_cpu = r["cpu_s"] + r["workers_cpu_s"]
+        cpu_ms = 1000 * (run_cpu + r["events_cpu_s"]) / calls_n
         _log(
             f"  closed loop, concurrency 256, {r['calls']} streamed 20-token calls: {r['calls_per_s']:.0f} req/s, "
-            f"harness CPU {r['cpu_s']:.2f} s (all-in: records, parquet, events), simulator CPU {sim_cpu:.2f} s "
-            f"over {r['span_s']:.2f} s ({100 * sim_cpu / max(r['span_s'], 1e-9):.0f} % of a core); loop lag p99 "
-            f"{r['outcome']['loop_lag']['p99_ms']:.1f} ms"
+            f"harness CPU {run_cpu:.2f} s ({1000 * run_cpu / calls_n:.2f} ms/call: SDK, records, parquet, "
+            f"events built and journaled) + {r['events_cpu_s']:.2f} s in the PostHog delivery child "
+            f"({1000 * r['events_cpu_s'] / calls_n:.2f} ms/call); simulator CPU {sim_cpu:.2f} s over "
+            f"{r['span_s']:.2f} s ({100 * sim_cpu / max(r['span_s'], 1e-9):.0f} % of a core); loop lag p99 "
+            f"{r['outcome']['loop_lag']['p99_ms']:.1f} ms; {r['workers']} process(es)"
         )
-        ctx.judge("T0a", "client CPU per streamed 20-token request (ms)", cpu_ms, "<=", 2.0, "ms")
+        floor = _baseline("harness-client", sim.url, 2000, 256, 20, "claude-haiku-4-5")
+        out["client_only_cpu_ms"] = 1000 * floor["cpu_s"] / 2000
+        _log(
+            f"  the same calls through the harness's client alone (SDK + its SSE reader, no runner, sinks or "
+            f"events): {out['client_only_cpu_ms']:.2f} ms CPU/call: the floor the SDK sets on this machine"
+        )
+        ctx.judge("T0a", "client CPU per streamed 20-token request, all-in (ms)", cpu_ms, "<=", 2.0, "ms")
         ctx.judge("T0b", "requests/s at concurrency 256", r["calls_per_s"], ">=", 400, "req/s")
 
         seconds = 5 if ctx.quick else 15
@@ -158,6 +168,27 @@ def peers(ctx: Ctx) -> None:
             "T0c", f"open loop 300/s x {seconds}s: harness-caused errors", r["errors"], "<=", 0, "calls"
         )
         ctx.judge("T0d", "open loop 300/s: release lateness p99 (ms)", late["p99_ms"], "<", 2.0, "ms")
+        r2 = run_scenario(
+            {
+                "cli": ctx.cli(
+                    sim,
+                    dataset=str(ds),
+                    repeats=calls // 1000 + 1,
+                    max_calls=calls,
+                    rate=300.0,
+                    arrival="constant",
+                    stream=True,
+                    workers=2,
+                )
+            }
+        )
+        out["open_2_workers"] = _brief(r2, 0.0)
+        late2 = r2["outcome"]["release_lateness"]
+        _log(
+            f"  the same with --workers 2: {r2['errors']} errors, achieved {r2['calls_per_s']:.1f}/s, release "
+            f"lateness p50 {late2['p50_ms']:.2f} ms p99 {late2['p99_ms']:.2f} ms (worst worker), loop lag p99 "
+            f"{r2['outcome']['loop_lag']['p99_ms']:.1f} ms"
+        )
 
         out["startup_s"] = _startup(ctx, sim, ds)
         ctx.judge("T0e", "command start -> first request sent (s)", out["startup_s"], "<", 2.0, "s")
@@ -242,12 +273,30 @@ def stream_cost(ctx: Ctx) -> None:
 
 
 def accuracy(ctx: Ctx) -> None:
-    """Target 3: TTFT and latency against the simulator's ground truth, 500 streams x 40 deltas/s."""
+    """Target 3: TTFT and latency against the simulator's ground truth, 500 streams x 40 deltas/s.
+
+    Ground truth is what the simulator did by its own clock: `sent_ttft_s` / `sent_total_s`
+    (receipt → first delta / last byte handed to its socket). The error against its
+    intentions (`intended_*`) is printed too: it adds the simulator's own lateness when it
+    is short of CPU. Then the same load over two worker processes, and a quarter of the
+    load, show what the figures are made of on this machine.
+    """
     seconds = 4 if ctx.quick else 10
-    streams = 500
+    fig = _accuracy_run(ctx, 500, seconds, None)
+    ctx.figures["accuracy"] = fig
+    ctx.judge("T3a", "TTFT - truth, median (ms)", abs(fig["ttft_err_ms"]["p50"]), "<=", 1.0, "ms")
+    ctx.judge("T3b", "TTFT - truth, p99 (ms)", abs(fig["ttft_err_ms"]["p99"]), "<=", 5.0, "ms")
+    ctx.judge("T3c", "latency - truth, median (ms)", abs(fig["latency_err_ms"]["p50"]), "<=", 2.0, "ms")
+    ctx.judge("T3d", "latency - truth, p99 (ms)", abs(fig["latency_err_ms"]["p99"]), "<=", 10.0, "ms")
+    ctx.figures["accuracy_2_workers"] = _accuracy_run(ctx, 500, seconds, 2)
+    ctx.figures["accuracy_quarter_load"] = _accuracy_run(ctx, 125, seconds, None)
+
+
+def _accuracy_run(ctx: Ctx, streams: int, seconds: float, workers: int | None) -> dict[str, Any]:
     tokens = 40  # 50 ms + 1 s per call at 40 tokens/s
     n = int(streams * seconds / 1.05)
     ds = ctx.dataset("accuracy", 1000, tokens)
+    extra = {} if workers is None else {"workers": workers}
     with SimServer() as sim:
         c0 = sim.cpu_s()
         r = run_scenario(
@@ -260,6 +309,7 @@ def accuracy(ctx: Ctx) -> None:
                     max_calls=n,
                     concurrency=streams,
                     stream=True,
+                    **extra,
                 ),
                 "per_call": True,
             }
@@ -267,35 +317,44 @@ def accuracy(ctx: Ctx) -> None:
         sim_cpu = sim.cpu_s() - c0
         truth = {t["call_id"]: t for t in sim.requests() if t.get("call_id") and t.get("status") == 200}
     pc = r["per_call"]
-    d_ttft, d_lat = [], []
+    err: dict[str, list[float]] = {"ttft": [], "lat": [], "ttft_i": [], "lat_i": [], "sim_late": []}
     for cid, ttft, lat in zip(pc["call_id"], pc["ttft_s"], pc["latency_s"], strict=True):
         t = truth.get(cid)
-        if t is None or ttft is None or lat is None:
+        if t is None or ttft is None or lat is None or t.get("sent_total_s") is None:
             continue
-        d_ttft.append(1000 * (ttft - t["intended_ttft_s"]))
-        d_lat.append(1000 * (lat - t["intended_total_s"]))
-    share = 100 * sim_cpu / max(r["span_s"], 1e-9)
-    deltas_per_s = r["output_tokens"] / max(r["span_s"], 1e-9)
+        err["ttft"].append(1000 * (ttft - t["sent_ttft_s"]))
+        err["lat"].append(1000 * (lat - t["sent_total_s"]))
+        err["ttft_i"].append(1000 * (ttft - t["intended_ttft_s"]))
+        err["lat_i"].append(1000 * (lat - t["intended_total_s"]))
+        err["sim_late"].append(1000 * (t["sent_ttft_s"] - t["intended_ttft_s"]))
     fig = {
+        "streams": streams,
+        "workers": r["workers"],
         "calls": r["calls"],
-        "matched": len(d_ttft),
-        "deltas_per_s": deltas_per_s,
-        "ttft_err_ms": {"p50": pct(d_ttft, 0.5), "p99": pct(d_ttft, 0.99)},
-        "latency_err_ms": {"p50": pct(d_lat, 0.5), "p99": pct(d_lat, 0.99)},
+        "matched": len(err["ttft"]),
+        "deltas_per_s": r["output_tokens"] / max(r["span_s"], 1e-9),
+        "ttft_err_ms": {"p50": pct(err["ttft"], 0.5), "p99": pct(err["ttft"], 0.99)},
+        "latency_err_ms": {"p50": pct(err["lat"], 0.5), "p99": pct(err["lat"], 0.99)},
+        "vs_intended_ttft_err_ms": {"p50": pct(err["ttft_i"], 0.5), "p99": pct(err["ttft_i"], 0.99)},
+        "vs_intended_latency_err_ms": {"p50": pct(err["lat_i"], 0.5), "p99": pct(err["lat_i"], 0.99)},
+        "sim_first_delta_late_ms": {"p50": pct(err["sim_late"], 0.5), "p99": pct(err["sim_late"], 0.99)},
         "loop_lag": r["outcome"]["loop_lag"],
-        "sim_cpu_pct": share,
-        "harness_cpu_pct": 100 * r["cpu_s"] / max(r["wall_s"], 1e-9),
+        "sim_cpu_pct": 100 * sim_cpu / max(r["span_s"], 1e-9),
+        "harness_cpu_pct": 100 * (r["cpu_s"] + r["workers_cpu_s"]) / max(r["span_s"], 1e-9),
     }
-    ctx.figures["accuracy"] = fig
+    f = fig
     _log(
-        f"  {streams} streams x 40 deltas/s for ~{seconds} s: {r['calls']} calls ({len(d_ttft)} matched to ground truth), "
-        f"{deltas_per_s:,.0f} deltas/s; loop lag p99 {fig['loop_lag']['p99_ms']:.1f} ms; "
-        f"simulator CPU {share:.0f} % of a core, harness {fig['harness_cpu_pct']:.0f} %"
+        f"  {streams} streams x 40 deltas/s for ~{seconds} s, {f['workers']} process(es): {r['calls']} calls "
+        f"({f['matched']} matched), {f['deltas_per_s']:,.0f} deltas/s; loop lag p99 {f['loop_lag']['p99_ms']:.1f} ms; "
+        f"CPU: simulator {f['sim_cpu_pct']:.0f} % of a core, harness {f['harness_cpu_pct']:.0f} %\n"
+        f"    error vs what the simulator sent: TTFT p50 {f['ttft_err_ms']['p50']:.2f} / p99 {f['ttft_err_ms']['p99']:.2f} ms, "
+        f"latency p50 {f['latency_err_ms']['p50']:.2f} / p99 {f['latency_err_ms']['p99']:.2f} ms\n"
+        f"    error vs what it intended: TTFT p50 {f['vs_intended_ttft_err_ms']['p50']:.2f} / p99 "
+        f"{f['vs_intended_ttft_err_ms']['p99']:.2f} ms, latency p50 {f['vs_intended_latency_err_ms']['p50']:.2f} / p99 "
+        f"{f['vs_intended_latency_err_ms']['p99']:.2f} ms (simulator's first delta late by p50 "
+        f"{f['sim_first_delta_late_ms']['p50']:.2f} / p99 {f['sim_first_delta_late_ms']['p99']:.2f} ms)"
     )
-    ctx.judge("T3a", "TTFT - truth, median (ms)", abs(fig["ttft_err_ms"]["p50"]), "<=", 1.0, "ms")
-    ctx.judge("T3b", "TTFT - truth, p99 (ms)", abs(fig["ttft_err_ms"]["p99"]), "<=", 5.0, "ms")
-    ctx.judge("T3c", "latency - truth, median (ms)", abs(fig["latency_err_ms"]["p50"]), "<=", 2.0, "ms")
-    ctx.judge("T3d", "latency - truth, p99 (ms)", abs(fig["latency_err_ms"]["p99"]), "<=", 10.0, "ms")
+    return fig
 
 
 def pacing(ctx: Ctx) -> None:

@@ -239,11 +239,13 @@ def _worker(scenario: dict[str, Any]) -> dict[str, Any]:
     cfg = build_config(cli, env={})
     cpu0 = time.process_time()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall0 = time.perf_counter()
     result = loops.run(execute_run(cfg), cfg.event_loop)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     rss.stop()
     import polars as pl
 
@@ -272,6 +274,12 @@ def _worker(scenario: dict[str, Any]) -> dict[str, Any]:
         "cpu_s": cpu,
         "cpu_user_s": ru1.ru_utime - ru0.ru_utime,
         "cpu_sys_s": ru1.ru_stime - ru0.ru_stime,
+        # Worker processes and the PostHog delivery child, once they have exited (both are waited for).
+        "children_cpu_s": kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime,
+        "workers": max(1, len(result.outcome.workers)),
+        # During the run (start-up excluded): the worker processes' and the PostHog delivery child's CPU.
+        "workers_cpu_s": sum(w.get("cpu_s") or 0.0 for w in result.outcome.workers),
+        "events_cpu_s": float(result.delivery.get("cpu_s") or 0.0),
         "outcome": {
             "finished": result.outcome.finished,
             "stopped_by": result.outcome.stopped_by,

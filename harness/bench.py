@@ -162,7 +162,7 @@ async def _execute(
             concurrency=cfg.concurrency,
             rate=cfg.rate,
             max_in_flight=cfg.max_in_flight,
-            local_simulator=sim is not None,
+            local_simulator=sim is not None or _is_loopback(base_url),
         )
         client = ClaudeClient(**client_kwargs)
         try:
@@ -242,6 +242,14 @@ def _open_store(
         "planned": len(plan),
     }
     return RunStore.create(cfg.results_dir, run_id, manifest), plan
+
+
+def _is_loopback(url: str | None) -> bool:
+    """A target on this machine (the simulator, a local mock) needs a core of its own."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname if url else None
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def _host(url: str | None) -> str | None:

@@ -37,6 +37,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -119,6 +120,7 @@ class DeliveryStats:
     sdk_errors: int
     sdk_messages: list[str]
     upload_errors: list[str]
+    cpu_s: float = 0.0  # the delivery child's CPU from ready to its report (start-up excluded)
 
 
 def _cache_system_context() -> None:
@@ -356,6 +358,7 @@ def main() -> int:
     _die_with_parent()
     delivery = Delivery(_config_from_env())
     _write_all(sys.stdout.fileno(), READY_LINE)
+    cpu_at_ready = time.process_time()
     ended = False
     for line in sys.stdin.buffer:
         if line == END_LINE:
@@ -372,6 +375,7 @@ def main() -> int:
     unknown = delivery.finish()
     report = asdict(delivery.stats())
     report.update(delivered_seen=delivery.delivered_seen, unknown=sorted(unknown))
+    report["cpu_s"] = round(time.process_time() - cpu_at_ready, 4)
     _write_all(sys.stdout.fileno(), orjson.dumps(report) + b"\n")
     # os._exit: the SDK's atexit join could wait on a daemon shutdown still retrying a dead host.
     os._exit(0)

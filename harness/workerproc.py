@@ -12,6 +12,7 @@ import asyncio
 import gc
 import os
 import sys
+import time
 from dataclasses import replace
 
 from harness import loops
@@ -79,10 +80,13 @@ async def _run(job: WorkerJob, reader: asyncio.StreamReader) -> RunOutcome:
         runner.s = replace(runner.s, start_ns=go[1])
         listener = asyncio.ensure_future(_listen(reader, runner))
         gc.freeze()
+        cpu_at_go = time.process_time()
         try:
-            return await runner.run(job.plan)
+            outcome = await runner.run(job.plan)
         finally:
             listener.cancel()
+        outcome.workers.append({"cpu_s": round(time.process_time() - cpu_at_go, 4)})
+        return outcome
     finally:
         await limiter.aclose()
         await client.aclose()

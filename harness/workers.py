@@ -61,7 +61,8 @@ def auto_workers(
 ) -> int:
     """How many processes a run needs: 1 up to the per-process threshold, then one per threshold's worth.
 
-    Capped by the CPUs this process may use, less one when the simulator runs on the same machine.
+    Capped by the CPUs this process may use, less one when the target runs on the same machine
+    (the simulator, or any loopback URL).
     """
     if rate is not None:
         need = rate / CALLS_PER_S_PER_WORKER
@@ -262,6 +263,7 @@ class WorkerPool:
                 {
                     "worker": k,
                     "planned": o.planned,
+                    "cpu_s": o.workers[0].get("cpu_s") if o.workers else None,
                     "loop_lag": o.loop_lag,
                     "release_lateness": o.release_lateness,
                 }
