@@ -141,47 +141,21 @@ def peers(ctx: Ctx) -> None:
         ctx.judge("T0b", "requests/s at concurrency 256", r["calls_per_s"], ">=", 400, "req/s")
 
         seconds = 5 if ctx.quick else 15
-        calls = 300 * seconds
         c0 = sim.cpu_s()
-        r = run_scenario(
-            {
-                "cli": ctx.cli(
-                    sim,
-                    dataset=str(ds),
-                    repeats=calls // 1000 + 1,
-                    max_calls=calls,
-                    rate=300.0,
-                    arrival="constant",
-                    stream=True,
-                )
-            }
-        )
+        r = _open_300(ctx, sim, ds, seconds)
         sim_cpu = sim.cpu_s() - c0
         out["open"] = _brief(r, sim_cpu)
         late = r["outcome"]["release_lateness"]
         _log(
             f"  open loop 300/s for {seconds} s: {r['calls']} calls, {r['errors']} errors {r['error_kinds']}, "
             f"achieved {r['calls_per_s']:.1f}/s, release lateness p50 {late['p50_ms']:.2f} ms p99 {late['p99_ms']:.2f} ms, "
-            f"loop lag p99 {r['outcome']['loop_lag']['p99_ms']:.1f} ms"
+            f"loop lag p99 {r['outcome']['loop_lag']['p99_ms']:.1f} ms; {r['workers']} process(es)"
         )
         ctx.judge(
             "T0c", f"open loop 300/s x {seconds}s: harness-caused errors", r["errors"], "<=", 0, "calls"
         )
         ctx.judge("T0d", "open loop 300/s: release lateness p99 (ms)", late["p99_ms"], "<", 2.0, "ms")
-        r2 = run_scenario(
-            {
-                "cli": ctx.cli(
-                    sim,
-                    dataset=str(ds),
-                    repeats=calls // 1000 + 1,
-                    max_calls=calls,
-                    rate=300.0,
-                    arrival="constant",
-                    stream=True,
-                    workers=2,
-                )
-            }
-        )
+        r2 = _open_300(ctx, sim, ds, seconds, workers=2)
         out["open_2_workers"] = _brief(r2, 0.0)
         late2 = r2["outcome"]["release_lateness"]
         _log(
@@ -193,6 +167,21 @@ def peers(ctx: Ctx) -> None:
         out["startup_s"] = _startup(ctx, sim, ds)
         ctx.judge("T0e", "command start -> first request sent (s)", out["startup_s"], "<", 2.0, "s")
     ctx.figures["peers"] = out
+
+
+def _open_300(ctx: Ctx, sim: SimServer, ds: Path, seconds: int, **extra: Any) -> dict[str, Any]:
+    calls = 300 * seconds
+    cli = ctx.cli(
+        sim,
+        dataset=str(ds),
+        repeats=calls // 1000 + 1,
+        max_calls=calls,
+        rate=300.0,
+        arrival="constant",
+        stream=True,
+        **extra,
+    )
+    return run_scenario({"cli": cli})
 
 
 def _brief(r: dict[str, Any], sim_cpu: float) -> dict[str, Any]:
