@@ -312,6 +312,7 @@ async def _run(
         target=cfg.target,
         stream=cfg.stream,
         concurrency=cfg.concurrency,
+        ramp_up_s=cfg.ramp_up_s or 0.0,
         rate=cfg.rate,
         arrival=cfg.arrival,
         max_in_flight=cfg.max_in_flight,

@@ -83,6 +83,12 @@ def run(
     ] = None,
     sim_profile: Annotated[Path | None, Opt(help="Simulator target: model profile TOML.")] = None,
     transport: Annotated[str | None, Opt(help="SDK transport: aiohttp (default) or httpx.")] = None,
+    ramp_up: Annotated[
+        float | None,
+        Opt(
+            help="Closed loop: start the concurrent calls spread over this many seconds (default 4 ms each, <= 2 s)."
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         Opt(help="Processes sharing the calls (default: 1, more above ~200 streams or ~150 calls/s)."),
@@ -126,6 +132,7 @@ def run(
         "transport": transport,
         "event_loop": event_loop,
         "workers": workers,
+        "ramp_up_s": ramp_up,
         "progress": progress,
         "report": False if no_report else None,
     }

@@ -63,6 +63,7 @@ class RunConfig:
     models: tuple[ModelSpec, ...] = ()
     repeats: int = 1
     concurrency: int = 16
+    ramp_up_s: float | None = None  # closed loop; None: 4 ms per concurrent call, at most 2 s
     rate: float | None = None
     arrival: str = "closed"
     max_in_flight: int | None = None
@@ -144,6 +145,7 @@ _RUN_KEYS = {
     "models": "models",
     "repeats": "repeats",
     "concurrency": "concurrency",
+    "ramp_up": "ramp_up_s",
     "rate": "rate",
     "arrival": "arrival",
     "max_in_flight": "max_in_flight",
@@ -241,6 +243,7 @@ def _flag(field_name: str) -> str:
         "max_cost_usd": "--max-cost",
         "timeout_s": "--timeout",
         "grace_s": "--grace",
+        "ramp_up_s": "--ramp-up",
         "sim_time_scale": "--time-scale",
     }
     return names.get(field_name, "--" + field_name.replace("_", "-"))
@@ -300,6 +303,11 @@ def build_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     return validate(config)
 
 
+# Default closed-loop ramp: about two calls' worth of the harness's CPU per start (make perf, T0a).
+RAMP_PER_CALL_S = 0.004
+MAX_AUTO_RAMP_S = 2.0
+
+
 def validate(c: RunConfig) -> RunConfig:
     """Refuse impossible values by option name; return the config with normalised numbers."""
     if not c.models:
@@ -319,6 +327,11 @@ def validate(c: RunConfig) -> RunConfig:
     }
     if c.rate is not None:
         updates["rate"] = _number("--rate", c.rate, minimum=0, strict=True)
+    concurrency = updates["concurrency"]
+    if c.ramp_up_s is None:
+        updates["ramp_up_s"] = min(MAX_AUTO_RAMP_S, RAMP_PER_CALL_S * concurrency)
+    else:
+        updates["ramp_up_s"] = _number("--ramp-up", c.ramp_up_s, minimum=0)
     for name, flag in (("max_in_flight", "--max-in-flight"), ("max_calls", "--max-calls")):
         if getattr(c, name) is not None:
             updates[name] = _number(flag, getattr(c, name), minimum=1, integer=True)

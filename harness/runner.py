@@ -68,9 +68,9 @@ class RunnerSettings:
     grace_s: float = 10.0
     store_text: bool = True
     seed: int = 0
-    start_ns: int | None = (
-        None  # open loop: the plan's time zero (perf_counter_ns); shared by worker processes
-    )
+    # Open loop: the plan's time zero (perf_counter_ns), shared by worker processes.
+    start_ns: int | None = None
+    ramp_up_s: float = 0.0  # closed loop: the workers start evenly spread over this long
 
 
 @dataclass
@@ -210,14 +210,25 @@ class Runner:
 
     # -- scheduling ------------------------------------------------------------------
     async def _closed_loop(self, calls: Iterator[PlannedCall]) -> None:
-        async def worker() -> None:
+        """`concurrency` workers, started `ramp_up_s / concurrency` apart.
+
+        All at once, their requests are built in one burst and their equal-length calls stay
+        in step, so every first token arrives while the loop is busy with the others: the
+        harness would measure its own queue (issue #6, target 3).
+        """
+        spacing = self.s.ramp_up_s / max(1, self.s.concurrency)
+
+        async def worker(k: int) -> None:
+            if k and spacing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=k * spacing)
             for call in calls:
                 if self.stopping:
                     return
                 await self._execute(call, time.perf_counter_ns())
 
-        for _ in range(self.s.concurrency):
-            self._spawn(worker())
+        for k in range(self.s.concurrency):
+            self._spawn(worker(k))
         await self._wait_tasks_or_stop()
 
     async def _open_loop(self, plan: Sequence[PlannedCall]) -> None:

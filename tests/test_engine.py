@@ -340,3 +340,16 @@ def test_event_loop_choice_is_validated_and_resolved():
         build_config({"models": "claude-haiku-4-5", "event_loop": "trio"}, env={})
     assert loops.resolve("auto") == "uvloop"  # installed from the project's own dependencies
     assert loops.resolve("asyncio") == "asyncio"
+
+
+def test_ramp_up_defaults_to_4_ms_per_concurrent_call_at_most_2_s():
+    from harness.errors import ConfigError
+
+    def ramp(**kw):
+        return build_config({"models": "claude-haiku-4-5", **kw}, env={}).ramp_up_s
+
+    assert ramp(concurrency=16) == pytest.approx(0.064)
+    assert ramp(concurrency=5000) == 2.0
+    assert ramp(concurrency=64, ramp_up_s=0) == 0.0
+    with pytest.raises(ConfigError, match="--ramp-up"):
+        ramp(ramp_up_s=-1)

@@ -203,3 +203,28 @@ async def test_open_loop_marks_a_run_saturated_when_the_cap_holds_calls_back():
     runner, _sink, _ = make_runner(FakeClient(delay=0.001), rate=50.0, arrival="constant")
     await runner.run(plan(1, rate=50.0, arrival="constant"))
     assert not runner.outcome.saturated
+
+
+@pytest.mark.parametrize("ramp_up_s", [0.0, 0.4])
+async def test_closed_loop_ramp_up_spreads_the_first_calls(ramp_up_s):
+    """Without a ramp the workers' first calls leave together; with one, evenly spread over it."""
+    client = FakeClient(delay=1.0)
+    runner, _sink, _ = make_runner(client, concurrency=8, ramp_up_s=ramp_up_s)
+    outcome = await runner.run(plan()[:8])
+    assert outcome.finished == 8
+    starts = sorted(t for _, _, t in client.sent)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    if ramp_up_s:
+        assert all(0.04 <= g <= 0.1 for g in gaps), gaps  # 0.4 s / 8 = 50 ms apart
+    else:
+        assert starts[-1] - starts[0] < 0.03, gaps
+
+
+async def test_a_stop_during_the_ramp_starts_no_more_workers():
+    client = FakeClient(delay=0.01)
+    runner, sink, _ = make_runner(client, concurrency=4, ramp_up_s=20.0)
+    asyncio.get_running_loop().call_later(0.2, runner.request_stop, "signal")
+    outcome = await runner.run(plan())
+    assert outcome.stopped_by == "signal"
+    assert {cid for cid, _, _ in client.sent} == {r.call_id for r in sink.records}
+    assert len(sink.records) >= 1 and outcome.not_started == 40 - len(sink.records)
