@@ -575,13 +575,35 @@ def run_sections(names: list[str], quick: bool, scratch: Path) -> Ctx:
     for name in names:
         _log(f"\n== {name}: {(SECTIONS[name].__doc__ or '').strip()}")
         began = time.perf_counter()
+        cpu0 = _cpu_ticks()
         try:
             SECTIONS[name](ctx)
         except Exception as exc:
             _log(f"  section {name} failed: {type(exc).__name__}: {str(exc)[-1500:]}")
             ctx.verdicts.append((name, f"section {name} ran", 0.0, ">=", 1.0, ""))
-        _log(f"  ({time.perf_counter() - began:.1f} s)")
+        steal = _steal_pct(cpu0, _cpu_ticks())
+        ctx.figures.setdefault("steal_pct", {})[name] = steal
+        _log(
+            f"  ({time.perf_counter() - began:.1f} s; the hypervisor took {steal:.1f} % of this machine's CPU time "
+            "meanwhile: stolen time pauses whatever ran on that CPU)"
+        )
     return ctx
+
+
+def _cpu_ticks() -> list[int]:
+    """The machine's CPU time by state (/proc/stat); empty where there is none."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
+def _steal_pct(before: list[int], after: list[int]) -> float:
+    """Share of CPU time stolen by the hypervisor (the 8th field): a cause of ms-long stalls no code can avoid."""
+    if len(before) < 8 or len(after) < 8:
+        return 0.0
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    return 100.0 * delta[7] / max(1, sum(delta))
 
 
 def _previous(out_dir: Path, current: Path) -> dict[str, Any] | None:
