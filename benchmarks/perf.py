@@ -329,7 +329,16 @@ def _accuracy_run(ctx: Ctx, streams: int, seconds: float, workers: int | None) -
         "sim_first_delta_late_ms": {"p50": pct(err["sim_late"], 0.5), "p99": pct(err["sim_late"], 0.99)},
         "loop_lag": r["outcome"]["loop_lag"],
         "sim_cpu_pct": 100 * sim_cpu / max(r["span_s"], 1e-9),
-        "harness_cpu_pct": 100 * (r["cpu_s"] + r["workers_cpu_s"]) / max(r["span_s"], 1e-9),
+        "harness_cpu_pct": 100
+        * (r["cpu_s"] + r["workers_cpu_s"] + r["events_cpu_s"])
+        / max(r["span_s"], 1e-9),
+    }
+    # What the full load would need: every call has 40 deltas, so CPU scales with deltas/s.
+    scale = streams * 40 / 1.05 / max(fig["deltas_per_s"], 1.0)
+    fig["cores_needed"] = {
+        "harness": fig["harness_cpu_pct"] / 100 * scale,
+        "simulator": fig["sim_cpu_pct"] / 100 * scale,
+        "available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
     }
     f = fig
     _log(
@@ -341,7 +350,10 @@ def _accuracy_run(ctx: Ctx, streams: int, seconds: float, workers: int | None) -
         f"    error vs what it intended: TTFT p50 {f['vs_intended_ttft_err_ms']['p50']:.2f} / p99 "
         f"{f['vs_intended_ttft_err_ms']['p99']:.2f} ms, latency p50 {f['vs_intended_latency_err_ms']['p50']:.2f} / p99 "
         f"{f['vs_intended_latency_err_ms']['p99']:.2f} ms (simulator's first delta late by p50 "
-        f"{f['sim_first_delta_late_ms']['p50']:.2f} / p99 {f['sim_first_delta_late_ms']['p99']:.2f} ms)"
+        f"{f['sim_first_delta_late_ms']['p50']:.2f} / p99 {f['sim_first_delta_late_ms']['p99']:.2f} ms)\n"
+        f"    at the full {streams * 40 / 1.05:,.0f} deltas/s this load needs ~{f['cores_needed']['harness']:.2f} cores "
+        f"for the harness (delivery child included) + ~{f['cores_needed']['simulator']:.2f} for the simulator; "
+        f"this machine has {f['cores_needed']['available']}"
     )
     return fig
 

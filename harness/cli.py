@@ -160,6 +160,12 @@ def run(
                 profile=config.sim_profile,
                 faults=config.sim_faults,
             )
+        if config.posthog_enabled:
+            # The PostHog delivery child imports its SDK while this process imports the Anthropic one.
+            from harness import eventproc
+            from harness.config import SECRET_ENV_VARS
+
+            eventproc.prestart(SECRET_ENV_VARS)
         from harness import loops
         from harness.bench import execute_run
 

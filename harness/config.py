@@ -18,7 +18,9 @@ from typing import Any
 from harness.errors import ConfigError
 from harness.loops import EVENT_LOOPS
 
-__all__ = ["ModelSpec", "RunConfig", "Secret", "build_config", "load_profile"]
+SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")  # never passed on to a child process
+
+__all__ = ["SECRET_ENV_VARS", "ModelSpec", "RunConfig", "Secret", "build_config", "load_profile"]
 
 ARRIVALS = ("closed", "poisson", "constant")
 TARGETS = ("simulator", "anthropic", "custom")

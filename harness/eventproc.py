@@ -10,10 +10,13 @@ child's entry point and the home of the ledger (`Delivery`), which
 
 Protocol (one way in, one line out):
 
-- environment: `HARNESS_EVENTS_KEY` (the PostHog project key: never argv, which
-  `ps` shows) and `HARNESS_EVENTS_CONFIG` (JSON: host, batching, retries, the
-  secrets to redact from log lines);
-- stdin: one event per line, as journaled; then the line `END_LINE`;
+- stdin, first line: the configuration, JSON `{"api_key": …, **DeliveryConfig.public()}`
+  (host, batching, retries, the secrets to redact from log lines). The key goes
+  through the pipe: never argv (which `ps` shows), never the environment. The child
+  imports the SDK before it reads that line, so a child started early (`prestart`,
+  while the harness imports the Anthropic SDK) is ready as soon as it is configured;
+- stdout: `READY_LINE` once the client is up;
+- stdin, then: one event per line, as journaled; then the line `END_LINE`;
 - stdout, after `END_LINE`: the bounded end (`flush(flush_timeout_s)`, then
   `shutdown()`, joined for `shutdown_join_s` when events are still queued) and
   one JSON line: `DeliveryStats` plus `delivered_seen` and `unknown` (the uuids
@@ -35,30 +38,33 @@ import functools
 import logging
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import orjson
 
 __all__ = [
-    "CONFIG_ENV",
     "END_LINE",
-    "KEY_ENV",
     "PARENT_ENV",
     "Delivery",
     "DeliveryConfig",
     "DeliveryStats",
     "LogCounter",
     "Redactor",
+    "config_line",
     "main",
+    "prestart",
+    "spawn",
+    "write_all",
 ]
 
-KEY_ENV = "HARNESS_EVENTS_KEY"
-CONFIG_ENV = "HARNESS_EVENTS_CONFIG"
 PARENT_ENV = "HARNESS_EVENTS_PARENT"
 _PR_SET_PDEATHSIG = 1
 END_LINE = b'"end"\n'  # a JSON string: never an event (events are objects)
@@ -324,12 +330,57 @@ class Delivery:
 # ---------------------------------------------------------------- the child process
 
 
-def _config_from_env() -> DeliveryConfig:
-    """Read (and remove from the environment) what the parent passed; the key never reaches argv."""
-    key = os.environ.pop(KEY_ENV, "")
-    options = orjson.loads(os.environ.pop(CONFIG_ENV, "{}"))
+def config_line(config: DeliveryConfig) -> bytes:
+    """The first line the child reads: its whole configuration, the key included."""
+    return orjson.dumps({"api_key": config.api_key, **config.public()}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _config_from_line(line: bytes) -> DeliveryConfig:
+    options = orjson.loads(line)
     options["secrets"] = tuple(options.get("secrets") or ())
-    return DeliveryConfig(api_key=key, **options)
+    return DeliveryConfig(**options)
+
+
+# -- the parent's side of starting the child (kept here: `harness.events` imports polars)
+
+_PRESTARTED: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+
+
+def spawn(secret_env_vars: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """Start `python -m harness.eventproc` unconfigured; returns the process and its stderr file."""
+    env = {k: v for k, v in os.environ.items() if k not in secret_env_vars}
+    env[PARENT_ENV] = str(os.getpid())
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.eventproc"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=env,
+        close_fds=True,
+        start_new_session=True,  # a Ctrl-C on the terminal is the parent's; it ends the child after a flush
+    )
+    return proc, stderr
+
+
+def prestart(secret_env_vars: Sequence[str] = ()) -> None:
+    """Start the child now, so that its SDK import overlaps the harness's own (about 0.25 s of start-up)."""
+    if not _PRESTARTED:
+        _PRESTARTED.append(spawn(secret_env_vars))
+
+
+def take_prestarted() -> tuple[subprocess.Popen[bytes], IO[bytes]] | None:
+    """The prestarted child, once, if it is still alive."""
+    while _PRESTARTED:
+        proc, stderr = _PRESTARTED.pop()
+        if proc.poll() is None:
+            return proc, stderr
+        for stream in (proc.stdin, proc.stdout, stderr):
+            if stream is not None:
+                stream.close()
+    return None
 
 
 def _die_with_parent() -> None:
@@ -345,7 +396,7 @@ def _die_with_parent() -> None:
         os._exit(3)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -356,8 +407,13 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it ends us by the protocol
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
-    delivery = Delivery(_config_from_env())
-    _write_all(sys.stdout.fileno(), READY_LINE)
+    import posthog  # noqa: F401 - the slow part of starting, done before the configuration arrives
+
+    first = sys.stdin.buffer.readline()
+    if not first.strip():
+        os._exit(3)  # the parent went away (or never needed us) before configuring us
+    delivery = Delivery(_config_from_line(first))
+    write_all(sys.stdout.fileno(), READY_LINE)
     cpu_at_ready = time.process_time()
     ended = False
     for line in sys.stdin.buffer:
@@ -376,7 +432,7 @@ def main() -> int:
     report = asdict(delivery.stats())
     report.update(delivered_seen=delivery.delivered_seen, unknown=sorted(unknown))
     report["cpu_s"] = round(time.process_time() - cpu_at_ready, 4)
-    _write_all(sys.stdout.fileno(), orjson.dumps(report) + b"\n")
+    write_all(sys.stdout.fileno(), orjson.dumps(report) + b"\n")
     # os._exit: the SDK's atexit join could wait on a daemon shutdown still retrying a dead host.
     os._exit(0)
 

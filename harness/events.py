@@ -65,8 +65,6 @@ import os
 import re
 import select
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -78,12 +76,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
+from harness import eventproc
+from harness.config import SECRET_ENV_VARS
 from harness.errors import StorageError
 from harness.eventproc import (
-    CONFIG_ENV,
     END_LINE,
-    KEY_ENV,
-    PARENT_ENV,
     READY_LINE,
     Delivery,
     DeliveryConfig,
@@ -92,7 +89,7 @@ from harness.eventproc import (
     Redactor,
 )
 from harness.records import CallRecord, event_uuid
-from harness.store import SECRET_ENV_VARS, atomic_write_bytes, default_secrets, redact, redact_bytes
+from harness.store import atomic_write_bytes, default_secrets, redact, redact_bytes
 
 __all__ = [
     "EVENT_NAME",
@@ -329,25 +326,12 @@ class _DeliveryProcess:
         self._counter = LogCounter()
         _LOG.addFilter(self._redactor)
         _LOG.addHandler(self._counter)
-        config = _config_of(settings)
-        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV_VARS}
-        env[KEY_ENV] = config.api_key
-        env[CONFIG_ENV] = orjson.dumps(config.public()).decode()
-        env[PARENT_ENV] = str(os.getpid())
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.eventproc"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-            close_fds=True,
-            start_new_session=True,  # a Ctrl-C on the terminal is ours; we end the child after it flushed
-        )
+        # A child prestarted by the CLI has imported the SDK meanwhile; else start one now.
+        self.proc, self._stderr = eventproc.take_prestarted() or eventproc.spawn(SECRET_ENV_VARS)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._fd = self.proc.stdin.fileno()
+        with contextlib.suppress(OSError):  # the child is gone: `wait_ready` and `finish` report it
+            eventproc.write_all(self._fd, eventproc.config_line(_config_of(settings)))
         with contextlib.suppress(OSError):
             fcntl.fcntl(self._fd, _F_SETPIPE_SZ, _PIPE_BYTES)
         os.set_blocking(self._fd, False)

@@ -58,6 +58,7 @@ from typing import Any
 import orjson
 import polars as pl
 
+from harness.config import SECRET_ENV_VARS
 from harness.errors import StorageError
 from harness.records import CALL_SCHEMA, CallRecord
 
@@ -76,7 +77,6 @@ __all__ = [
 CHUNK_ROWS = 2000
 MIN_FREE_BYTES = 50 * 1024 * 1024
 REDACTED = "[secure]"
-SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")
 _MIN_SECRET_LEN = 8  # shorter values would redact ordinary words
 
 _COLUMNS = list(CALL_SCHEMA)

@@ -424,3 +424,39 @@ def test_the_delivery_child_ignores_a_terminal_ctrl_c(capture: SimProc, tmp_path
     sink.close()
     assert sink.stats()["delivered"] == 30
     assert received(capture)["unique"] == 30
+
+
+def test_a_prestarted_delivery_child_is_adopted_and_gets_its_key_only_through_the_pipe(
+    capture: SimProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import eventproc
+    from harness.config import SECRET_ENV_VARS
+
+    monkeypatch.setenv("POSTHOG_API_KEY", KEY)  # as a user would have it: it must not reach the child's env
+    eventproc.prestart(SECRET_ENV_VARS)
+    proc = eventproc._PRESTARTED[0][0]
+    environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+    assert KEY.encode() not in environ and b"POSTHOG_API_KEY" not in environ
+    sink = EventSink(settings_for(capture.url), tmp_path, "s1")
+    assert sink._delivery.proc is proc and not eventproc._PRESTARTED
+    assert sink.wait_ready()
+    records = _records(20)
+    for record in records:
+        sink.write(record)
+    sink.close()
+    assert sink.stats()["delivered"] == 20
+    assert received(capture)["unique"] == 20
+
+
+def test_an_unconfigured_prestarted_child_exits_when_the_harness_does_not_need_it() -> None:
+    from harness import eventproc
+
+    eventproc.prestart()
+    proc, stderr = eventproc.take_prestarted() or (None, None)
+    assert proc is not None and stderr is not None
+    assert proc.stdin is not None
+    proc.stdin.close()  # what a harness that failed before its first event amounts to
+    assert proc.wait(timeout=20) == 3
+    assert proc.stdout is not None
+    proc.stdout.close()
+    stderr.close()
