@@ -165,6 +165,11 @@ def peers(ctx: Ctx) -> None:
         )
 
         out["startup_s"] = _startup(ctx, sim, ds)
+        out["import_anthropic_s"] = _import_time("anthropic")
+        _log(
+            f"  `import anthropic` alone in a fresh interpreter: {out['import_anthropic_s']:.3f} s (best of 3): "
+            "the floor under this figure, since every call goes through the SDK"
+        )
         ctx.judge("T0e", "command start -> first request sent (s)", out["startup_s"], "<", 2.0, "s")
     ctx.figures["peers"] = out
 
@@ -216,6 +221,16 @@ def _startup(ctx: Ctx, sim: SimServer, ds: Path) -> float:
     return first - began
 
 
+def _import_time(module: str) -> float:
+    """Wall time of `python -c "import MODULE"` (interpreter start included), best of three."""
+    best = float("inf")
+    for _ in range(3):
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True, cwd=ROOT, timeout=60)
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
 def overhead(ctx: Ctx) -> None:
     """Target 1: harness calls/s over a bare SDK loop at concurrency 64, plain (non-streamed) calls."""
     n = 2000 if ctx.quick else 6000
@@ -250,10 +265,15 @@ def stream_cost(ctx: Ctx) -> None:
     model = "claude-3-5-haiku-20241022"  # 2,000 tokens/s: one delta per write, as a real stream
     per: dict[str, float] = {}
     with SimServer() as sim:
-        for mode in ("aiohttp-lines", "harness-client", "sdk-stream"):
-            b = _baseline(mode, sim.url, calls, 8, 200, model)
-            per[mode] = 1e6 * b["cpu_s"] / max(1, b["deltas"])
-            _log(f"  {mode:<15} {b['deltas']:>7} deltas  CPU {b['cpu_s']:.3f} s  {per[mode]:.2f} µs/delta")
+        # Two interleaved rounds, the cheaper of each: a round can lose ~10 % to the machine's noise.
+        for rnd in (1, 2):
+            for mode in ("aiohttp-lines", "harness-client", "sdk-stream"):
+                b = _baseline(mode, sim.url, calls, 8, 200, model)
+                us = 1e6 * b["cpu_s"] / max(1, b["deltas"])
+                per[mode] = min(us, per.get(mode, us))
+                _log(
+                    f"  round {rnd} {mode:<15} {b['deltas']:>7} deltas  CPU {b['cpu_s']:.3f} s  {us:.2f} µs/delta"
+                )
     ratio_lines = per["harness-client"] / per["aiohttp-lines"]
     ratio_sdk = per["sdk-stream"] / per["harness-client"]
     ctx.figures["stream_cost"] = {"us_per_delta": per, "vs_lines": ratio_lines, "sdk_over_harness": ratio_sdk}
