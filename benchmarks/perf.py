@@ -698,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     for vid, label, value, op, target, unit in ctx.verdicts:
         verdict = "PASS" if _passes(value, op, target) else "MISS"
         _log(f"  [{verdict}] {vid:<5} {label:<58} {value:>12.4g} {unit:<6} target {op} {target:g}")
-    _log(f"figures saved to {path}")
+    _log(f"figures saved to {os.path.relpath(path)}")  # relative: no machine path in a pasted log
     _compare(_previous(out_dir, path), ctx.verdicts)
     return 1 if missed else 0
 
