@@ -27,7 +27,7 @@ from harness.config import RunConfig
 from harness.dataset import load_cases
 from harness.errors import HarnessError, Interrupted, StorageError, TargetError
 from harness.events import EventSettings, EventSink
-from harness.limiter import Limiter, PoolLimits, default_pool_key, estimate_input_tokens
+from harness.limiter import Limiter, PoolLimits, default_pool_key, estimate_call_input
 from harness.plan import make_plan
 from harness.pricing import PriceTable
 from harness.progress import ProgressSink, print_model_table
@@ -342,7 +342,7 @@ async def _run(
             settings,
             target.client,
             limiter.pool_for,
-            lambda call: estimate_input_tokens(call.case.messages, call.case.system),
+            estimate_call_input,
             max_tokens_of,
             prices,
             sinks,

@@ -38,6 +38,7 @@ __all__ = [
     "PoolLimiter",
     "PoolLimits",
     "default_pool_key",
+    "estimate_call_input",
     "estimate_input_tokens",
 ]
 
@@ -103,6 +104,11 @@ def estimate_input_tokens(case_messages: Iterable[Mapping[str, Any]], system: An
             else:
                 chars += _text_chars(block)
     return extra + -(-chars // 3)
+
+
+def estimate_call_input(call: Any) -> int:
+    """`estimate_input_tokens` of a planned call's case (what the runner reserves per call)."""
+    return estimate_input_tokens(call.case.messages, call.case.system)
 
 
 def _text_chars(value: Any) -> int:

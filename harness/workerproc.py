@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from harness import loops
 from harness.client import ClaudeClient, max_tokens_of
-from harness.limiter import Limiter, estimate_input_tokens
+from harness.limiter import Limiter, estimate_call_input
 from harness.records import CallRecord
 from harness.runner import Runner, RunOutcome
 from harness.workers import WorkerJob, read_frame, write_frame
@@ -61,13 +61,16 @@ async def _run(job: WorkerJob, reader: asyncio.StreamReader) -> RunOutcome:
     limiter = Limiter(job.pools, job.model_pool)
     try:
         # Open this worker's keep-alive connections before the clock starts (as a single process does).
-        models = sorted({c.model for c in job.plan}) or ["claude-haiku-4-5"]
-        await asyncio.gather(*(client.get_model(models[i % len(models)]) for i in range(max(1, job.warm))))
+        models = sorted({c.model for c in job.plan})
+        if models:
+            await asyncio.gather(
+                *(client.get_model(models[i % len(models)]) for i in range(max(1, job.warm)))
+            )
         runner = Runner(
             job.settings,
             client,
             limiter.pool_for,
-            lambda call: estimate_input_tokens(call.case.messages, call.case.system),
+            estimate_call_input,
             max_tokens_of,
             job.prices,
             [_PipeSink()],

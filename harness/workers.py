@@ -29,7 +29,7 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -164,7 +164,6 @@ class WorkerPool:
         self._procs: list[asyncio.subprocess.Process] = []
         self._stopping = False
         self._sink_failed = False
-        self.on_record: Callable[[CallRecord], None] | None = None
 
     async def run(self, ready_timeout_s: float = 60.0) -> RunOutcome:
         env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
@@ -194,7 +193,7 @@ class WorkerPool:
                 self._send(proc, ("go", start_ns))
             outcomes = await asyncio.gather(*(self._collect(p) for p in self._procs))
         except TimeoutError:
-            raise HarnessError("worker processes did not start within 60 s") from None
+            raise HarnessError(f"worker processes did not start within {ready_timeout_s:g} s") from None
         finally:
             for proc in self._procs:
                 if proc.returncode is None:
