@@ -91,7 +91,7 @@ class DeliveryConfig:
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     def public(self) -> dict[str, Any]:
-        """Everything but the key (the child gets the key through its own variable)."""
+        """Everything but the key (what may be logged or compared; `config_line` adds the key)."""
         out = asdict(self)
         del out["api_key"]
         return out

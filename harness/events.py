@@ -69,7 +69,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -124,30 +124,20 @@ _CHILD_GRACE_S = 5.0  # child start-up and catching up, on top of flush_timeout_
 _REAP_S = 2.0  # after its report the child only exits
 
 
-@dataclass(frozen=True)
-class EventSettings:
-    """How events are built and delivered; `api_key` is the PostHog project key (never shown)."""
+@dataclass(frozen=True, kw_only=True)
+class EventSettings(DeliveryConfig):
+    """How events are built, and (the inherited fields) how they are delivered.
 
-    api_key: str = field(repr=False)
-    host: str
+    `api_key` is the PostHog project key (never shown); `secrets` are other values to
+    redact (e.g. the Anthropic key).
+    """
+
     run_id: str
     dataset: str
     target: str
     base_url: str
     event_name: str = EVENT_NAME
     prompt_capture: bool = True
-    flush_timeout_s: float = 10.0
-    max_retries: int = 6
-    gzip: bool = True
-    shutdown_join_s: float = 2.0
-    flush_at: int = 100
-    flush_interval_s: float = 0.5
-    max_queue_size: int = 100_000
-    request_timeout_s: float = 10.0
-    threads: int = 2
-    secrets: tuple[str, ...] = field(
-        default=(), repr=False
-    )  # other values to redact (e.g. the Anthropic key)
 
 
 # ---------------------------------------------------------------- building
@@ -288,20 +278,10 @@ def _secrets_of(settings: EventSettings) -> list[str]:
 
 
 def _config_of(settings: EventSettings) -> DeliveryConfig:
-    return DeliveryConfig(
-        api_key=settings.api_key,
-        host=settings.host,
-        flush_timeout_s=settings.flush_timeout_s,
-        max_retries=settings.max_retries,
-        gzip=settings.gzip,
-        shutdown_join_s=settings.shutdown_join_s,
-        flush_at=settings.flush_at,
-        flush_interval_s=settings.flush_interval_s,
-        max_queue_size=settings.max_queue_size,
-        request_timeout_s=settings.request_timeout_s,
-        threads=settings.threads,
-        secrets=tuple(s for s in _secrets_of(settings) if s != settings.api_key),
-    )
+    """The delivery part of `settings`; its secrets are every value to redact except the key itself."""
+    delivery = {f.name: getattr(settings, f.name) for f in fields(DeliveryConfig)}
+    delivery["secrets"] = tuple(s for s in _secrets_of(settings) if s != settings.api_key)
+    return DeliveryConfig(**delivery)
 
 
 class _DeliveryProcess:
