@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #   claude-sonnet-4-5  50 ms to first token, then 40 tokens/s (the accuracy target)
 #   claude-3-5-haiku-20241022  no first-token delay, 2,000 tokens/s: one delta per write (stream cost)
 #   claude-opus-4-5    no delay, rate-limited pool (the rate-limit target)
+#   bench-*            the simulator's own capacity figures (benchmarks.sim_capacity)
 PERF_PROFILE = """
 [defaults]
 ttft_median_s = 0.0
@@ -76,6 +77,17 @@ speed_median_tps = 2000.0
 
 [models."claude-opus-4-5"]
 limits = { rpm = {rpm}, itpm = {itpm}, otpm = {otpm} }
+
+# The simulator's own capacity (benchmarks.sim_capacity): instant, 40 tokens/s, and held open.
+[models.bench-fast]
+
+[models.bench-40tps]
+ttft_median_s = 0.05
+speed_median_tps = 40.0
+
+[models.bench-hold]
+ttft_median_s = 0.01
+speed_median_tps = 1.0
 """
 
 RATE_LIMITS = {"rpm": 6000, "itpm": 1_200_000, "otpm": 600_000}

@@ -1,6 +1,6 @@
 """Capacity of one simulator process, measured with the load coming from a separate process.
 
-`python -m benchmarks.sim_capacity` starts a simulator (its own benchmark profile, no
+`python -m benchmarks.sim_capacity` starts a simulator (`perfkit.SimServer`: the perf profile, no
 delays except the pacing under test) and a load process (this module with `--load`, a bare
 aiohttp client), then prints three figures next to their targets:
 
@@ -18,11 +18,8 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,36 +34,6 @@ __all__ = ["TARGETS", "run"]
 TARGETS = {"open_streams": 1000, "requests_per_s": 1500, "deltas_per_s": 20000}
 _ROOT = Path(__file__).resolve().parent.parent
 
-_PROFILE = """
-# Benchmark profile: exact, jitter-free pacing so the figures measure the server.
-[defaults]
-ttft_median_s = 0.0
-ttft_sigma = 0.0
-ttft_per_1k_input_s = 0.0
-speed_median_tps = 1000000.0
-speed_sigma = 0.0
-gap_sigma = 0.0
-verbosity = 1.0
-verbosity_sigma = 0.0
-answer_tokens_max = 100000
-max_tokens = 100000
-max_input_tokens = 1000000
-
-[defaults.limits]
-rpm = 1000000000
-itpm = 1000000000
-otpm = 1000000000
-
-[models.bench-fast]
-
-[models.bench-40tps]
-ttft_median_s = 0.05
-speed_median_tps = 40.0
-
-[models.bench-hold]
-ttft_median_s = 0.01
-speed_median_tps = 1.0
-"""
 
 _HEADERS = {"x-api-key": "sk-bench", "anthropic-version": "2023-06-01", "content-type": "application/json"}
 _MARKER = b"event: content_block_delta"
@@ -229,36 +196,13 @@ def _load(url: str) -> dict[str, Any]:
     }
 
 
-def _start_simulator(profile: str) -> tuple[subprocess.Popen[bytes], str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.simulator", "--port", "0", "--profile", profile, "--seed", "1"],
-        stdout=subprocess.PIPE,
-        cwd=_ROOT,
-        env=env,
-    )
-    assert proc.stdout is not None
-    box: list[bytes] = []
-    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    reader.join(30)
-    line = box[0].decode().strip() if box else ""
-    if not line.startswith("simulator listening on "):
-        proc.kill()
-        raise RuntimeError(f"simulator did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1]
-
-
 def run(print_fn: Callable[[str], Any] = print) -> dict[str, Any]:
     """Start a simulator and a load process; print and return the three figures."""
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-        f.write(_PROFILE)
-        profile = f.name
-    proc, url = _start_simulator(profile)
-    try:
+    from benchmarks.perfkit import SimServer  # the perf profile holds this section's models too
+
+    with SimServer() as sim:
         load = subprocess.run(
-            [sys.executable, "-m", "benchmarks.sim_capacity", "--load", url],
+            [sys.executable, "-m", "benchmarks.sim_capacity", "--load", sim.url],
             capture_output=True,
             cwd=_ROOT,
             timeout=120,
@@ -267,12 +211,6 @@ def run(print_fn: Callable[[str], Any] = print) -> dict[str, Any]:
         if load.returncode != 0:
             raise RuntimeError(f"load process failed:\n{load.stderr.decode(errors='replace')}")
         raw = json.loads(load.stdout.decode().strip().splitlines()[-1])
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        Path(profile).unlink(missing_ok=True)
     figures = {
         "open_streams": raw["hold"]["open_streams"],
         "requests_per_s": round(raw["nonstream"]["requests_per_s"], 1),

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import math
 import os
 import pickle
@@ -37,6 +36,7 @@ from harness.errors import HarnessError, TargetError
 from harness.limiter import PoolLimits
 from harness.records import CallRecord, PlannedCall
 from harness.runner import RunnerSettings, RunOutcome, Sink, deliver
+from harness.simlauncher import die_with_parent
 
 __all__ = [
     "CALLS_PER_S_PER_WORKER",
@@ -53,7 +53,6 @@ __all__ = [
 STREAMS_PER_WORKER = 200
 CALLS_PER_S_PER_WORKER = 150.0
 _HEADER = struct.Struct(">I")
-_PR_SET_PDEATHSIG = 1
 
 
 def auto_workers(
@@ -149,11 +148,6 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
         return None
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class WorkerPool:
     """Runs `jobs` in worker processes; every record they send goes to `sinks`, in arrival order."""
 
@@ -167,7 +161,6 @@ class WorkerPool:
 
     async def run(self, ready_timeout_s: float = 60.0) -> RunOutcome:
         env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
-        linux = sys.platform.startswith("linux")
         try:
             for job in self.jobs:
                 proc = await asyncio.create_subprocess_exec(
@@ -179,7 +172,7 @@ class WorkerPool:
                     stdout=asyncio.subprocess.PIPE,
                     env=env,
                     start_new_session=True,  # Ctrl-C reaches the parent, which tells the workers
-                    preexec_fn=_die_with_parent if linux else None,
+                    preexec_fn=die_with_parent(signal.SIGKILL),
                     limit=2**20,
                 )
                 assert proc.stdin is not None
