@@ -91,9 +91,7 @@ def test_max_cost_is_never_exceeded_at_high_concurrency(sim, tmp_path, monkeypat
     rm.record(
         "budget-max-cost",
         calls=len(plan),
-        rows=calls.height,
-        errors=rm.errors_by_kind(calls),
-        events=f"{events['unique']} unique, {events['duplicates']} dup",
+        **rm.observed(calls, events),
         seconds=seconds,
         note=f"budget ${budget:.6f}, spent ${spent:.6f} ({spent / budget:.1%}); {manifest['not_started']} not started",
     )

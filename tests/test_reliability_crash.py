@@ -222,9 +222,7 @@ def test_kill_9_at_20_seeded_points_then_resume(sim, server, tmp_path):
     rm.record(
         "crash-kill9",
         calls=planned,
-        rows=calls.height,
-        errors=rm.errors_by_kind(calls),
-        events=f"{events['unique']} unique, {events['duplicates']} dup",
+        **rm.observed(calls, events),
         seconds=seconds,
         note=(
             f"{kills} kills ({kill_kinds['mid-run']} mid-run, {kill_kinds['start-up']} at start-up); "
@@ -300,9 +298,7 @@ def _interrupt_then_resume(
     rm.record(
         case,
         calls=planned,
-        rows=final.height,
-        errors=rm.errors_by_kind(final),
-        events=f"{events['unique']} unique, {events['duplicates']} dup",
+        **rm.observed(final, events),
         seconds=seconds,
         note=f"at the signal: {interrupted_rows}; exit {code}; resume exit 0",
     )

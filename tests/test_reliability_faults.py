@@ -168,9 +168,7 @@ def test_single_fault_at_10_percent(
     rm.record(
         case,
         calls=PLANNED,
-        rows=calls.height,
-        errors=errors,
-        events=f"{events['unique']} unique, {events['duplicates']} dup",
+        **rm.observed(calls, events),
         seconds=seconds,
         note=f"{counts['requests']} requests, {counts.get('retried', 0)} calls retried",
     )
@@ -192,9 +190,7 @@ def test_mix_of_all_faults_at_10_percent(sims, dataset, tmp_path, monkeypatch, c
     rm.record(
         "fault-mix-10pct",
         calls=PLANNED,
-        rows=calls.height,
-        errors=errors,
-        events=f"{events['unique']} unique, {events['duplicates']} dup",
+        **rm.observed(calls, events),
         seconds=seconds,
         note=f"{counts['requests']} requests, {counts.get('retried', 0)} calls retried",
     )
@@ -228,9 +224,7 @@ def test_port_refusing_connections_for_10_s_mid_run(sims, dataset, tmp_path, mon
     rm.record(
         "fault-outage-10s",
         calls=PLANNED,
-        rows=calls.height,
-        errors=errors,
-        events=f"{events['unique']} unique, {events['duplicates']} dup",
+        **rm.observed(calls, events),
         seconds=seconds,
         note=f"{refused} attempts refused, {counts.get('retried', 0)} calls retried, silence {gap:.1f} s",
     )

@@ -97,9 +97,7 @@ def test_planted_keys_never_appear_in_a_normal_run(sim, normal_run):
     rm.record(
         "secrets-planted-keys",
         calls=PLANNED,
-        rows=calls.height,
-        errors=rm.errors_by_kind(calls),
-        events=f"{events['unique']} unique, {events['duplicates']} dup",
+        **rm.observed(calls, events),
         seconds=seconds,
         note=f"{checked} files and streams grepped here; every failure case greps its own",
     )
