@@ -219,28 +219,36 @@ class _RssMarks:
         self._thread.join()
 
 
-def _instrument_progress(rss: _RssMarks) -> None:
-    """Benchmark instrumentation: a progress sink that also notes RSS at 10/50/100 % of the plan."""
-    import harness.bench as bench
+class _RssAtShares:
+    """An extra sink that notes RSS at 10/50/100 % of the plan (the run's own sinks come first)."""
 
-    base = bench.ProgressSink
+    def __init__(self, rss: _RssMarks, planned: int) -> None:
+        self.rss = rss
+        self.planned = planned
+        self.done = 0
 
-    class Marking(base):  # type: ignore[misc, valid-type]
-        def write(self, record: Any) -> None:
-            super().write(record)
-            for share, name in ((0.1, "10%"), (0.5, "50%"), (1.0, "100%")):
-                if self.done == max(1, int(self.planned * share)):
-                    rss.mark(name)
+    def write(self, record: Any) -> None:
+        self.done += 1
+        for share, name in ((0.1, "10%"), (0.5, "50%"), (1.0, "100%")):
+            if self.done == max(1, int(self.planned * share)):
+                self.rss.mark(name)
 
-    bench.ProgressSink = Marking  # type: ignore[misc]
+    def close(self) -> None:
+        pass
+
+
+def _planned(cfg: Any) -> int:
+    """The number of calls the run will make (for the RSS marks' shares)."""
+    from harness.dataset import load_cases
+
+    cases = len(load_cases(cfg.dataset).cases) * len(cfg.model_names) * cfg.repeats
+    return min(cases, cfg.max_calls) if cfg.max_calls else cases
 
 
 def _worker(scenario: dict[str, Any]) -> dict[str, Any]:
     """Run one harness run in this process; return its figures (CPU, wall, records summary)."""
     t_start = time.perf_counter()
     rss = _RssMarks()
-    if scenario.get("rss_marks"):
-        _instrument_progress(rss)
     from harness.bench import execute_run
     from harness.config import build_config
 
@@ -253,7 +261,8 @@ def _worker(scenario: dict[str, Any]) -> dict[str, Any]:
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall0 = time.perf_counter()
-    result = loops.run(execute_run(cfg), cfg.event_loop)
+    extra = [_RssAtShares(rss, _planned(cfg))] if scenario.get("rss_marks") else []
+    result = loops.run(execute_run(cfg, extra_sinks=extra), cfg.event_loop)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)

@@ -9,38 +9,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import secrets
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from harness import __version__
-from harness.client import ClaudeClient, max_tokens_of
+from harness import __version__, loops
+from harness.client import ClaudeClient
 from harness.config import RunConfig
 from harness.dataset import load_cases
-from harness.errors import HarnessError, Interrupted, StorageError, TargetError
+from harness.errors import HarnessError, Interrupted, StorageError
 from harness.events import EventSettings, EventSink
-from harness.limiter import Limiter, PoolLimits, default_pool_key, estimate_call_input
+from harness.limiter import Limiter, PoolLimits, default_pool_key
 from harness.plan import make_plan
 from harness.pricing import PriceTable
-from harness.progress import ProgressSink, print_model_table
+from harness.progress import ProgressSink
 from harness.records import PlannedCall
-from harness.runner import Runner, RunnerSettings, RunOutcome
+from harness.runner import Engine, Runner, RunnerSettings, RunOutcome, Sink
 from harness.simlauncher import SimulatorProcess
-from harness.store import RunStore, load_calls
-from harness.workers import WorkerPool, auto_workers, split_job
+from harness.store import RunStore
+from harness.target import Target, launch_simulator, needs_simulator, preflight
+from harness.workers import WorkerPool, auto_workers
 
 __all__ = ["RunResult", "execute_run", "new_run_id"]
-
-ANTHROPIC_URL = "https://api.anthropic.com"
-POSTHOG_DEFAULT_HOST = "https://us.i.posthog.com"
 
 
 @dataclass
@@ -79,39 +77,35 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def needs_simulator(cfg: RunConfig) -> bool:
-    return cfg.target == "simulator" and not cfg.base_url
-
-
-def launch_simulator(cfg: RunConfig) -> SimulatorProcess:
-    """Spawn the simulator for this run without waiting: it boots while the harness imports and loads."""
-    return SimulatorProcess.launch(
-        time_scale=cfg.sim_time_scale, seed=cfg.sim_seed, profile=cfg.sim_profile, faults=cfg.sim_faults
-    )
-
-
 async def execute_run(
     cfg: RunConfig,
     *,
     console: Console | None = None,
     cli_args: dict[str, Any] | None = None,
     simulator: SimulatorProcess | None = None,
+    extra_sinks: Sequence[Sink] = (),
 ) -> RunResult:
     """Run a whole benchmark; raise HarnessError for run-level problems (after saving what finished).
 
-    `simulator` is one already launched by the caller (see `launch_simulator`); it is stopped here.
+    `simulator` is one already launched by the caller (see `target.launch_simulator`); it is
+    stopped here. `extra_sinks` receive every record after the store, the events and the
+    progress view (a benchmark's instrumentation, a test's probe).
     """
     if needs_simulator(cfg) and simulator is None:
         simulator = launch_simulator(cfg)
     try:
-        return await _execute(cfg, console or Console(stderr=True), cli_args, simulator)
+        return await _execute(cfg, console or Console(stderr=True), cli_args, simulator, extra_sinks)
     finally:
         if simulator is not None:
             simulator.stop()
 
 
 async def _execute(
-    cfg: RunConfig, console: Console, cli_args: dict[str, Any] | None, sim: SimulatorProcess | None
+    cfg: RunConfig,
+    console: Console,
+    cli_args: dict[str, Any] | None,
+    sim: SimulatorProcess | None,
+    extra_sinks: Sequence[Sink],
 ) -> RunResult:
     if cfg.dataset is None:
         raise HarnessError("--dataset: a dataset is required")
@@ -130,74 +124,26 @@ async def _execute(
         max_calls=cfg.max_calls,
     )
 
-    capture: SimulatorProcess | None = None
+    target = Target.resolve(cfg, sim)
     try:
-        base_url = cfg.base_url
-        if sim is not None:
-            base_url = sim.wait_ready().url
-        api_key = cfg.api_key.get() if cfg.target == "anthropic" or cfg.api_key else ""
-        if cfg.target != "anthropic" and not api_key:
-            api_key = "sk-ant-simulator-key"
-        posthog_key = cfg.posthog_key.get()
-        posthog_host = cfg.posthog_host
-        if not posthog_key:
-            # Offline: the events go to the simulator's capture endpoint (our own, or a capture-only one).
-            posthog_key = "phc_simulator"
-            if not posthog_host and sim is not None:
-                posthog_host = sim.url
-            elif not posthog_host and cfg.posthog_enabled:
-                capture = SimulatorProcess.start(posthog_only=True)
-                posthog_host = capture.url
-        posthog_host = posthog_host or POSTHOG_DEFAULT_HOST
-
-        client_kwargs: dict[str, Any] = {
-            "api_key": api_key,
-            "base_url": base_url or ANTHROPIC_URL,
-            "timeout_s": cfg.timeout_s,
-            "transport": cfg.transport,
-            "tag_requests": cfg.target != "anthropic",
-            "max_connections": max(100, cfg.concurrency, cfg.max_in_flight or 0),
-        }
         workers = cfg.workers or auto_workers(
             concurrency=cfg.concurrency,
             rate=cfg.rate,
             max_in_flight=cfg.max_in_flight,
-            local_simulator=sim is not None or _is_loopback(base_url),
+            local_simulator=target.loopback,
         )
-        client = ClaudeClient(**client_kwargs)
+        client = ClaudeClient(**target.client_kwargs(cfg))
         try:
             # With worker processes each worker opens its own connections; here only the checks run.
             warm = 1 if workers > 1 else min(64, cfg.max_in_flight or cfg.concurrency)
-            await _preflight(client, cfg.model_names, warm=warm)
-            store, plan = _open_store(cfg, run_id, loaded, prices, plan, base_url, cli_args)
-            target = _Target(client, client_kwargs, workers, base_url or ANTHROPIC_URL)
-            result = await _run(cfg, store, plan, target, prices, posthog_key, posthog_host, console)
+            await preflight(client, cfg.model_names, warm=warm)
+            store, plan = _open_store(cfg, run_id, loaded, prices, plan, target, cli_args)
+            engine = _engine(cfg, run_id, target, client, workers, prices)
+            return await _run(cfg, store, plan, engine, target, extra_sinks, console)
         finally:
             await client.aclose()
     finally:
-        if capture:
-            capture.stop()
-    return result
-
-
-async def _preflight(client: ClaudeClient, models: tuple[str, ...], warm: int = 1) -> None:
-    """Unknown model or bad key: refuse before the first call.
-
-    The checks run `warm` at a time (free `GET /v1/models/{id}` requests), which also opens
-    the keep-alive connections the first calls will use, so connection set-up is not
-    measured as the first calls' latency.
-    """
-    checks = [models[i % len(models)] for i in range(max(warm, len(models)))]
-    problems = await asyncio.gather(*(client.get_model(m) for m in checks))
-    for model, problem in zip(checks, problems, strict=True):
-        if problem is None:
-            continue
-        if problem == "not_found":
-            raise TargetError(f"--models: unknown model {model!r} (the target's /v1/models does not list it)")
-        if problem in ("authentication", "permission"):
-            raise TargetError(f"the API refused the key ({problem}); check ANTHROPIC_API_KEY")
-        if problem == "connection":
-            raise TargetError("cannot reach the target; check --base-url / the network")
+        target.close()
 
 
 def _open_store(
@@ -206,7 +152,7 @@ def _open_store(
     loaded: Any,
     prices: PriceTable,
     plan: list[PlannedCall],
-    base_url: str | None,
+    target: Target,
     cli_args: dict[str, Any] | None,
 ) -> tuple[RunStore, list[PlannedCall]]:
     if cfg.resume:
@@ -234,8 +180,8 @@ def _open_store(
             "skipped": [str(p) for p in loaded.skipped],
         },
         "models": list(cfg.model_names),
-        "target": cfg.target,
-        "base_url_host": _host(base_url),
+        "target": target.kind,
+        "base_url_host": target.base_url_host,
         "versions": _versions(),
         "git_sha": _git_sha(),
         "prices": prices.source(),
@@ -244,59 +190,64 @@ def _open_store(
     return RunStore.create(cfg.results_dir, run_id, manifest), plan
 
 
-def _is_loopback(url: str | None) -> bool:
-    """A target on this machine (the simulator, a local mock) needs a core of its own."""
-    from urllib.parse import urlsplit
+def _engine(
+    cfg: RunConfig, run_id: str, target: Target, client: ClaudeClient, workers: int, prices: PriceTable
+) -> _EngineParts:
+    """This process's runner, or `workers` processes each with a client built from the target."""
+    pools = {_pool(m): PoolLimits(rpm=m.rpm, itpm=m.itpm, otpm=m.otpm) for m in cfg.models}
+    model_pool = {m.name: _pool(m) for m in cfg.models}
+    settings = RunnerSettings.from_config(cfg, run_id)
+    limiter = Limiter(pools, model_pool)
+    if workers <= 1:
+        return _EngineParts(lambda sinks: Runner(settings, client, limiter, prices, sinks), limiter, 1)
 
-    host = urlsplit(url).hostname if url else None
-    return host in ("127.0.0.1", "localhost", "::1")
+    def pool(sinks: Sequence[Sink]) -> Engine:
+        return WorkerPool(
+            workers,
+            settings,
+            sinks,
+            pools=pools,
+            model_pool=model_pool,
+            prices=prices,
+            client=target.client_kwargs(cfg),
+            warm=min(64, -(-(cfg.max_in_flight or cfg.concurrency) // workers)),
+            event_loop=cfg.event_loop,
+        )
 
-
-def _host(url: str | None) -> str | None:
-    if not url:
-        return None
-    from urllib.parse import urlsplit
-
-    return urlsplit(url).netloc or None
+    return _EngineParts(pool, limiter, workers)
 
 
 @dataclass
-class _Target:
-    """How calls are sent: this process's client, or `workers` processes built from `client_kwargs`."""
+class _EngineParts:
+    """An engine still waiting for its sinks (they need the run directory, opened after the checks)."""
 
-    client: ClaudeClient
-    client_kwargs: dict[str, Any]
+    build: Callable[[Sequence[Sink]], Engine]
+    limiter: Limiter
     workers: int
-    base_url: str
 
 
 async def _run(
     cfg: RunConfig,
     store: RunStore,
     plan: list[PlannedCall],
-    target: _Target,
-    prices: PriceTable,
-    posthog_key: str,
-    posthog_host: str,
+    parts: _EngineParts,
+    target: Target,
+    extra_sinks: Sequence[Sink],
     console: Console,
 ) -> RunResult:
     run_id = store.manifest["run_id"]
-    pools = {_pool(m): PoolLimits(rpm=m.rpm, itpm=m.itpm, otpm=m.otpm) for m in cfg.models}
-    model_pool = {m.name: _pool(m) for m in cfg.models}
-    limiter = Limiter(pools, model_pool)
-    base_url = target.base_url
     events: EventSink | None = None
     if cfg.posthog_enabled:
         events = EventSink(
             EventSettings(
-                api_key=posthog_key,
-                host=posthog_host,
+                api_key=target.posthog_key,
+                host=target.posthog_host,
                 event_name=cfg.event_name,
                 prompt_capture=cfg.prompt_capture,
                 run_id=run_id,
                 dataset=str(cfg.dataset),
-                target=cfg.target,
-                base_url=base_url,
+                target=target.kind,
+                base_url=target.api_url,
                 flush_timeout_s=cfg.posthog_flush_timeout_s,
                 max_retries=cfg.posthog_max_retries,
             ),
@@ -306,76 +257,26 @@ async def _run(
             events.recover(store)
         events.wait_ready()
     progress = ProgressSink(len(plan), mode=cfg.progress, console=console)
-    sinks: list[Any] = [store, *([events] if events else []), progress]
-    settings = RunnerSettings(
-        run_id=run_id,
-        target=cfg.target,
-        stream=cfg.stream,
-        concurrency=cfg.concurrency,
-        ramp_up_s=cfg.ramp_up_s or 0.0,
-        rate=cfg.rate,
-        arrival=cfg.arrival,
-        max_in_flight=cfg.max_in_flight,
-        max_retries=cfg.max_retries,
-        duration_s=cfg.duration_s,
-        max_cost_usd=cfg.max_cost_usd,
-        grace_s=cfg.grace_s,
-        store_text=cfg.store_text,
-        seed=cfg.seed,
-    )
-    engine: Runner | WorkerPool
-    if target.workers > 1:
-        jobs = split_job(
-            target.workers,
-            settings,
-            plan,
-            pools,
-            model_pool=model_pool,
-            prices=prices,
-            client=target.client_kwargs,
-            warm=min(64, -(-(cfg.max_in_flight or cfg.concurrency) // target.workers)),
-            event_loop=cfg.event_loop,
-        )
-        engine = WorkerPool(jobs, sinks, len(plan))
-    else:
-        engine = Runner(
-            settings,
-            target.client,
-            limiter.pool_for,
-            estimate_call_input,
-            max_tokens_of,
-            prices,
-            sinks,
-        )
+    # Store first: a record the store could not take reaches no event (see runner.deliver).
+    engine = parts.build([store, *([events] if events else []), progress, *extra_sinks])
     caught: list[str] = []
     loop = asyncio.get_running_loop()
-    # The PostHog client's threads share the GIL with the event loop: a short switch interval
-    # bounds how long they can hold the loop back (and so distort time marks) to ~0.5 ms.
-    previous_switch = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)
-    # Everything imported so far lives for the whole run: keep the collector from re-scanning it on the loop.
-    gc.freeze()
 
     def on_signal(name: str) -> None:
-        if isinstance(engine, WorkerPool):
-            engine.request_stop("signal", now=bool(caught))
-        elif caught:  # a second signal: stop waiting for in-flight calls
-            engine.s = replace(engine.s, grace_s=0.0)
+        engine.request_stop("signal", now=bool(caught))  # a second signal: stop waiting for in-flight calls
         caught.append(name)
-        if isinstance(engine, Runner):
-            engine.request_stop("signal")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig.name)
     try:
-        outcome = await (engine.run() if isinstance(engine, WorkerPool) else engine.run(plan))
+        with loops.measuring():
+            outcome = await engine.run(plan)
     finally:
-        sys.setswitchinterval(previous_switch)
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        await limiter.aclose()
+        await parts.limiter.aclose()
         progress.close()
         delivery: dict[str, Any] = {"enabled": False}
         if events:
@@ -404,7 +305,7 @@ async def _run(
         spent_usd=outcome.spent_usd,
         loop_lag=outcome.loop_lag,
         release_lateness=outcome.release_lateness,
-        workers=target.workers,
+        workers=parts.workers,
         worker_health=outcome.workers,
         saturated=outcome.saturated,
         events=delivery,
@@ -415,9 +316,6 @@ async def _run(
     if outcome.error:
         raise outcome.error
     if cfg.report:
-        calls = load_calls(store.run_dir)
-        if calls.height:
-            print_model_table(calls, console)
         result.report = _write_report(store.run_dir, cfg, console)
     return result
 
@@ -427,7 +325,12 @@ def _pool(m: Any) -> str:
 
 
 def _write_report(run_dir: Path, cfg: RunConfig, console: Console) -> Any:
+    """The report's files, then its per-model summary on the console (the same figures)."""
     from harness.report import Constraints, write_report
+    from harness.report.console import print_summary_table
 
     constraints = Constraints.from_mapping(dict(cfg.select)) if cfg.select else None
-    return write_report(run_dir, constraints=constraints)
+    report = write_report(run_dir, constraints=constraints)
+    if report.summary.height:
+        print_summary_table(report.summary, console)
+    return report

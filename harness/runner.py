@@ -21,14 +21,31 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from harness.client import Attempt
+from harness.client import Attempt, max_tokens_of
 from harness.errors import HarnessError, StorageError, TargetError
+from harness.limiter import estimate_call_input
 from harness.quality import check
+from harness.quantiles import summarize_ms
 from harness.records import CallRecord, PlannedCall, event_uuid
 
-__all__ = ["LoopLagMonitor", "RunOutcome", "Runner", "RunnerSettings", "Sink", "deliver", "summarize_ms"]
+if TYPE_CHECKING:
+    from harness.config import RunConfig
+    from harness.pricing import PriceTable
+
+__all__ = [
+    "Engine",
+    "LoopLagMonitor",
+    "RunOutcome",
+    "Runner",
+    "RunnerSettings",
+    "Sink",
+    "StopReason",
+    "deliver",
+]
+
+StopReason = Literal["budget", "duration", "signal", "abort", "storage"]
 
 
 class Sink(Protocol):
@@ -41,6 +58,26 @@ class Sink(Protocol):
 
 class CallClient(Protocol):
     async def call(self, call: PlannedCall, *, stream: bool, attempt: int) -> Attempt: ...
+
+
+class Engine(Protocol):
+    """Runs a plan and hands every finished record to its sinks: one process, worker processes or batches.
+
+    The composition root drives every engine the same way; what differs (processes, pipes)
+    stays inside the engine.
+    """
+
+    outcome: RunOutcome
+
+    async def run(self, plan: Sequence[PlannedCall]) -> RunOutcome: ...
+
+    def request_stop(self, reason: StopReason, *, now: bool = False) -> None:
+        """Stop scheduling; `now` also skips the grace period for calls in flight (a second Ctrl-C)."""
+        ...
+
+
+class LimiterLike(Protocol):
+    def pool_for(self, model: str) -> PoolLimiterLike: ...
 
 
 class PoolLimiterLike(Protocol):
@@ -72,6 +109,26 @@ class RunnerSettings:
     start_ns: int | None = None
     ramp_up_s: float = 0.0  # closed loop: the workers start evenly spread over this long
 
+    @classmethod
+    def from_config(cls, cfg: RunConfig, run_id: str) -> RunnerSettings:
+        """The engine's share of the run's configuration (same names as the config's fields)."""
+        return cls(
+            run_id=run_id,
+            target=cfg.target,
+            stream=cfg.stream,
+            concurrency=cfg.concurrency,
+            ramp_up_s=cfg.ramp_up_s or 0.0,
+            rate=cfg.rate,
+            arrival=cfg.arrival,
+            max_in_flight=cfg.max_in_flight,
+            max_retries=cfg.max_retries,
+            duration_s=cfg.duration_s,
+            max_cost_usd=cfg.max_cost_usd,
+            grace_s=cfg.grace_s,
+            store_text=cfg.store_text,
+            seed=cfg.seed,
+        )
+
 
 @dataclass
 class RunOutcome:
@@ -81,13 +138,14 @@ class RunOutcome:
     finished: int = 0
     cancelled: int = 0
     not_started: int = 0
-    stopped_by: str | None = None  # None | budget | duration | signal | abort | storage
+    stopped_by: StopReason | None = None
     spent_usd: float = 0.0
     loop_lag: dict[str, float] = field(default_factory=dict)
     release_lateness: dict[str, float] = field(default_factory=dict)
     saturated: bool = False  # open loop: the harness could not keep to the schedule
     error: HarnessError | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)  # per worker process, when there are several
+    cpu_s: float | None = None  # this engine's CPU time while it ran (a worker reports it to the parent)
 
     def count(self, record: CallRecord) -> None:
         """A finished record: counted as finished or cancelled, its cost spent."""
@@ -125,22 +183,6 @@ class LoopLagMonitor:
         return summarize_ms(self.samples)
 
 
-def summarize_ms(values: Sequence[float]) -> dict[str, float]:
-    """p50/p99/max of a list of seconds, in milliseconds."""
-    if not values:
-        return {"samples": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
-    ordered = sorted(values)
-    n = len(ordered)
-
-    def pct(q: float) -> float:
-        pos = q * (n - 1)
-        lo = int(pos)
-        hi = min(lo + 1, n - 1)
-        return (ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)) * 1000
-
-    return {"samples": n, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": ordered[-1] * 1000}
-
-
 class Runner:
     """Runs a plan to completion (or to a stop) and hands every finished call to the sinks."""
 
@@ -148,17 +190,13 @@ class Runner:
         self,
         settings: RunnerSettings,
         client: CallClient,
-        limiter_for: Callable[[str], PoolLimiterLike],
-        estimate_input: Callable[[PlannedCall], int],
-        max_tokens_of: Callable[[PlannedCall], int],
-        pricer: Any,
+        limiter: LimiterLike,
+        pricer: PriceTable,
         sinks: Sequence[Sink],
     ) -> None:
         self.s = settings
         self.client = client
-        self.limiter_for = limiter_for
-        self.estimate_input = estimate_input
-        self.max_tokens_of = max_tokens_of
+        self.limiter = limiter
         self.pricer = pricer
         self.sinks = list(sinks)
         self.outcome = RunOutcome()
@@ -170,11 +208,16 @@ class Runner:
         self._anchor_wall = datetime.now(UTC)
         self._lateness: list[float] = []
         self._late_admissions = 0
+        self._grace_s = settings.grace_s
+        self._no_grace = asyncio.Event()
         self.on_stop: Callable[[str], None] | None = None  # told once, when the run starts stopping
 
     # -- public control --------------------------------------------------------------
-    def request_stop(self, reason: str) -> None:
-        """Stop scheduling new calls; in-flight calls get the grace period."""
+    def request_stop(self, reason: StopReason, *, now: bool = False) -> None:
+        """Stop scheduling new calls; in-flight calls get the grace period, none with `now`."""
+        if now:
+            self._grace_s = 0.0
+            self._no_grace.set()
         if self.outcome.stopped_by is None:
             self.outcome.stopped_by = reason
         first = not self._stop.is_set()
@@ -264,11 +307,21 @@ class Runner:
             stop_wait.cancel()
 
     async def _drain(self) -> None:
-        """After a stop: give in-flight calls the grace period, then cancel (they record `cancelled`)."""
+        """After a stop: give in-flight calls the grace period, then cancel (they record `cancelled`).
+
+        A later `request_stop(now=True)` (a second Ctrl-C) ends the grace at once.
+        """
         if not self._tasks:
             return
-        grace = 0.0 if self.outcome.stopped_by in ("abort", "storage") else self.s.grace_s
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        grace = 0.0 if self.outcome.stopped_by in ("abort", "storage") else self._grace_s
+        deadline = time.perf_counter() + grace
+        cut = asyncio.ensure_future(self._no_grace.wait())
+        try:
+            while self._tasks and not cut.done() and (left := deadline - time.perf_counter()) > 0:
+                await asyncio.wait({*self._tasks, cut}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+        pending = set(self._tasks)
         for task in pending:
             task.cancel()
         if pending:
@@ -278,9 +331,9 @@ class Runner:
     async def _execute(
         self, call: PlannedCall, scheduled_ns: int, cap: asyncio.Semaphore | None = None
     ) -> None:
-        limiter = self.limiter_for(call.model)
-        est_input = self.estimate_input(call)
-        max_tokens = self.max_tokens_of(call)
+        limiter = self.limiter.pool_for(call.model)
+        est_input = estimate_call_input(call)
+        max_tokens = max_tokens_of(call)
         # The worst case is only needed to guard a budget: no pricing on the hot path without one.
         worst = self.pricer.worst_case_usd(call.model, est_input, max_tokens) if self.s.max_cost_usd else 0.0
         state = _CallState(scheduled_ns=scheduled_ns)

@@ -9,17 +9,17 @@ its stdin closes (the parent is gone), and dies with the parent on Linux.
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import sys
 import time
 from dataclasses import replace
 
 from harness import loops
-from harness.client import ClaudeClient, max_tokens_of
-from harness.limiter import Limiter, estimate_call_input
+from harness.client import ClaudeClient
+from harness.limiter import Limiter
 from harness.records import CallRecord
 from harness.runner import Runner, RunOutcome
+from harness.target import preflight
 from harness.workers import WorkerJob, read_frame, write_frame
 
 _OUT = sys.stdout.fileno()
@@ -49,9 +49,7 @@ async def _listen(reader: asyncio.StreamReader, runner: Runner) -> None:
     while True:
         message = await read_frame(reader)
         if message is None or message[0] == "stop":
-            if message is None or message[1]:
-                runner.s = replace(runner.s, grace_s=0.0)
-            runner.request_stop("signal")
+            runner.request_stop("signal", now=message is None or bool(message[1]))
             if message is None:
                 return
 
@@ -61,34 +59,25 @@ async def _run(job: WorkerJob, reader: asyncio.StreamReader) -> RunOutcome:
     limiter = Limiter(job.pools, job.model_pool)
     try:
         # Open this worker's keep-alive connections before the clock starts (as a single process does).
-        models = sorted({c.model for c in job.plan})
+        models = tuple(sorted({c.model for c in job.plan}))
         if models:
-            await asyncio.gather(
-                *(client.get_model(models[i % len(models)]) for i in range(max(1, job.warm)))
-            )
-        runner = Runner(
-            job.settings,
-            client,
-            limiter.pool_for,
-            estimate_call_input,
-            max_tokens_of,
-            job.prices,
-            [_PipeSink()],
-        )
-        runner.on_stop = lambda reason: write_frame(_OUT, ("stop", reason))
+            await preflight(client, models, warm=job.warm)
         write_frame(_OUT, ("ready",))
         go = await read_frame(reader)
         if go is None or go[0] != "go":
             return RunOutcome(planned=len(job.plan), stopped_by="signal")
-        runner.s = replace(runner.s, start_ns=go[1])
+        # Every worker's open loop counts from the parent's one time zero.
+        settings = replace(job.settings, start_ns=go[1])
+        runner = Runner(settings, client, limiter, job.prices, [_PipeSink()])
+        runner.on_stop = lambda reason: write_frame(_OUT, ("stop", reason))
         listener = asyncio.ensure_future(_listen(reader, runner))
-        gc.freeze()
         cpu_at_go = time.process_time()
         try:
-            outcome = await runner.run(job.plan)
+            with loops.measuring():
+                outcome = await runner.run(job.plan)
         finally:
             listener.cancel()
-        outcome.workers.append({"cpu_s": round(time.process_time() - cpu_at_go, 4)})
+        outcome.cpu_s = round(time.process_time() - cpu_at_go, 4)
         return outcome
     finally:
         await limiter.aclose()
@@ -108,7 +97,6 @@ async def _main() -> int:
 def main(argv: list[str] | None = None) -> int:
     """`python -m harness.workerproc [EVENT_LOOP]`: the loop is chosen before the job is read."""
     args = sys.argv[1:] if argv is None else argv
-    sys.setswitchinterval(0.0005)
     try:
         return loops.run(_main(), args[0] if args else "auto")
     except (BrokenPipeError, KeyboardInterrupt):

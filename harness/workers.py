@@ -35,7 +35,7 @@ from typing import Any
 from harness.errors import HarnessError, TargetError
 from harness.limiter import PoolLimits
 from harness.records import CallRecord, PlannedCall
-from harness.runner import RunnerSettings, RunOutcome, Sink, deliver
+from harness.runner import RunnerSettings, RunOutcome, Sink, StopReason, deliver
 from harness.simlauncher import die_with_parent
 
 __all__ = [
@@ -149,17 +149,35 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
 
 
 class WorkerPool:
-    """Runs `jobs` in worker processes; every record they send goes to `sinks`, in arrival order."""
+    """The `Engine` over `n` worker processes; every record they send goes to `sinks`, in arrival order.
 
-    def __init__(self, jobs: list[WorkerJob], sinks: Sequence[Sink], planned: int) -> None:
-        self.jobs = jobs
+    `job` holds what every worker gets besides its share of the plan and of the limits
+    (see `WorkerJob`: pools, model_pool, prices, client, warm, event_loop).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        settings: RunnerSettings,
+        sinks: Sequence[Sink],
+        *,
+        pools: dict[str, PoolLimits],
+        **job: Any,
+    ) -> None:
+        self.n = n
+        self.settings = settings
+        self.pools = pools
         self.sinks = list(sinks)
-        self.outcome = RunOutcome(planned=planned)
+        self._job = job
+        self.jobs: list[WorkerJob] = []
+        self.outcome = RunOutcome()
         self._procs: list[asyncio.subprocess.Process] = []
         self._stopping = False
         self._sink_failed = False
 
-    async def run(self, ready_timeout_s: float = 60.0) -> RunOutcome:
+    async def run(self, plan: Sequence[PlannedCall], ready_timeout_s: float = 60.0) -> RunOutcome:
+        self.jobs = split_job(self.n, self.settings, plan, self.pools, **self._job)
+        self.outcome.planned = len(plan)
         env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
         try:
             for job in self.jobs:
@@ -196,7 +214,7 @@ class WorkerPool:
         self._merge([o for o in outcomes if o is not None])
         return self.outcome
 
-    def request_stop(self, reason: str, *, now: bool = False) -> None:
+    def request_stop(self, reason: StopReason, *, now: bool = False) -> None:
         """Stop scheduling in every worker; `now` skips the grace period (a second Ctrl-C)."""
         if self.outcome.stopped_by is None:
             self.outcome.stopped_by = reason
@@ -255,7 +273,7 @@ class WorkerPool:
                 {
                     "worker": k,
                     "planned": o.planned,
-                    "cpu_s": o.workers[0].get("cpu_s") if o.workers else None,
+                    "cpu_s": o.cpu_s,
                     "loop_lag": o.loop_lag,
                     "release_lateness": o.release_lateness,
                 }

@@ -32,16 +32,13 @@ class _Never:
         raise AssertionError("not called in a micro-benchmark")
 
 
+class _NoLimiter:
+    def pool_for(self, model: str) -> Any:
+        raise AssertionError("no call is admitted in a micro-benchmark")
+
+
 def _runner(prices: PriceTable) -> Runner:
-    return Runner(
-        RunnerSettings(run_id="run-micro", target="simulator"),
-        _Never(),
-        lambda model: None,  # type: ignore[arg-type, return-value]
-        lambda call: 16,
-        lambda call: 20,
-        prices,
-        [],
-    )
+    return Runner(RunnerSettings(run_id="run-micro", target="simulator"), _Never(), _NoLimiter(), prices, [])
 
 
 def _finished_state() -> tuple[PlannedCall, _CallState]:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.client import Attempt
+from harness.limiter import estimate_call_input
 from harness.plan import make_plan
 from harness.pricing import PriceTable
 from harness.records import Case, PlannedCall
@@ -41,6 +42,9 @@ class FreeLimiter:
     def observe_headers(self, headers) -> None:
         pass
 
+    def pool_for(self, model: str) -> FreeLimiter:
+        return self
+
     def on_rate_limited(self, retry_after_s, message) -> None:
         self.rate_limited.append(retry_after_s)
 
@@ -65,7 +69,8 @@ class FakeClient:
             a.retry_after_s = self.retry_after
             return a.fail(self.kind, "injected", 529 if self.kind == "overloaded" else 429)
         a.ok, a.status, a.stop_reason, a.text = True, 200, "end_turn", "hello"
-        a.input_tokens, a.output_tokens = 100, 50
+        # The runner reserves its own input estimate: report exactly that, so a budget test is exact.
+        a.input_tokens, a.output_tokens = estimate_call_input(call), 50
         return a
 
 
@@ -77,13 +82,7 @@ def make_runner(client, **settings_kw):
     sink = ListSink()
     limiter = FreeLimiter()
     runner = Runner(
-        RunnerSettings(run_id="r1", target="simulator", **settings_kw),
-        client,
-        lambda model: limiter,
-        lambda call: 100,
-        lambda call: call.case.max_tokens or 64,
-        PRICES,
-        [sink],
+        RunnerSettings(run_id="r1", target="simulator", **settings_kw), client, limiter, PRICES, [sink]
     )
     return runner, sink, limiter
 
@@ -133,7 +132,7 @@ async def test_a_bug_in_one_call_costs_one_row_not_the_run():
 
 
 async def test_budget_stops_scheduling_before_it_can_be_exceeded():
-    worst = PRICES.worst_case_usd("claude-opus-4-8", 100, 64)
+    worst = PRICES.worst_case_usd("claude-opus-4-8", max(estimate_call_input(c) for c in plan(2)), 64)
     budget = worst * 7.5
     runner, _sink, _ = make_runner(FakeClient(delay=0.01), concurrency=16, max_cost_usd=budget)
     outcome = await runner.run(plan(2))

@@ -1,0 +1,55 @@
+"""The end-of-run table on the console, rendered from the report's summary (never recomputed here).
+
+Why: the console and `report.md` once computed "$ / 1k calls" two ways; now both show
+`summarize()`'s figures, so one name means one number everywhere.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["print_summary_table"]
+
+# (header, summary column, format)
+_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("calls", "calls", "int"),
+    ("errors", "errors", "int"),
+    ("TTFT p50", "ttft_p50_s", "s"),
+    ("TTFT p95", "ttft_p95_s", "s"),
+    ("latency p50", "latency_p50_s", "s"),
+    ("latency p95", "latency_p95_s", "s"),
+    ("tok/s p50", "output_tps_p50", "rate"),
+    ("total $", "total_cost_usd", "usd4"),
+    ("$ / 1k calls", "cost_per_1k_calls_usd", "usd3"),
+    ("pass rate", "pass_rate", "share"),
+)
+
+
+def _cell(value: object, fmt: str) -> str:
+    if value is None:
+        return "–"
+    v = float(value)  # type: ignore[arg-type]
+    if fmt == "int":
+        return str(int(v))
+    if fmt == "s":
+        return f"{v:.3f}s"
+    if fmt == "rate":
+        return f"{v:.0f}"
+    if fmt == "share":
+        return f"{v:.1%}"
+    return f"{v:.{4 if fmt == 'usd4' else 3}f}"
+
+
+def print_summary_table(summary: pl.DataFrame, console: Console) -> None:
+    """One row per model of `summary.parquet`'s figures."""
+    if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
+        console = Console(file=console.file, width=170)
+    table = Table(title="Per model")
+    table.add_column("model", justify="left")
+    for header, _, _ in _COLUMNS:
+        table.add_column(header, justify="right")
+    for row in summary.iter_rows(named=True):
+        table.add_row(str(row["model"]), *(_cell(row.get(col), fmt) for _, col, fmt in _COLUMNS))
+    console.print(table)
