@@ -122,6 +122,9 @@ def max_tokens_of(call: PlannedCall) -> int:
     return call.case.max_tokens or DEFAULT_MAX_TOKENS
 
 
+_BODY_ONLY = frozenset({"top_k", "top_p"})  # no keyword for them in SDK 2.14's messages.create
+
+
 def request_params(call: PlannedCall, stream: bool) -> dict[str, Any]:
     """The Messages API arguments for a planned call (temperature goes through extra_body in SDK 2.14)."""
     case = call.case
@@ -136,8 +139,14 @@ def request_params(call: PlannedCall, stream: bool) -> dict[str, Any]:
         params["stop_sequences"] = list(case.stop_sequences)
     if case.user_id:
         params["metadata"] = {"user_id": case.user_id}
+    body: dict[str, Any] = {}
     if case.temperature is not None:
-        params["extra_body"] = {"temperature": case.temperature}
+        body["temperature"] = case.temperature
+    for key, value in (case.params or {}).items():
+        # Thinking, tools, tool choice, effort and service tier are SDK arguments; the rest rides in the body.
+        (body if key in _BODY_ONLY else params)[key] = value
+    if body:
+        params["extra_body"] = body
     if stream:
         params["stream"] = True
     return params

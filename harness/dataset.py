@@ -26,6 +26,7 @@ import orjson
 import polars as pl
 
 from harness.errors import DatasetError, DatasetInvalid
+from harness.features import FEATURE_FIELDS, check_features
 from harness.records import Case
 
 __all__ = [
@@ -56,9 +57,21 @@ FIELDS = (
     "tags",
     "expected",
     "metadata",
+    *FEATURE_FIELDS,
 )
-_JSON_COLUMNS = frozenset({"messages", "expected", "metadata", "stop_sequences"})
-_EXPECT_KEYS = ("contains", "equals", "regex")
+_JSON_COLUMNS = frozenset(
+    {
+        "messages",
+        "expected",
+        "metadata",
+        "stop_sequences",
+        "thinking",
+        "output_config",
+        "tools",
+        "tool_choice",
+    }
+)
+_EXPECT_KEYS = ("contains", "equals", "regex", "tool_call")
 _PLAIN_TEXT = frozenset({"id", "prompt", "user_id", "system"})
 _MISSING = object()
 _UNREADABLE = object()  # a cell that could not be decoded: present, already reported
@@ -356,13 +369,13 @@ def _text_cell(col: str, cell: str, bad: Callable[[str, str], None], where: str)
             return _UNREADABLE
     if col == "tags":
         return [t.strip() for t in cell.split(",") if t.strip()]
-    if col == "max_tokens":
+    if col in ("max_tokens", "top_k"):
         try:
             return int(cell.strip())
         except ValueError:
             bad(col, f"must be an integer, got {_show(cell)}")
             return _UNREADABLE
-    if col == "temperature":
+    if col in ("temperature", "top_p"):
         try:
             return float(cell.strip())
         except ValueError:
@@ -503,6 +516,7 @@ def _check_row(
     metadata = raw.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         r.bad("metadata", f"must be an object, got {_kind(metadata)}")
+    params = check_features(raw, r.bad, max_tokens=max_tokens, temperature=temperature)
 
     if len(problems) > before or case_id is None:
         return case_id, None
@@ -517,6 +531,7 @@ def _check_row(
         tags=tags or (),
         expected=expected,
         metadata=metadata,
+        params=params or None,
         line=line,
     )
 
@@ -654,11 +669,21 @@ def _expected(r: _Row, value: Any) -> dict[str, Any] | None:
     others = [str(k) for k in value if k not in _EXPECT_KEYS]
     if others or len(keys) != 1:
         found = ", ".join(map(repr, [*keys, *others])) or "none"
-        r.bad("expected", f"must have exactly one of 'contains', 'equals', 'regex'; found {found}")
+        r.bad("expected", f"must have exactly one of {', '.join(map(repr, _EXPECT_KEYS))}; found {found}")
         return None
     key = keys[0]
     wanted = value[key]
-    if key == "contains":
+    if key == "tool_call":
+        if not isinstance(wanted, dict) or not isinstance(wanted.get("name"), str) or not wanted["name"]:
+            r.bad(
+                "expected.tool_call",
+                "must be an object with a tool `name` (and optionally an `input` object)",
+            )
+            return None
+        if not isinstance(wanted.get("input", {}), dict):
+            r.bad("expected.tool_call.input", f"must be an object, got {_kind(wanted['input'])}")
+            return None
+    elif key == "contains":
         items = [wanted] if isinstance(wanted, str) else wanted
         if not isinstance(items, list) or not items or not all(isinstance(s, str) and s for s in items):
             r.bad("expected.contains", "must be a non-empty string or a non-empty list of non-empty strings")

@@ -32,6 +32,7 @@ class Case:
     tags: tuple[str, ...] = ()
     expected: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None  # API request features (thinking, tools, ...), see harness.features
     line: int | None = None  # where it came from, for error messages
 
     def prompt_text(self) -> str:

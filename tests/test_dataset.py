@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from harness.dataset import FIELDS, MAX_TOKENS_LIMIT, LoadResult, load_cases, validate
 from harness.errors import DatasetError, DatasetInvalid
+from harness.features import FEATURE_FIELDS
 from harness.records import Case
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -328,6 +329,8 @@ def _cases(draw: st.DrawFn) -> list[Case]:
 def _row(case: Case) -> dict[str, Any]:
     row: dict[str, Any] = {"id": case.id, "messages": list(case.messages)}
     for name in FIELDS[3:]:
+        if name in FEATURE_FIELDS:  # request features ride in Case.params (tests/test_features.py)
+            continue
         value = getattr(case, name)
         if value is not None and value != ():
             row[name] = list(value) if isinstance(value, tuple) else value
