@@ -1,6 +1,6 @@
-"""The plan: cases × models × repeats → `PlannedCall`s with stable ids, interleaved by a seeded shuffle.
+"""The plan: cases × models × variants × repeats → `PlannedCall`s with stable ids, interleaved by a seeded shuffle.
 
-Models are interleaved call by call (each case's models in a seeded random order,
+Arms (model + variant) are interleaved call by call (each case's arms in a seeded random order,
 the cases shuffled per repeat), so a slow minute of the service lands on every
 model alike. Open-loop plans also carry each call's release offset, drawn from
 a seeded generator and computed from the run start (never slept per call, so
@@ -14,14 +14,15 @@ import random
 from collections.abc import Sequence
 
 from harness.records import Case, PlannedCall
+from harness.variants import Variant, expand
 
 __all__ = ["arrival_offsets", "call_id_for", "make_plan"]
 
 
-def call_id_for(run_id: str, case_id: str, model: str, repeat: int) -> str:
-    """A short, stable id for one (run, case, model, repeat)."""
-    digest = hashlib.blake2b(f"{run_id}\x1f{case_id}\x1f{model}\x1f{repeat}".encode(), digest_size=8)
-    return digest.hexdigest()
+def call_id_for(run_id: str, case_id: str, model: str, repeat: int, variant: str | None = None) -> str:
+    """A short, stable id for one (run, case, model, repeat[, variant]); without a variant, as before."""
+    key = f"{run_id}\x1f{case_id}\x1f{model}\x1f{repeat}" + ("" if variant is None else f"\x1f{variant}")
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
 def arrival_offsets(n: int, rate: float, arrival: str, seed: int) -> list[float]:
@@ -46,17 +47,21 @@ def make_plan(
     rate: float | None = None,
     arrival: str = "closed",
     max_calls: int | None = None,
+    variants: Sequence[Variant] = (),
+    variants_source: str = "variants",
 ) -> list[PlannedCall]:
-    """Every (case, model, repeat) exactly once, in a seeded interleaved order."""
+    """Every (case, model, variant, repeat) exactly once, in a seeded interleaved order."""
     rng = random.Random(seed)
-    order: list[tuple[Case, str, int]] = []
+    by_variant = expand(cases, variants, variants_source)
+    arms = [(m, v) for m in models for v in by_variant]
+    order: list[tuple[Case, str, int, str | None]] = []
     for repeat in range(repeats):
-        shuffled = list(cases)
-        rng.shuffle(shuffled)
-        for case in shuffled:
-            ms = list(models)
-            rng.shuffle(ms)
-            order.extend((case, m, repeat) for m in ms)
+        index = list(range(len(cases)))
+        rng.shuffle(index)
+        for i in index:
+            shuffled = list(arms)
+            rng.shuffle(shuffled)
+            order.extend((by_variant[v][i], m, repeat, v) for m, v in shuffled)
     if max_calls is not None:
         order = order[:max_calls]
     offsets: list[float | None] = [None] * len(order)
@@ -64,12 +69,13 @@ def make_plan(
         offsets = list(arrival_offsets(len(order), rate, arrival, seed + 1))
     return [
         PlannedCall(
-            call_id=call_id_for(run_id, case.id, model, repeat),
+            call_id=call_id_for(run_id, case.id, model, repeat, variant),
             case=case,
             model=model,
             repeat=repeat,
             index=i,
             offset_s=offsets[i],
+            variant=variant,
         )
-        for i, (case, model, repeat) in enumerate(order)
+        for i, (case, model, repeat, variant) in enumerate(order)
     ]

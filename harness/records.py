@@ -60,6 +60,7 @@ class PlannedCall:
     repeat: int
     index: int
     offset_s: float | None = None
+    variant: str | None = None  # the configuration variant (harness.variants), None without variants
 
 
 @dataclass(slots=True)
