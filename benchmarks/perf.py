@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.perfkit import ROOT, SimServer, pct, run_scenario, write_dataset
+from harness import procs
 
 __all__ = ["SECTIONS", "Verdict", "main", "run_sections"]
 
@@ -204,9 +205,7 @@ def _brief(r: dict[str, Any], sim_cpu: float) -> dict[str, Any]:
 def _startup(ctx: Ctx, sim: SimServer, ds: Path) -> float:
     """Wall time from `python -m harness run` starting to the simulator receiving the first Messages request."""
     sim.reset()
-    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
-    env["POSTHOG_HOST"] = sim.url
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = procs.environment({"POSTHOG_HOST": sim.url})
     args = [sys.executable, "-m", "harness", "run", "--dataset", str(ds), "--models", "claude-haiku-4-5"]
     args += ["--base-url", sim.url, "--target", "simulator", "--max-calls", "20", "--no-report"]
     args += ["--progress", "off", "--results-dir", str(ctx.scratch / "startup")]

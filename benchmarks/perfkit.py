@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import loops
+from harness import loops, procs
+from harness.simlauncher import SimulatorProcess
 
 __all__ = [
     "PERF_PROFILE",
@@ -133,23 +134,11 @@ class SimServer:
         fd, self.profile = tempfile.mkstemp(prefix="perf-profile-", suffix=".toml")
         os.write(fd, text.encode())
         os.close(fd)
-        env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        args = [sys.executable, "-m", "harness.simulator", "--port", "0", "--profile", self.profile]
-        args += ["--time-scale", repr(time_scale), "--seed", "1"]
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env
+        self.launched = SimulatorProcess.start(
+            time_scale=time_scale, seed=1, profile=self.profile, startup_timeout_s=30
         )
-        assert self.proc.stdout is not None
-        box: list[bytes] = []
-        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-        reader.start()
-        reader.join(30)
-        line = box[0].decode().strip() if box else ""
-        if not line.startswith("simulator listening on "):
-            self.stop()
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        self.url = line.rsplit(" ", 1)[1]
+        self.proc = self.launched.proc
+        self.url = self.launched.url
 
     def cpu_s(self) -> float:
         return cpu_of(self.proc.pid)
@@ -171,15 +160,7 @@ class SimServer:
             response.read()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self.launched.stop(15)
         Path(self.profile).unlink(missing_ok=True)
 
     def __enter__(self) -> SimServer:
@@ -270,9 +251,9 @@ def _worker(scenario: dict[str, Any]) -> dict[str, Any]:
     rss.stop()
     import polars as pl
 
-    from harness.store import load_calls
+    from harness.rundir import RunDir
 
-    calls = load_calls(result.run_dir)
+    calls = RunDir.read(result.run_dir).load_calls().collect()
     ok = calls.filter(pl.col("status") == "ok")
     started = calls["started_at"].drop_nulls()
     finished = calls["finished_at"].drop_nulls()
@@ -333,8 +314,7 @@ def _seconds_since(moments: list[Any], origin: Any) -> list[float | None]:
 
 def run_scenario(scenario: dict[str, Any], timeout_s: float = 600.0) -> dict[str, Any]:
     """Run `scenario` (a dict with `cli` for build_config) in a fresh worker process; its figures."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = procs.environment()
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(scenario, fh, default=str)
         path = fh.name

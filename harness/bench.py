@@ -26,12 +26,14 @@ from harness.client import ClaudeClient
 from harness.config import RunConfig
 from harness.dataset import load_cases
 from harness.errors import HarnessError, Interrupted, StorageError
-from harness.events import EventSettings, EventSink
+from harness.events.event import EventSettings
+from harness.events.sink import EventSink
 from harness.limiter import Limiter, PoolLimits, default_pool_key
 from harness.plan import make_plan
 from harness.pricing import PriceTable
 from harness.progress import ProgressSink
-from harness.records import PlannedCall
+from harness.records import Case, PlannedCall
+from harness.rundir import RunDir
 from harness.runner import Engine, Runner, RunnerSettings, RunOutcome, Sink
 from harness.simlauncher import SimulatorProcess
 from harness.store import RunStore
@@ -137,16 +139,18 @@ async def _execute(
             # With worker processes each worker opens its own connections; here only the checks run.
             warm = 1 if workers > 1 else min(64, cfg.max_in_flight or cfg.concurrency)
             await preflight(client, cfg.model_names, warm=warm)
-            store, plan = _open_store(cfg, run_id, loaded, prices, plan, target, cli_args)
-            engine = _engine(cfg, run_id, target, client, workers, prices)
-            return await _run(cfg, store, plan, engine, target, extra_sinks, console)
+            run, plan = _open_run(cfg, run_id, loaded, prices, plan, target, cli_args)
+            with run:
+                engine = _engine(cfg, run_id, target, client, workers, prices)
+                cases = {case.id: case for case in loaded.cases}
+                return await _run(cfg, run, plan, cases, engine, target, extra_sinks, console)
         finally:
             await client.aclose()
     finally:
         target.close()
 
 
-def _open_store(
+def _open_run(
     cfg: RunConfig,
     run_id: str,
     loaded: Any,
@@ -154,18 +158,19 @@ def _open_store(
     plan: list[PlannedCall],
     target: Target,
     cli_args: dict[str, Any] | None,
-) -> tuple[RunStore, list[PlannedCall]]:
+) -> tuple[RunDir, list[PlannedCall]]:
     if cfg.resume:
-        store = RunStore.resume(cfg.results_dir, run_id)
-        recorded = store.manifest.get("dataset", {}).get("sha256")
+        run = RunDir.resume(cfg.results_dir, run_id)
+        recorded = run.manifest.get("dataset", {}).get("sha256")
         if recorded and recorded != loaded.sha256:
+            run.close()
             raise StorageError(
                 f"--resume {run_id}: the dataset changed since the run started (sha256 differs)"
             )
-        finished = store.finished_call_ids()
+        finished = run.finished_call_ids()
         plan = [c for c in plan if c.call_id not in finished]
-        store.update_manifest(resumed_at=datetime.now(UTC).isoformat(), status="running")
-        return store, plan
+        run.update_manifest(resumed_at=datetime.now(UTC).isoformat(), status="running")
+        return run, plan
     manifest = {
         "run_id": run_id,
         "status": "running",
@@ -187,7 +192,7 @@ def _open_store(
         "prices": prices.source(),
         "planned": len(plan),
     }
-    return RunStore.create(cfg.results_dir, run_id, manifest), plan
+    return RunDir.create(cfg.results_dir, run_id, manifest), plan
 
 
 def _engine(
@@ -228,33 +233,23 @@ class _EngineParts:
 
 async def _run(
     cfg: RunConfig,
-    store: RunStore,
+    run: RunDir,
     plan: list[PlannedCall],
+    cases: dict[str, Case],
     parts: _EngineParts,
     target: Target,
     extra_sinks: Sequence[Sink],
     console: Console,
 ) -> RunResult:
-    run_id = store.manifest["run_id"]
+    store = RunStore(run, store_text=cfg.store_text)
     events: EventSink | None = None
     if cfg.posthog_enabled:
-        events = EventSink(
-            EventSettings(
-                api_key=target.posthog_key,
-                host=target.posthog_host,
-                event_name=cfg.event_name,
-                prompt_capture=cfg.prompt_capture,
-                run_id=run_id,
-                dataset=str(cfg.dataset),
-                target=target.kind,
-                base_url=target.api_url,
-                flush_timeout_s=cfg.posthog_flush_timeout_s,
-                max_retries=cfg.posthog_max_retries,
-            ),
-            store.run_dir,
+        settings = EventSettings.from_config(
+            cfg, api_key=target.posthog_key, host=target.posthog_host, base_url=target.api_url
         )
+        events = EventSink(settings, run, cases)
         if cfg.resume:
-            events.recover(store)
+            events.recover()
         events.wait_ready()
     progress = ProgressSink(len(plan), mode=cfg.progress, console=console)
     # Store first: a record the store could not take reaches no event (see runner.deliver).
@@ -294,7 +289,7 @@ async def _run(
             "the harness itself): latency_from_schedule_s includes that queueing"
         )
     status = "interrupted" if caught else ("failed" if outcome.error else "finished")
-    store.update_manifest(
+    run.update_manifest(
         status=status,
         ended_at=datetime.now(UTC).isoformat(),
         finished=outcome.finished,
@@ -310,13 +305,13 @@ async def _run(
         saturated=outcome.saturated,
         events=delivery,
     )
-    result = RunResult(run_id=run_id, run_dir=store.run_dir, outcome=outcome, delivery=delivery)
+    result = RunResult(run_id=run.run_id, run_dir=run.path, outcome=outcome, delivery=delivery)
     if caught:
         raise Interrupted(caught[0])
     if outcome.error:
         raise outcome.error
     if cfg.report:
-        result.report = _write_report(store.run_dir, cfg, console)
+        result.report = _write_report(run.path, cfg, console)
     return result
 
 

@@ -3,7 +3,7 @@
 Offline it replays `datasets/mixed.jsonl` against one haiku, one sonnet and one
 opus model on the project's simulator, time-scaled to finish in well under two
 minutes, with events going to the simulator's PostHog capture endpoint. With
-`BENCH_TARGET=anthropic` and `ANTHROPIC_API_KEY` set it runs the smoke dataset
+`BENCH_TARGET=anthropic` and an Anthropic API key set it runs the smoke dataset
 against the real API under a small budget (`BENCH_MAX_COST`, default $0.50).
 """
 
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from harness.cli import app
+from harness.secrets import ANTHROPIC_KEY_ENV
 
 # Relative to the working directory when possible, so manifests and reports show short paths.
 PROFILE = Path(os.path.relpath(Path(__file__).parent / "profiles" / "bench.toml"))
@@ -26,8 +27,8 @@ def main() -> None:
     if os.environ.get("RESULTS_DIR"):
         args += ["--results-dir", os.environ["RESULTS_DIR"]]
     if target == "anthropic":
-        if not os.environ.get("ANTHROPIC_API_KEY"):
-            print("BENCH_TARGET=anthropic needs ANTHROPIC_API_KEY", file=sys.stderr)
+        if not os.environ.get(ANTHROPIC_KEY_ENV):
+            print(f"BENCH_TARGET=anthropic needs {ANTHROPIC_KEY_ENV}", file=sys.stderr)
             sys.exit(2)
         args += ["--target", "anthropic", "--dataset", str(SMOKE)]
         args += ["--max-cost", os.environ.get("BENCH_MAX_COST", "0.50"), "--concurrency", "4"]

@@ -7,7 +7,6 @@ No logic lives here beyond that translation.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import typer
 from rich.console import Console
 
 from harness.errors import HarnessError
+from harness.secrets import POSTHOG_KEY_ENV, env_secrets, redact
 
 app = typer.Typer(
     help="Batch replay and load-benchmark harness for Anthropic's Claude models.",
@@ -29,16 +29,10 @@ err = Console(stderr=True)
 out = Console()
 
 
-def _scrub(text: str) -> str:
-    for name in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY"):
-        value = os.environ.get(name)
-        if value and len(value) >= 8:
-            text = text.replace(value, "[secure]")
-    return text
-
-
 def _fail(exc: HarnessError) -> NoReturn:
-    err.print(f"[red]error:[/] {_scrub(str(exc))}", highlight=False, markup=True, soft_wrap=True)
+    err.print(
+        f"[red]error:[/] {redact(str(exc), env_secrets())}", highlight=False, markup=True, soft_wrap=True
+    )
     raise typer.Exit(exc.exit_code)
 
 
@@ -138,34 +132,27 @@ def run(
     }
     try:
         if resume:
-            base = Path(results_dir or "results") / resume
-            if not (base / "manifest.json").is_file():
-                raise HarnessError(f"--resume: no run {resume!r} in {base.parent}")
+            from harness.rundir import RunDir
+
             try:
-                saved = json.loads((base / "manifest.json").read_text()).get("cli", {})
-            except (OSError, ValueError, AttributeError):
-                raise HarnessError(f"--resume: {base / 'manifest.json'} is unreadable") from None
+                saved = RunDir.read(Path(results_dir or "results") / resume).manifest.get("cli")
+            except HarnessError:
+                raise HarnessError(f"--resume: no run {resume!r} in {results_dir or 'results'}") from None
+            if not isinstance(saved, dict):
+                raise HarnessError(f"--resume: run {resume!r} has no readable manifest")
             given = {**saved, **{k: v for k, v in given.items() if v is not None}, "resume": resume}
             given["run_id"] = None
         config = build_config(given)
         cli_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None}
         # Launch the simulator before the heavy imports below so that both boot at once.
-        from harness.simlauncher import SimulatorProcess
+        from harness.target import launch_simulator, needs_simulator
 
-        simulator = None
-        if config.target == "simulator" and not config.base_url:
-            simulator = SimulatorProcess.launch(
-                time_scale=config.sim_time_scale,
-                seed=config.sim_seed,
-                profile=config.sim_profile,
-                faults=config.sim_faults,
-            )
+        simulator = launch_simulator(config) if needs_simulator(config) else None
         if config.posthog_enabled:
             # The PostHog delivery child imports its SDK while this process imports the Anthropic one.
-            from harness import eventproc
-            from harness.config import SECRET_ENV_VARS
+            from harness.events import pipe
 
-            eventproc.prestart(SECRET_ENV_VARS)
+            pipe.prestart()
         from harness import loops
         from harness.bench import execute_run
 
@@ -177,6 +164,9 @@ def run(
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
+    finally:
+        if "harness.events.pipe" in sys.modules:  # a run that failed before its events sink took the child
+            sys.modules["harness.events.pipe"].discard_prestarted()
     d = result.delivery
     if result.report is not None:
         out.print(result.report.recommendation_text, highlight=False, soft_wrap=True)
@@ -202,8 +192,6 @@ def report(
     from harness.report import Constraints, write_report
 
     try:
-        if not (run_dir / "calls.parquet").exists() and not (run_dir / "parts").is_dir():
-            raise HarnessError(f"{run_dir}: not a run directory (no calls.parquet)")
         constraints = Constraints(
             max_p95_s=max_p95_s,
             max_ttft_p95_s=max_ttft_p95_s,
@@ -277,13 +265,11 @@ def events_resend(
     host: Annotated[str | None, Opt(help="PostHog host (default: POSTHOG_HOST or PostHog US).")] = None,
 ) -> None:
     """Re-send the events in RUN_DIR/events-outbox.jsonl with their original uuids."""
-    from harness.events import resend_outbox
+    from harness.events.resend import resend_outbox
 
-    key = os.environ.get("POSTHOG_API_KEY", "phc_simulator")
+    key = os.environ.get(POSTHOG_KEY_ENV, "phc_simulator")
     target = host or os.environ.get("POSTHOG_HOST") or "https://us.i.posthog.com"
     try:
-        if not (run_dir / "manifest.json").is_file():
-            raise HarnessError(f"{run_dir}: not a run directory (no manifest.json)")
         counts = resend_outbox(run_dir, api_key=key, host=target)
     except HarnessError as exc:
         _fail(exc)

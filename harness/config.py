@@ -1,8 +1,7 @@
 """Run configuration: defaults < TOML profile < environment < command line, validated once, then frozen.
 
 Every check names the option (flag or profile key) it refuses, so a bad value is
-reported before any call is sent. Secrets live in `Secret`, which prints
-`[secure]` and never reaches a file, an event or a log line. This module reads
+reported before any call is sent. Keys are held as `harness.secrets.Secret`. This module reads
 no file other than the profile.
 """
 
@@ -17,33 +16,12 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.loops import EVENT_LOOPS
+from harness.secrets import ANTHROPIC_KEY_ENV, POSTHOG_KEY_ENV, Secret
 
-SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")  # never passed on to a child process
-
-__all__ = ["SECRET_ENV_VARS", "ModelSpec", "RunConfig", "Secret", "build_config", "load_profile"]
+__all__ = ["ModelSpec", "RunConfig", "build_config", "load_profile"]
 
 ARRIVALS = ("closed", "poisson", "constant")
 TARGETS = ("simulator", "anthropic", "custom")
-
-
-class Secret:
-    """A secret string that never prints itself."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str | None) -> None:
-        self._value = value or ""
-
-    def get(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "[secure]" if self._value else "[unset]"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -262,10 +240,10 @@ def build_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         values["profile_path"] = profile_path
     model_limits: dict[str, dict[str, Any]] = values.pop("_model_limits", {})
 
-    if env.get("ANTHROPIC_API_KEY"):
-        values["api_key"] = Secret(env["ANTHROPIC_API_KEY"])
-    if env.get("POSTHOG_API_KEY"):
-        values["posthog_key"] = Secret(env["POSTHOG_API_KEY"])
+    if env.get(ANTHROPIC_KEY_ENV):
+        values["api_key"] = Secret(env[ANTHROPIC_KEY_ENV])
+    if env.get(POSTHOG_KEY_ENV):
+        values["posthog_key"] = Secret(env[POSTHOG_KEY_ENV])
     if env.get("POSTHOG_HOST"):
         values["posthog_host"] = env["POSTHOG_HOST"]
     if env.get("ANTHROPIC_BASE_URL") and "base_url" not in values:
@@ -352,7 +330,7 @@ def validate(c: RunConfig) -> RunConfig:
     if c.target not in TARGETS:
         raise ConfigError("--target", f"must be one of {', '.join(TARGETS)}, got {c.target!r}")
     if c.target == "anthropic" and not c.api_key:
-        raise ConfigError("--target", "anthropic needs ANTHROPIC_API_KEY in the environment")
+        raise ConfigError("--target", f"anthropic needs {ANTHROPIC_KEY_ENV} in the environment")
     if c.target == "custom" and not c.base_url:
         raise ConfigError("--base-url", "a custom target needs --base-url")
     if c.transport not in ("aiohttp", "httpx"):

@@ -8,7 +8,7 @@ small derivations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
@@ -108,7 +108,6 @@ class CallRecord:
     passed: bool | None
     response_text: str | None
     event_uuid: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # not stored; hand-off between sinks
 
 
 _TS = pl.Datetime("us", "UTC")
@@ -155,8 +154,8 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
 
 
 def record_columns() -> list[str]:
-    """The stored fields of `CallRecord`, in schema order (`extra` is not stored)."""
-    return [f.name for f in fields(CallRecord) if f.name != "extra"]
+    """The fields of `CallRecord`: the columns of `calls.parquet`, in schema order."""
+    return [f.name for f in fields(CallRecord)]
 
 
 def event_uuid(run_id: str, call_id: str) -> str:

@@ -29,6 +29,7 @@ from harness.limiter import estimate_call_input
 from harness.quality import check
 from harness.quantiles import summarize_ms
 from harness.records import CallRecord, PlannedCall, event_uuid
+from harness.secrets import ANTHROPIC_KEY_ENV
 
 if TYPE_CHECKING:
     from harness.config import RunConfig
@@ -103,7 +104,6 @@ class RunnerSettings:
     duration_s: float | None = None
     max_cost_usd: float | None = None
     grace_s: float = 10.0
-    store_text: bool = True
     seed: int = 0
     # Open loop: the plan's time zero (perf_counter_ns), shared by worker processes.
     start_ns: int | None = None
@@ -125,7 +125,6 @@ class RunnerSettings:
             duration_s=cfg.duration_s,
             max_cost_usd=cfg.max_cost_usd,
             grace_s=cfg.grace_s,
-            store_text=cfg.store_text,
             seed=cfg.seed,
         )
 
@@ -401,7 +400,7 @@ class Runner:
             if attempt.fatal:
                 self.outcome.error = TargetError(
                     f"the API refused the key ({attempt.status} {attempt.error_kind}) on {call.model}; "
-                    "check ANTHROPIC_API_KEY and the workspace's permissions"
+                    f"check {ANTHROPIC_KEY_ENV} and the workspace's permissions"
                 )
                 self.request_stop("abort")
                 return
@@ -490,9 +489,8 @@ class Runner:
             cache_cost_usd=costs.cache_usd,
             total_cost_usd=costs.total_usd,
             passed=check(case.expected, text) if ok else (False if case.expected else None),
-            response_text=text if self.s.store_text else None,
+            response_text=text,
             event_uuid=event_uuid(self.s.run_id, call.call_id),
-            extra={"prompt": case.prompt_text(), "response_text": text},
         )
         return record
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from harness.errors import TargetError
+from harness.secrets import ANTHROPIC_KEY_ENV
 from harness.simlauncher import SimulatorProcess
 
 if TYPE_CHECKING:
@@ -135,6 +136,6 @@ async def preflight(client: ClaudeClient, models: tuple[str, ...], warm: int = 1
         if problem == "not_found":
             raise TargetError(f"--models: unknown model {model!r} (the target's /v1/models does not list it)")
         if problem in ("authentication", "permission"):
-            raise TargetError(f"the API refused the key ({problem}); check ANTHROPIC_API_KEY")
+            raise TargetError(f"the API refused the key ({problem}); check {ANTHROPIC_KEY_ENV}")
         if problem == "connection":
             raise TargetError("cannot reach the target; check --base-url / the network")

@@ -24,19 +24,17 @@ import contextlib
 import math
 import os
 import pickle
-import signal
 import struct
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from harness import procs
 from harness.errors import HarnessError, TargetError
 from harness.limiter import PoolLimits
 from harness.records import CallRecord, PlannedCall
 from harness.runner import RunnerSettings, RunOutcome, Sink, StopReason, deliver
-from harness.simlauncher import die_with_parent
 
 __all__ = [
     "CALLS_PER_S_PER_WORKER",
@@ -178,19 +176,14 @@ class WorkerPool:
     async def run(self, plan: Sequence[PlannedCall], ready_timeout_s: float = 60.0) -> RunOutcome:
         self.jobs = split_job(self.n, self.settings, plan, self.pools, **self._job)
         self.outcome.planned = len(plan)
-        env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
         try:
             for job in self.jobs:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
+                # Own session: Ctrl-C reaches the parent, which tells the workers; killed with the parent.
+                proc = await procs.start_async(
                     "harness.workerproc",
-                    job.event_loop,
+                    [job.event_loop],
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
-                    env=env,
-                    start_new_session=True,  # Ctrl-C reaches the parent, which tells the workers
-                    preexec_fn=die_with_parent(signal.SIGKILL),
                     limit=2**20,
                 )
                 assert proc.stdin is not None

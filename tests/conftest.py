@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from simproc import SimProc, start_simulator
+
+from tests.simproc import SimProc, start_simulator
 
 
 @pytest.fixture(scope="session")

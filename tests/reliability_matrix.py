@@ -33,6 +33,9 @@ from typing import Any
 
 import polars as pl
 
+from harness import procs
+from harness.secrets import ANTHROPIC_KEY_ENV, POSTHOG_KEY_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reliability.md"
 TABLE_END = "<!-- end of matrix -->"
@@ -241,9 +244,9 @@ def assert_no_secrets(*, dirs: Iterable[Path] = (), texts: Mapping[str, str] | N
 
 def planted_env(**extra: str) -> dict[str, str]:
     """The environment of a harness subprocess: the planted keys plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "POSTHOG_API_KEY")}
-    env.update(ANTHROPIC_API_KEY=PLANTED_ANTHROPIC_KEY, POSTHOG_API_KEY=PLANTED_POSTHOG_KEY, **extra)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = procs.environment(
+        {ANTHROPIC_KEY_ENV: PLANTED_ANTHROPIC_KEY, POSTHOG_KEY_ENV: PLANTED_POSTHOG_KEY, **extra}
+    )
     env.setdefault("COLUMNS", "200")
     return env
 
@@ -314,8 +317,7 @@ class ForkServer:
     """Start `harness` runs as forked children of a pre-imported server (see `_FORK_SERVER`)."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env = procs.environment()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _FORK_SERVER],
             stdin=subprocess.PIPE,

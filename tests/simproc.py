@@ -11,9 +11,9 @@
     finally:
         sim.stop()
 
-`start_simulator` launches `python -m harness.simulator --port 0 ...` with this
-interpreter, waits for its one `simulator listening on URL` line, and returns a
-`SimProc`. It is also a context manager. The control calls use only the standard
+`start_simulator` launches `python -m harness.simulator --port 0 ...` through
+`harness.simlauncher` (the harness's own launcher: no secrets in its environment, dies
+with this process), waits for its listening line, and returns a `SimProc`. It is also a context manager. The control calls use only the standard
 library (blocking), so they work from sync and async tests alike (they are fast on
 loopback). This helper must not import the simulator itself: the point is a real,
 separate process.
@@ -22,21 +22,14 @@ separate process.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import tempfile
-import threading
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-__all__ = ["SimProc", "start_simulator"]
+from harness.simlauncher import SimulatorProcess
 
-_ROOT = Path(__file__).resolve().parent.parent
-_PREFIX = "simulator listening on "
+__all__ = ["SimProc", "start_simulator"]
 
 
 @dataclass
@@ -45,32 +38,25 @@ class SimProc:
 
     url: str
     port: int
-    proc: subprocess.Popen[bytes]
-    stderr_path: str = field(repr=False)
+    launched: SimulatorProcess = field(repr=False)
     _stderr_final: str | None = field(default=None, repr=False)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.launched.proc
 
     # -- lifecycle -----------------------------------------------------------------
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait (SIGKILL after `timeout`), and return the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            self.proc.stdout.close()
         if self._stderr_final is None:
-            self._stderr_final = self.stderr_text()
-            Path(self.stderr_path).unlink(missing_ok=True)
-        return self.proc.returncode
+            self._stderr_final = self.launched.child.stderr_text()
+        return self.launched.stop(timeout)
 
     def stderr_text(self) -> str:
         """What the process wrote to stderr (kept after `stop()` for failure messages)."""
         if self._stderr_final is not None:
             return self._stderr_final
-        return Path(self.stderr_path).read_text(encoding="utf-8", errors="replace")
+        return self.launched.child.stderr_text()
 
     def __enter__(self) -> SimProc:
         return self
@@ -123,33 +109,7 @@ class SimProc:
         self._call("POST", "/_sim/outage", {"target": target, "mode": mode, "seconds": seconds})
 
 
-def start_simulator(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> SimProc:
-    """Launch `python -m harness.simulator --port 0 *args` and wait until it listens."""
-    fd, stderr_path = tempfile.mkstemp(prefix="simulator-", suffix=".log")
-    full_env = dict(os.environ if env is None else env)
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), full_env.get("PYTHONPATH")]))
-    full_env.setdefault("PYTHONUNBUFFERED", "1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.simulator", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=fd,
-        env=full_env,
-        cwd=_ROOT,
-    )
-    os.close(fd)  # the child has its own copy
-    assert proc.stdout is not None
-    line: list[bytes] = []
-    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    reader.join(timeout)
-    first = line[0].decode().strip() if line else ""
-    if not first.startswith(_PREFIX):
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
-        proc.stdout.close()
-        log = Path(stderr_path).read_text(errors="replace")
-        Path(stderr_path).unlink(missing_ok=True)
-        raise RuntimeError(f"simulator did not start (first line {first!r}); stderr:\n{log}")
-    url = first[len(_PREFIX) :]
-    return SimProc(url=url, port=int(url.rsplit(":", 1)[1]), proc=proc, stderr_path=stderr_path)
+def start_simulator(*args: str, timeout: float = 30.0) -> SimProc:
+    """Launch `python -m harness.simulator --port 0 *args` (through the harness's launcher) and wait until it listens."""
+    launched = SimulatorProcess.launch(extra_args=args).wait_ready(timeout)
+    return SimProc(url=launched.url, port=int(launched.url.rsplit(":", 1)[1]), launched=launched)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from synthetic import ModelSpec, synthetic_calls, write_run
 
 from harness.errors import HarnessError
 from harness.report import Thresholds, compare_runs
+from tests.synthetic import ModelSpec, synthetic_calls, write_run
 
 MODELS = [ModelSpec("m-1", median_s=0.8), ModelSpec("m-2", median_s=1.2, error_rate=0.01)]
 
@@ -63,7 +63,7 @@ def test_missing_model_and_other_dataset_are_reported(tmp_path: Path) -> None:
 
 def test_unusable_input_raises(tmp_path: Path) -> None:
     base = _run(tmp_path, "base", MODELS, seed=11)
-    with pytest.raises(HarnessError, match="not a directory"):
+    with pytest.raises(HarnessError, match=r"current run: .*nope: not a run directory"):
         compare_runs(base, tmp_path / "nope")
     other = _run(tmp_path, "other", [ModelSpec("zzz")], seed=1)
     with pytest.raises(HarnessError, match="no model in common"):

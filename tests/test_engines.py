@@ -17,7 +17,7 @@ from harness.bench import execute_run
 from harness.config import build_config
 from harness.records import CallRecord
 from tests import reliability_matrix as rm
-from tests.test_runner import FakeClient, make_runner, plan
+from tests.helpers import FakeClient, make_runner, plan
 
 
 class _Probe:

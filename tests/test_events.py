@@ -10,29 +10,25 @@ import sys
 import textwrap
 import time
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from simproc import SimProc
-from test_store import make_record
 
-from harness.events import (
-    OUTBOX_NAME,
-    STATE_NAME,
-    EventSettings,
-    EventSink,
-    build_event,
-    read_events,
-    resend_outbox,
-)
+from harness.events.event import build_event
+from harness.events.journal import read_events
+from harness.events.resend import resend_outbox
+from harness.events.sink import EventSink
 from harness.records import CallRecord
+from harness.rundir import RunDir
 from harness.store import RunStore
+from tests.helpers import POSTHOG_KEY as KEY
+from tests.helpers import event_settings as settings_for
+from tests.helpers import make_case, make_record
+from tests.simproc import SimProc
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY = "phc_test_" + "k" * 24
 
 
 @pytest.fixture
@@ -41,22 +37,15 @@ def capture(simulator: SimProc) -> SimProc:
     return simulator
 
 
-def settings_for(url: str, **over: Any) -> EventSettings:
-    base = EventSettings(
-        api_key=KEY,
-        host=url,
-        run_id="run-t",
-        dataset="datasets/smoke.jsonl",
-        target="simulator",
-        base_url="http://127.0.0.1:1/",
-        flush_interval_s=0.1,
-        flush_timeout_s=5.0,
-    )
-    return replace(base, **over)
-
-
 def received(sim: SimProc) -> dict[str, Any]:
     return sim.events()
+
+
+def session(tmp_path: Path) -> RunDir:
+    """A new writable session of the run `run-t` under `tmp_path` (the earlier one must be closed)."""
+    if (tmp_path / "run-t").exists():
+        return RunDir.resume(tmp_path, "run-t")
+    return RunDir.create(tmp_path, "run-t", {"run_id": "run-t"})
 
 
 # ---------------------------------------------------------------- build_event (pure)
@@ -65,7 +54,7 @@ def received(sim: SimProc) -> dict[str, Any]:
 def test_build_event_properties() -> None:
     settings = settings_for("http://127.0.0.1:1")
     record = make_record(7)
-    event = build_event(record, settings)
+    event = build_event(record, settings, make_case(7))
     assert set(event) == {"event", "distinct_id", "properties", "timestamp", "uuid"}
     assert event["event"] == "claude_message_completion"
     assert event["uuid"] == record.event_uuid
@@ -103,7 +92,7 @@ def test_build_event_properties() -> None:
     assert p["prompt"] == "question 7?"
     assert p["$ai_input"] == [{"role": "user", "content": "question 7?"}]
     assert p["$ai_output_choices"] == [{"role": "assistant", "content": record.response_text}]
-    assert build_event(record, settings) == event, "pure: same record, same event"
+    assert build_event(record, settings, make_case(7)) == event, "pure: same record and case, same event"
 
 
 def test_build_event_error_no_latency_and_fallbacks() -> None:
@@ -122,23 +111,19 @@ def test_build_event_error_no_latency_and_fallbacks() -> None:
 
 
 def test_no_prompt_capture_keeps_all_text_out() -> None:
-    record = make_record(11)
-    record.extra["prompt"] = "SECRET-PROMPT-TEXT"
-    record.extra["response_text"] = "SECRET-ANSWER-TEXT"
-    record.response_text = None  # --no-store-text: the runner still hands the text over in extra
-    with_text = orjson.dumps(build_event(record, settings_for("http://127.0.0.1:1")))
+    record = make_record(11, response_text="SECRET-ANSWER-TEXT")
+    case = make_case(11, "SECRET-PROMPT-TEXT")
+    with_text = orjson.dumps(build_event(record, settings_for("http://127.0.0.1:1"), case))
     assert b"SECRET-PROMPT-TEXT" in with_text and b"SECRET-ANSWER-TEXT" in with_text
-    event = build_event(record, settings_for("http://127.0.0.1:1", prompt_capture=False))
+    event = build_event(record, settings_for("http://127.0.0.1:1", prompt_capture=False), case)
     blob = orjson.dumps(event)
     assert b"SECRET-PROMPT-TEXT" not in blob and b"SECRET-ANSWER-TEXT" not in blob
     assert not {"prompt", "$ai_input", "$ai_output_choices"} & set(event["properties"])
 
 
 def test_long_texts_are_capped_below_the_sdk_size_limit() -> None:
-    record = make_record(1)
-    record.extra["prompt"] = "é" * 200_000
-    record.extra["response_text"] = "字" * 200_000
-    event = build_event(record, settings_for("http://127.0.0.1:1"))
+    record = make_record(1, response_text="字" * 200_000)
+    event = build_event(record, settings_for("http://127.0.0.1:1"), make_case(1, "é" * 200_000))
     size = len(orjson.dumps(event).decode().encode("ascii", "backslashreplace"))
     assert size < 900 * 1024
     assert event["properties"]["prompt"].endswith("…[truncated]")
@@ -153,7 +138,8 @@ def _records(n: int, *, run_id: str = "run-t", cancelled: tuple[int, ...] = ()) 
 
 def test_one_event_per_call(capture: SimProc, tmp_path: Path) -> None:
     records = _records(250, cancelled=(5, 77, 120))
-    sink = EventSink(settings_for(capture.url), tmp_path, "s1")
+    run = session(tmp_path)
+    sink = EventSink(settings_for(capture.url), run)
     for record in records:
         sink.write(record)
     sink.close()
@@ -177,18 +163,17 @@ def test_one_event_per_call(capture: SimProc, tmp_path: Path) -> None:
         assert event["properties"]["$os"] and event["properties"]["$python_version"], "SDK context kept"
     assert KEY not in orjson.dumps(got).decode()
 
-    assert (tmp_path / OUTBOX_NAME).read_bytes() == b""
-    assert orjson.loads((tmp_path / STATE_NAME).read_bytes())["confirmed_sessions"] == ["s1"]
-    assert not list(tmp_path.glob("events-journal-*"))
+    assert run.events_outbox.read_bytes() == b""
+    assert run.confirmed_event_sessions() == {run.session}
+    assert not list(run.path.glob("events-journal-*"))
 
 
 @pytest.mark.parametrize("mode", ["500", "refuse"])
 def test_outage_goes_to_outbox_and_resend_delivers(capture: SimProc, tmp_path: Path, mode: str) -> None:
     records = _records(120)
     capture.outage("posthog", mode, 4.0)
-    sink = EventSink(
-        settings_for(capture.url, max_retries=1, flush_timeout_s=2.0, shutdown_join_s=0.5), tmp_path, "s1"
-    )
+    run = session(tmp_path)
+    sink = EventSink(settings_for(capture.url, max_retries=1, flush_timeout_s=2.0, shutdown_join_s=0.5), run)
     for record in records[:60]:
         sink.write(record)
     began = time.monotonic()
@@ -198,7 +183,8 @@ def test_outage_goes_to_outbox_and_resend_delivers(capture: SimProc, tmp_path: P
     assert stats["handed"] == stats["admitted"] == 60
     lost = stats["failed"] + stats["pending"]
     assert lost > 0 and stats["delivered"] == 60 - lost
-    outbox = list(read_events(tmp_path / OUTBOX_NAME))
+    run.close()
+    outbox = list(read_events(run.events_outbox))
     assert len(outbox) == stats["outboxed"] == lost
     assert stats["sdk_errors"] + stats["sdk_warnings"] > 0
     assert all(KEY not in m for m in stats["sdk_messages"] + stats["upload_errors"])
@@ -207,15 +193,16 @@ def test_outage_goes_to_outbox_and_resend_delivers(capture: SimProc, tmp_path: P
     deadline = time.monotonic() + 15
     while not endpoint_up(capture):
         assert time.monotonic() < deadline, "the simulated outage did not end"
-    second = EventSink(settings_for(capture.url), tmp_path, "s2")
-    for record in records[60:]:
-        second.write(record)
-    second.close()
+    with session(tmp_path) as again:
+        second = EventSink(settings_for(capture.url), again)
+        for record in records[60:]:
+            second.write(record)
+        second.close()
     assert second.stats()["delivered"] == 60
 
-    result = resend_outbox(tmp_path, KEY, capture.url, max_retries=2, flush_timeout_s=5.0)
+    result = resend_outbox(run.path, KEY, capture.url, max_retries=2, flush_timeout_s=5.0)
     assert result["resent"] == lost and result["delivered"] == lost and result["still_failed"] == 0
-    assert (tmp_path / OUTBOX_NAME).read_bytes() == b""
+    assert run.events_outbox.read_bytes() == b""
     got = received(capture)
     uuids = {e["uuid"] for e in got["events"]}
     assert got["unique"] == 120 and uuids == {r.event_uuid for r in records}
@@ -240,16 +227,17 @@ def endpoint_up(sim: SimProc) -> bool:
 
 
 def test_resend_keeps_what_still_fails(capture: SimProc, tmp_path: Path) -> None:
-    sink = EventSink(settings_for(capture.url), tmp_path, "s1")
-    capture.outage("posthog", "500", 30.0)
-    outbox_events = [build_event(r, sink.settings) for r in _records(5)]
-    sink.close()
-    (tmp_path / OUTBOX_NAME).write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in outbox_events))
+    with session(tmp_path) as run:
+        sink = EventSink(settings_for(capture.url), run)
+        capture.outage("posthog", "500", 30.0)
+        outbox_events = [build_event(r, sink.settings) for r in _records(5)]
+        sink.close()
+    run.events_outbox.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in outbox_events))
     result = resend_outbox(
-        tmp_path, KEY, capture.url, max_retries=0, flush_timeout_s=1.0, shutdown_join_s=0.2
+        run.path, KEY, capture.url, max_retries=0, flush_timeout_s=1.0, shutdown_join_s=0.2
     )
     assert result == {**result, "resent": 5, "delivered": 0, "still_failed": 5}
-    assert [e["uuid"] for e in read_events(tmp_path / OUTBOX_NAME)] == [e["uuid"] for e in outbox_events]
+    assert [e["uuid"] for e in read_events(run.events_outbox)] == [e["uuid"] for e in outbox_events]
     capture.outage("posthog", "500", 0.0)
 
 
@@ -262,14 +250,13 @@ _CHILD = textwrap.dedent(
     from dataclasses import replace
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
-    from harness.events import EventSink
+    from harness.events.sink import EventSink
     from harness.store import RunStore
-    from test_events import settings_for
-    from test_store import make_record
+    from tests.helpers import event_settings, make_record
     store = RunStore.create(Path(sys.argv[2]), "run-t", {}, chunk_rows=40, secrets=[])
     # Nothing leaves the queue before the kill: a long interval and a huge batch.
-    settings = settings_for(sys.argv[1], flush_interval_s=60.0, flush_at=100_000)
-    sink = EventSink(settings, store.run_dir, store.session)
+    settings = event_settings(sys.argv[1], flush_interval_s=60.0, flush_at=100_000)
+    sink = EventSink(settings, store.run)
     for i in range(100):
         record = make_record(i)
         store.write(record)
@@ -283,7 +270,7 @@ _CHILD = textwrap.dedent(
 
 def test_kill9_then_resume_recaptures_unconfirmed_events(capture: SimProc, tmp_path: Path) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, capture.url, str(tmp_path), str(Path(__file__).parent)],
+        [sys.executable, "-c", _CHILD, capture.url, str(tmp_path), str(ROOT)],
         stdout=subprocess.PIPE,
         stdin=subprocess.PIPE,
         cwd=ROOT,
@@ -297,11 +284,12 @@ def test_kill9_then_resume_recaptures_unconfirmed_events(capture: SimProc, tmp_p
     assert received(capture)["unique"] == 0, "the killed process delivered nothing"
 
     store = RunStore.resume(tmp_path, "run-t", chunk_rows=40)
-    sink = EventSink(settings_for(capture.url), store.run_dir)  # session: the store's, from the manifest
+    cases = {make_case(i).id: make_case(i) for i in range(97)}
+    sink = EventSink(settings_for(capture.url), store.run, cases)
     assert sink.session == store.session
     crashed = sink.unconfirmed_sessions()
     assert len(crashed) == 1
-    handed = sink.recover(store)
+    handed = sink.recover()
     assert handed == 100
     for i in range(100, 110):  # the resumed run's own calls
         record = make_record(i)
@@ -313,13 +301,18 @@ def test_kill9_then_resume_recaptures_unconfirmed_events(capture: SimProc, tmp_p
     assert (stats["recovered"], stats["rebuilt"], stats["delivered"]) == (99, 1, 110)
     got = received(capture)
     assert got["unique"] == 110 and got["duplicates"] == 0
-    state = orjson.loads((tmp_path / "run-t" / STATE_NAME).read_bytes())
-    assert set(state["confirmed_sessions"]) == crashed | {store.session}
-    assert not list((tmp_path / "run-t").glob("events-journal-*"))
+    killed = make_record(99)
+    rebuilt = next(e for e in got["events"] if e["uuid"] == killed.event_uuid)
+    assert rebuilt["properties"]["prompt"] == cases[killed.case_id].prompt_text() == "question 2?", (
+        "an event rebuilt from a stored row has its case's prompt"
+    )
+    assert store.run.confirmed_event_sessions() == crashed | {store.session}
+    assert not list(store.run_dir.glob("events-journal-*"))
     # A second resume finds nothing left to recover.
-    again = EventSink(settings_for(capture.url), tmp_path / "run-t", "s9")
-    assert again.unconfirmed_sessions() == set()
-    again.close()
+    with session(tmp_path) as run:
+        again = EventSink(settings_for(capture.url), run)
+        assert again.unconfirmed_sessions() == set()
+        again.close()
 
 
 # ---------------------------------------------------------------- secrets
@@ -331,23 +324,25 @@ def test_keys_never_leak_to_events_logs_or_files(
     anthropic_key = "sk-ant-api03-" + os.urandom(10).hex()
     settings = settings_for(capture.url, secrets=(anthropic_key,), max_retries=0, flush_timeout_s=2.0)
     caplog.set_level(logging.WARNING, logger="posthog")
-    sink = EventSink(settings, tmp_path, "s1")
+    run = session(tmp_path)
+    sink = EventSink(settings, run, {make_case(1).id: make_case(1, f"prompt mentioning {KEY}")})
     logging.getLogger("posthog").error("upload to %s failed with key %s", capture.url, KEY)
     assert "failed with key [secure]" in caplog.text, "a posthog log line is redacted before any handler"
     record = make_record(1, status="error", error_message=f"401 bad key {anthropic_key}")
-    record.extra["prompt"] = f"prompt mentioning {KEY}"
     sink.write(record)
     sink.close()
+    run.close()
     capture.outage("posthog", "500", 3.0)
-    failing = EventSink(settings, tmp_path, "s2")
-    failing.write(make_record(2))
-    failing.close()
+    with session(tmp_path) as run:
+        failing = EventSink(settings, run)
+        failing.write(make_record(2))
+        failing.close()
     got = orjson.dumps(received(capture)).decode()
     assert anthropic_key not in got and KEY not in got and "[secure]" in got
     assert failing.stats()["failed"] == 1
     assert sink.stats()["sdk_errors"] >= 1 and any("[secure]" in m for m in sink.stats()["sdk_messages"])
     assert anthropic_key not in caplog.text and KEY not in caplog.text
-    for path in tmp_path.rglob("*"):
+    for path in (p for p in tmp_path.rglob("*") if p.is_file()):
         blob = path.read_bytes()
         assert anthropic_key.encode() not in blob and KEY.encode() not in blob, path.name
     assert KEY not in repr(settings)
@@ -364,7 +359,7 @@ def test_benchmark_build_event(benchmark) -> None:  # type: ignore[no-untyped-de
 
 
 def test_benchmark_sink_write(benchmark, capture: SimProc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    sink = EventSink(settings_for(capture.url), tmp_path, "s1")
+    sink = EventSink(settings_for(capture.url), session(tmp_path))
     records = _records(200)
     state = {"i": 0}
 
@@ -385,7 +380,7 @@ def test_a_dead_or_frozen_delivery_child_outboxes_every_event(
     capture: SimProc, tmp_path: Path, how: str
 ) -> None:
     """The child holds the PostHog client; if it dies or hangs, close() is bounded and nothing is lost."""
-    sink = EventSink(settings_for(capture.url, flush_timeout_s=1.0, shutdown_join_s=0.5), tmp_path, "s1")
+    sink = EventSink(settings_for(capture.url, flush_timeout_s=1.0, shutdown_join_s=0.5), session(tmp_path))
     child = sink._delivery.proc
     child.send_signal(signal.SIGKILL if how == "kill" else signal.SIGSTOP)
     try:
@@ -402,12 +397,12 @@ def test_a_dead_or_frozen_delivery_child_outboxes_every_event(
     assert stats["delivered"] == 0
     assert stats["outboxed"] == 40
     assert elapsed < 1.0 + 0.5 + 5.0 + 2.0
-    outbox = {e["uuid"] for e in read_events(tmp_path / OUTBOX_NAME)}
+    outbox = {e["uuid"] for e in read_events(sink.run.events_outbox)}
     assert outbox == {r.event_uuid for r in records}
 
 
 def test_the_delivery_child_ignores_a_terminal_ctrl_c(capture: SimProc, tmp_path: Path) -> None:
-    sink = EventSink(settings_for(capture.url), tmp_path, "s1")
+    sink = EventSink(settings_for(capture.url), session(tmp_path))
     child = sink._delivery.proc
     # A terminal's Ctrl-C goes to the foreground process group: the child is not in it.
     assert os.getsid(child.pid) != os.getsid(0)
@@ -429,15 +424,14 @@ def test_the_delivery_child_ignores_a_terminal_ctrl_c(capture: SimProc, tmp_path
 def test_a_prestarted_delivery_child_is_adopted_and_gets_its_key_only_through_the_pipe(
     capture: SimProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness import eventproc
-    from harness.config import SECRET_ENV_VARS
+    from harness.events import pipe as eventproc
 
     monkeypatch.setenv("POSTHOG_API_KEY", KEY)  # as a user would have it: it must not reach the child's env
-    eventproc.prestart(SECRET_ENV_VARS)
-    proc = eventproc._PRESTARTED[0][0]
+    eventproc.prestart()
+    proc = eventproc._PRESTARTED[0].proc
     environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
     assert KEY.encode() not in environ and b"POSTHOG_API_KEY" not in environ
-    sink = EventSink(settings_for(capture.url), tmp_path, "s1")
+    sink = EventSink(settings_for(capture.url), session(tmp_path))
     assert sink._delivery.proc is proc and not eventproc._PRESTARTED
     assert sink.wait_ready()
     records = _records(20)
@@ -449,14 +443,12 @@ def test_a_prestarted_delivery_child_is_adopted_and_gets_its_key_only_through_th
 
 
 def test_an_unconfigured_prestarted_child_exits_when_the_harness_does_not_need_it() -> None:
-    from harness import eventproc
+    from harness.events import pipe as eventproc
 
     eventproc.prestart()
-    proc, stderr = eventproc.take_prestarted() or (None, None)
-    assert proc is not None and stderr is not None
-    assert proc.stdin is not None
-    proc.stdin.close()  # what a harness that failed before its first event amounts to
-    assert proc.wait(timeout=20) == 3
-    assert proc.stdout is not None
-    proc.stdout.close()
-    stderr.close()
+    child = eventproc.take_prestarted()
+    assert child is not None
+    assert child.proc.stdin is not None
+    child.proc.stdin.close()  # what a harness that failed before its first event amounts to
+    assert child.proc.wait(timeout=20) == 3
+    child.close()

@@ -17,12 +17,12 @@ from typing import Any
 import genai_prices
 
 from harness.client import Attempt
-from harness.events import EventSettings, build_event
+from harness.events.event import EventSettings, build_event
 from harness.pricing import PriceTable
 from harness.records import Case, PlannedCall
 from harness.runner import Runner, RunnerSettings, _CallState
 from harness.store import RunStore
-from tests.test_store import make_record
+from tests.helpers import make_case, make_record
 
 MODEL = "claude-haiku-4-5"
 
@@ -87,13 +87,11 @@ def test_build_event(benchmark: Any) -> None:
     settings = EventSettings(
         api_key="phc_micro",
         host="http://127.0.0.1:1",
-        run_id="run-micro",
         dataset="d",
-        target="simulator",
         base_url="http://127.0.0.1:1",
     )
     record = make_record(7, run_id="run-micro")
-    event = benchmark(build_event, record, settings)
+    event = benchmark(build_event, record, settings, make_case(7))
     assert event["uuid"] == record.event_uuid
     assert event["properties"]["$ai_output_tokens"] == record.output_tokens
 

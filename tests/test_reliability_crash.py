@@ -26,10 +26,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+import harness.rundir as rundir_module
 import harness.store as store_module
 from harness.cli import app
-from harness.store import load_calls
+from harness.rundir import RunDir
 from tests import reliability_matrix as rm
+from tests.helpers import resume_args, run_args, wait_for
 from tests.simproc import start_simulator
 
 MIN_KILLS = 20
@@ -49,48 +51,6 @@ def server():
     forks.close()
 
 
-def run_args(
-    dataset: Path, sim, results: Path, *, repeats: int, concurrency: int = 32, extra=()
-) -> list[str]:
-    return [
-        "run",
-        "--dataset",
-        str(dataset),
-        "--models",
-        rm.MODELS,
-        "--repeats",
-        str(repeats),
-        "--concurrency",
-        str(concurrency),
-        "--max-retries",
-        "3",
-        "--target",
-        "custom",
-        "--base-url",
-        sim.url,
-        "--progress",
-        "plain",
-        "--no-report",
-        "--results-dir",
-        str(results),
-        *extra,
-    ]
-
-
-def resume_args(run_id: str, results: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        "--resume",
-        run_id,
-        "--results-dir",
-        str(results),
-        "--progress",
-        "plain",
-        "--no-report",
-        *extra,
-    ]
-
-
 def new_rows(parts: Path, before: set[str]) -> tuple[bool, int]:
     """(the new session's journal exists, rows in it so far)."""
     started, rows = False, 0
@@ -107,17 +67,8 @@ def new_rows(parts: Path, before: set[str]) -> tuple[bool, int]:
 
 def finished_map(run_dir: Path) -> dict[str, str | None]:
     """call_id → request_id of every finished (not cancelled) row on disk."""
-    calls = load_calls(run_dir).filter(pl.col("status") != "cancelled")
+    calls = RunDir.read(run_dir).load_calls().collect().filter(pl.col("status") != "cancelled")
     return dict(zip(calls["call_id"].to_list(), calls["request_id"].to_list(), strict=True))
-
-
-def wait_for(predicate, timeout: float, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 def test_kill_9_at_20_seeded_points_then_resume(sim, server, tmp_path):
@@ -355,13 +306,13 @@ def test_full_disk_fails_before_the_first_call(sim, tmp_path, monkeypatch):
     watch = rm.Stopwatch()
     dataset = rm.write_dataset(tmp_path / "d.jsonl", 5)
     results = tmp_path / "results"
-    real = store_module.shutil.disk_usage
+    real = rundir_module.shutil.disk_usage
 
     def nearly_full(path):
         usage = real(path)
         return type(usage)(usage.total, usage.total - 1024, 1024)
 
-    monkeypatch.setattr(store_module.shutil, "disk_usage", nearly_full)
+    monkeypatch.setattr(rundir_module.shutil, "disk_usage", nearly_full)
     code, output = _cli(run_args(dataset, sim, results, repeats=1), monkeypatch, sim.url)
     assert code == 2, output
     flat = output.replace("\n", "")
@@ -415,7 +366,7 @@ def test_disk_full_mid_run_stops_scheduling_and_keeps_what_was_written(sim, tmp_
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "failed"
     assert manifest["stopped_by"] == "storage"
-    calls = load_calls(run_dir)
+    calls = RunDir.read(run_dir).load_calls().collect()
     assert calls.height == room, "every row written before the disk filled is kept, and only those"
     assert calls["call_id"].n_unique() == room
     sent = len(sim.requests())

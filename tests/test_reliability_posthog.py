@@ -27,7 +27,8 @@ from rich.console import Console
 
 from harness.bench import execute_run
 from harness.config import build_config
-from harness.events import OUTBOX_NAME, read_events
+from harness.events.journal import read_events
+from harness.rundir import RunDir
 from tests import reliability_matrix as rm
 from tests.simproc import start_simulator
 
@@ -124,7 +125,7 @@ def test_posthog_500_then_refused_then_gone(tmp_path, monkeypatch, caplog):
         # What the capture endpoint did not acknowledge is in the outbox.
         rows = set(calls["event_uuid"].to_list())
         first = {e["uuid"] for e in snapshot["events"]}
-        outbox = {e["uuid"]: e for e in read_events(result.run_dir / OUTBOX_NAME)}
+        outbox = {e["uuid"]: e for e in read_events(RunDir.read(result.run_dir).events_outbox)}
         assert first | set(outbox) == rows, "an event is neither at the capture endpoint nor in the outbox"
         assert len(outbox) >= PLANNED // 2, "most events fell in the outage"
         assert manifest["events"]["outboxed"] == len(outbox)
@@ -158,7 +159,9 @@ def test_posthog_500_then_refused_then_gone(tmp_path, monkeypatch, caplog):
             assert event["properties"]["total_cost_in_dollars"] == pytest.approx(
                 row["total_cost_usd"], rel=1e-12
             )
-        assert (result.run_dir / OUTBOX_NAME).read_bytes() == b"", "the outbox keeps only what still failed"
+        assert (RunDir.read(result.run_dir).events_outbox).read_bytes() == b"", (
+            "the outbox keeps only what still failed"
+        )
         received = snapshot["received"] + second["received"]
         unique = len(first | {e["uuid"] for e in second["events"]})
         duplicates = received - unique

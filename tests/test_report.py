@@ -7,17 +7,17 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from synthetic import ModelSpec, synthetic_calls, write_run
 
 from harness.errors import ConfigError, StorageError
 from harness.report import (
     Constraints,
-    load_calls,
     posthog_insights_from_calls,
     posthog_insights_from_events,
     write_report,
 )
 from harness.report.summary import summary_schema
+from harness.rundir import RunDir
+from tests.synthetic import ModelSpec, synthetic_calls, write_run
 
 FAST = ModelSpec("model-a", median_s=0.7, usd_per_output_token=4e-6, usd_per_input_token=1e-6)
 SLOW = ModelSpec("model-b", median_s=1.0, usd_per_output_token=15e-6, usd_per_input_token=3e-6)
@@ -162,7 +162,7 @@ def test_reader_accepts_parts_and_a_torn_journal(tmp_path: Path) -> None:
     )
     journal = "\n".join(json.dumps(r) for r in tail.to_dicts()) + '\n{"run_id": "torn'
     (run / "parts" / "journal-s1-00002.jsonl").write_text(journal)
-    calls = load_calls(run).collect()
+    calls = RunDir.read(run).load_calls().collect()
     assert calls.height == 60  # 40 + 30 − 10 overlapping call_ids
     assert calls.schema["started_at"] == pl.Datetime("us", "UTC")
     assert (
@@ -172,7 +172,8 @@ def test_reader_accepts_parts_and_a_torn_journal(tmp_path: Path) -> None:
     assert write_report(run).summary["calls"].sum() == 60
     (run / "parts" / "part-s1-00001.parquet").rename(run / "parts" / "chunk-a.parquet")
     (run / "parts" / "journal-s1-00002.jsonl").rename(run / "parts" / "chunk-b.jsonl")
-    assert load_calls(run).collect().height == 60  # names the store does not know: read them anyway
+    # One reader, one rule: files the run directory's owner never writes are not rows.
+    assert RunDir.read(run).load_calls().collect().height == 0
 
 
 def test_constraints_from_mapping() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import image as mpimg
-from synthetic import ModelSpec, synthetic_calls, write_run
 
 from harness.report import write_report
+from tests.synthetic import ModelSpec, synthetic_calls, write_run
 
 
 def _chromium() -> str:

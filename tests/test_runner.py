@@ -10,86 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.client import Attempt
 from harness.limiter import estimate_call_input
 from harness.plan import make_plan
-from harness.pricing import PriceTable
-from harness.records import Case, PlannedCall
-from harness.runner import Runner, RunnerSettings
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list = []
-
-    def write(self, record) -> None:
-        self.records.append(record)
-
-    def close(self) -> None:
-        pass
-
-
-class FreeLimiter:
-    def __init__(self) -> None:
-        self.rate_limited: list = []
-
-    async def acquire(self, input_tokens, max_tokens, *, front=False) -> float:
-        return 0.0
-
-    def settle(self, *args) -> None:
-        pass
-
-    def observe_headers(self, headers) -> None:
-        pass
-
-    def pool_for(self, model: str) -> FreeLimiter:
-        return self
-
-    def on_rate_limited(self, retry_after_s, message) -> None:
-        self.rate_limited.append(retry_after_s)
-
-
-class FakeClient:
-    """Answers after `delay`; the first `fail_first` attempts of every call fail with `kind`."""
-
-    def __init__(self, delay=0.001, fail_first=0, kind="overloaded", retry_after=None, explode=()):
-        self.delay, self.fail_first, self.kind, self.retry_after = delay, fail_first, kind, retry_after
-        self.explode = set(explode)
-        self.sent: list[tuple[str, int, float]] = []
-
-    async def call(self, call: PlannedCall, *, stream: bool, attempt: int) -> Attempt:
-        if call.case.id in self.explode:
-            raise RuntimeError("boom")
-        a = Attempt(sent_ns=time.perf_counter_ns())
-        self.sent.append((call.call_id, attempt, time.monotonic()))
-        await asyncio.sleep(self.delay)
-        a.first_token_ns = time.perf_counter_ns()
-        a.last_byte_ns = time.perf_counter_ns()
-        if attempt < self.fail_first:
-            a.retry_after_s = self.retry_after
-            return a.fail(self.kind, "injected", 529 if self.kind == "overloaded" else 429)
-        a.ok, a.status, a.stop_reason, a.text = True, 200, "end_turn", "hello"
-        # The runner reserves its own input estimate: report exactly that, so a budget test is exact.
-        a.input_tokens, a.output_tokens = estimate_call_input(call), 50
-        return a
-
-
-CASES = [Case(id=f"c{i}", messages=({"role": "user", "content": f"q{i}"},), max_tokens=64) for i in range(20)]
-PRICES = PriceTable.resolve(["claude-haiku-4-5", "claude-opus-4-8"])
-
-
-def make_runner(client, **settings_kw):
-    sink = ListSink()
-    limiter = FreeLimiter()
-    runner = Runner(
-        RunnerSettings(run_id="r1", target="simulator", **settings_kw), client, limiter, PRICES, [sink]
-    )
-    return runner, sink, limiter
-
-
-def plan(n_models=2, **kw):
-    models = ["claude-haiku-4-5", "claude-opus-4-8"][:n_models]
-    return make_plan(CASES, models, repeats=1, seed=1, run_id="r1", **kw)
+from tests.helpers import CASES, PRICES, FakeClient, make_runner, plan
 
 
 async def test_closed_loop_runs_every_call_once():

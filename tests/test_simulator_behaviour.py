@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import anthropic
-from simproc import SimProc, start_simulator
 
 from harness.simulator import cli_main
+from tests.simproc import SimProc, start_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-not-a-real-key"

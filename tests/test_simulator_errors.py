@@ -12,7 +12,9 @@ from pathlib import Path
 
 import anthropic
 import pytest
-from simproc import SimProc, start_simulator
+
+from harness.errors import TargetError
+from tests.simproc import SimProc, start_simulator
 
 KEY = "sk-test-not-a-real-key"
 PROMPT = [{"role": "user", "content": "hello"}]
@@ -191,7 +193,7 @@ def test_faults_from_the_command_line(tmp_path: Path) -> None:
         assert _post(sim.url, json.dumps(body).encode(), GOOD_HEADERS)[0] == 529
         assert _post(sim.url, json.dumps(GOOD_BODY).encode(), GOOD_HEADERS)[0] == 200
     bad = start_simulator
-    with pytest.raises(RuntimeError, match="unknown fault"):
+    with pytest.raises(TargetError, match="unknown fault"):
         bad("--faults", "explode=0.5")
 
 

@@ -11,7 +11,8 @@ import uuid
 
 import posthog
 import pytest
-from simproc import SimProc
+
+from tests.simproc import SimProc
 
 
 def _client(sim: SimProc, **kwargs: object) -> posthog.Posthog:

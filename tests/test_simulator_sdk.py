@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import anthropic
 import pytest
-from simproc import SimProc
+
+from tests.simproc import SimProc
 
 KEY = "sk-test-not-a-real-key"
 PROMPT = [{"role": "user", "content": "Tell me about token buckets."}]

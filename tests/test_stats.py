@@ -6,7 +6,6 @@ import numpy as np
 import polars as pl
 import pytest
 from scipy import stats as sps
-from synthetic import ModelSpec, synthetic_calls
 
 from harness.report.prepared import prepare
 from harness.report.stats import (
@@ -19,6 +18,7 @@ from harness.report.stats import (
     wilson,
 )
 from harness.report.summary import QUANTILES, summarize
+from tests.synthetic import ModelSpec, synthetic_calls
 
 
 def test_summary_percentiles_equal_numpy_linear() -> None:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -17,63 +16,22 @@ import polars as pl
 import psutil
 import pytest
 
+from harness import rundir as rundir_mod
 from harness import store as store_mod
 from harness.errors import StorageError
-from harness.records import CALL_SCHEMA, CallRecord, event_uuid
-from harness.store import RunStore, load_calls, read_journal, redact
+from harness.records import CALL_SCHEMA
+from harness.rundir import RunDir, read_journal
+from harness.secrets import redact
+from harness.store import RunStore
+from tests.helpers import make_record
+
+
+def load_calls(run_dir: Path) -> pl.DataFrame:
+    """What every reader of a run directory sees (the report, a resume, events resend)."""
+    return RunDir.read(run_dir).load_calls().collect()
+
 
 ROOT = Path(__file__).resolve().parent.parent
-T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-
-
-def make_record(i: int, *, run_id: str = "run-t", status: str = "ok", **over: object) -> CallRecord:
-    """A realistic finished call; `i` varies every number so mixed-up rows are caught."""
-    start = T0 + timedelta(seconds=i)
-    ok = status == "ok"
-    values: dict[str, object] = dict(
-        run_id=run_id,
-        call_id=f"call-{i:06d}",
-        case_id=f"case-{i % 97}",
-        user_id=f"user-{i % 5}" if i % 3 else None,
-        repeat=i % 2,
-        tags=["t1", f"t{i % 4}"],
-        model=("claude-haiku-4-5", "claude-sonnet-4-5")[i % 2],
-        model_reported="claude-haiku-4-5-20251001" if ok else None,
-        target="simulator",
-        status=status,
-        error_kind=None if ok else ("cancelled" if status == "cancelled" else "overloaded"),
-        error_message=None if ok else "server overloaded",
-        http_status=200 if ok else (None if status == "cancelled" else 529),
-        request_id=f"req_{i}",
-        attempts=1 + i % 3,
-        stop_reason="end_turn" if ok else None,
-        stream=bool(i % 4),
-        scheduled_at=start - timedelta(milliseconds=5),
-        started_at=start,
-        finished_at=start + timedelta(seconds=1.5),
-        limiter_wait_s=0.005,
-        retry_wait_s=0.25 * (i % 3),
-        ttft_s=0.2 + i / 1e4 if ok else None,
-        latency_s=1.5 + i / 1e3 if status != "cancelled" else None,
-        latency_from_schedule_s=1.505 + i / 1e3,
-        output_tokens_per_s=55.5,
-        input_tokens=100 + i,
-        output_tokens=200 + 2 * i,
-        cache_creation_input_tokens=i % 7,
-        cache_read_input_tokens=i % 11,
-        input_cost_usd=(100 + i) * 1e-6,
-        output_cost_usd=(200 + 2 * i) * 5e-6,
-        cache_cost_usd=(i % 11) * 1e-7,
-        total_cost_usd=(100 + i) * 1e-6 + (200 + 2 * i) * 5e-6 + (i % 11) * 1e-7,
-        passed=None if i % 5 else True,
-        response_text=f"answer {i} " * 8 if ok else None,
-        event_uuid=event_uuid(run_id, f"call-{i:06d}"),
-    )
-    values.update(over)
-    record = CallRecord(**values)  # type: ignore[arg-type]
-    record.extra["prompt"] = f"question {i}?"
-    record.extra["response_text"] = record.response_text
-    return record
 
 
 def _files(run_dir: Path, pattern: str) -> list[str]:
@@ -87,9 +45,9 @@ def test_create_layout_manifest_and_refusal(tmp_path: Path) -> None:
     manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
     assert manifest["dataset"] == "d.jsonl"
     assert manifest["sessions"] == [store.session]
-    store.update_manifest(finished=3, stopped_by=None)
+    store.run.update_manifest(finished=3, stopped_by=None)
     assert orjson.loads((run_dir / "manifest.json").read_bytes())["finished"] == 3
-    assert store.manifest["finished"] == 3
+    assert store.run.manifest["finished"] == 3
     assert not list(run_dir.glob(".*tmp*")), "atomic writes leave no tmp file"
     with pytest.raises(StorageError, match="already exists"):
         RunStore.create(tmp_path / "results", "run-a", {})
@@ -129,7 +87,7 @@ def test_cancelled_row_is_not_finished_and_is_replaced_on_resume(tmp_path: Path)
         store.write(make_record(i, run_id="run-c", status="cancelled" if i in (2, 5) else "ok"))
     store.close()
     resumed = RunStore.resume(tmp_path, "run-c", chunk_rows=4)
-    finished = resumed.finished_call_ids()
+    finished = resumed.run.finished_call_ids()
     assert finished == {f"call-{i:06d}" for i in range(10) if i not in (2, 5)}
     assert resumed.session != store.session
     resumed.write(make_record(2, run_id="run-c"))
@@ -151,7 +109,7 @@ def test_resume_without_parts_keeps_the_finished_table(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "run-p" / "parts")
     assert load_calls(tmp_path / "run-p").height == 5
     resumed = RunStore.resume(tmp_path, "run-p")
-    assert len(resumed.finished_call_ids()) == 5
+    assert len(resumed.run.finished_call_ids()) == 5
     resumed.write(make_record(5, run_id="run-p"))
     resumed.close()
     assert sorted(load_calls(tmp_path / "run-p")["call_id"]) == [f"call-{i:06d}" for i in range(6)]
@@ -163,7 +121,7 @@ _CHILD = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
     from harness.store import RunStore
-    from test_store import make_record
+    from tests.helpers import make_record
     store = RunStore.create(Path(sys.argv[1]), "run-k", {"child": True}, chunk_rows=50, secrets=[])
     for i in range(int(sys.argv[2])):
         store.write(make_record(i, run_id="run-k"))
@@ -176,7 +134,7 @@ _CHILD = textwrap.dedent(
 def test_kill9_loses_no_written_call_and_resume_completes(tmp_path: Path) -> None:
     total = 400
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(tmp_path), str(total), str(Path(__file__).parent)],
+        [sys.executable, "-c", _CHILD, str(tmp_path), str(total), str(ROOT)],
         stdout=subprocess.PIPE,
         stdin=subprocess.PIPE,
         cwd=ROOT,
@@ -206,7 +164,7 @@ def test_kill9_loses_no_written_call_and_resume_completes(tmp_path: Path) -> Non
     assert rows["call_id"].n_unique() == rows.height
 
     resumed = RunStore.resume(tmp_path, "run-k", chunk_rows=50)
-    done = resumed.finished_call_ids()
+    done = resumed.run.finished_call_ids()
     assert done == ids
     assert _files(run_dir, "journal-*") == [f"journal-{resumed.session}-00000.jsonl"], (
         "old journals became parts"
@@ -218,7 +176,7 @@ def test_kill9_loses_no_written_call_and_resume_completes(tmp_path: Path) -> Non
     final = pl.read_parquet(run_dir / "calls.parquet")
     assert final.height == total and final["call_id"].n_unique() == total
     assert final.schema == pl.Schema(CALL_SCHEMA)
-    assert len(resumed.sessions()) == 2
+    assert len(resumed.run.sessions()) == 2
 
 
 def test_torn_journal_line_is_ignored(tmp_path: Path) -> None:
@@ -245,12 +203,12 @@ def test_unusable_results_directory_fails_before_any_call(tmp_path: Path) -> Non
 
 
 def test_full_disk_before_and_during_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_usage = store_mod.shutil.disk_usage
-    monkeypatch.setattr(store_mod.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=3 * 2**20))
+    real_usage = rundir_mod.shutil.disk_usage
+    monkeypatch.setattr(rundir_mod.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=3 * 2**20))
     with pytest.raises(StorageError, match=r"not enough free disk space in .*3 MB free"):
         RunStore.create(tmp_path, "run-full", {})
     assert not (tmp_path / "run-full").exists()
-    monkeypatch.setattr(store_mod.shutil, "disk_usage", real_usage)
+    monkeypatch.setattr(rundir_mod.shutil, "disk_usage", real_usage)
 
     store = RunStore.create(tmp_path, "run-full", {})
     store.write(make_record(0))
@@ -291,7 +249,7 @@ def test_planted_key_never_reaches_a_file(tmp_path: Path, monkeypatch: pytest.Mo
     store = RunStore.create(tmp_path, "run-s", manifest, chunk_rows=3)
     for i in range(5):
         store.write(make_record(i, status="error", error_message=f"401 invalid x-api-key {planted}"))
-    store.update_manifest(extra={"echo": planted})
+    store.run.update_manifest(extra={"echo": planted})
     store.close()
     final = load_calls(tmp_path / "run-s")
     for column in final.columns:

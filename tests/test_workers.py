@@ -24,8 +24,8 @@ from harness.limiter import PoolLimits
 from harness.runner import RunnerSettings
 from harness.workers import STREAMS_PER_WORKER, auto_workers, split_job
 from tests import reliability_matrix as rm
+from tests.helpers import resume_args, run_args, wait_for
 from tests.simproc import start_simulator
-from tests.test_reliability_crash import resume_args, run_args, wait_for
 
 
 @pytest.fixture(scope="module")

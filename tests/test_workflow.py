@@ -9,29 +9,10 @@ from typing import Any
 
 import yaml
 
+from tests.helpers import HARNESS_COMMANDS
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
-
-
-def _cli_commands() -> dict[str, set[str]]:
-    """The real CLI's commands and their flags, read from the typer app itself."""
-    import typer
-
-    from harness.cli import app
-
-    group = typer.main.get_command(app)
-    assert hasattr(group, "commands")
-    found: dict[str, set[str]] = {}
-    for name, command in group.commands.items():
-        flags = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
-        if hasattr(command, "commands"):
-            for sub in command.commands.values():
-                flags |= {opt for param in sub.params for opt in (*param.opts, *param.secondary_opts)}
-        found[name] = {f for f in flags if f.startswith("--")}
-    return found
-
-
-HARNESS_COMMANDS: dict[str, set[str]] = _cli_commands()
 
 
 def _load(name: str) -> dict[str, Any]:

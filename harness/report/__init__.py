@@ -4,7 +4,6 @@ and `compare_runs` for nightly regressions. Pure over files: never calls the API
 
 from harness.report.build import ReportResult, write_report
 from harness.report.insights import posthog_insights_from_calls, posthog_insights_from_events
-from harness.report.load import load_calls
 from harness.report.recommend import Constraints
 from harness.report.regress import CompareResult, Thresholds, compare_runs
 
@@ -14,7 +13,6 @@ __all__ = [
     "ReportResult",
     "Thresholds",
     "compare_runs",
-    "load_calls",
     "posthog_insights_from_calls",
     "posthog_insights_from_events",
     "write_report",

@@ -7,24 +7,22 @@ Must not call the API.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from harness.errors import StorageError
 from harness.report.charts import render_charts
 from harness.report.compare_models import compare_models
 from harness.report.insights import posthog_insights_from_calls
-from harness.report.load import load_calls, read_manifest
 from harness.report.prepared import prepare
 from harness.report.recommend import Constraints, recommend
 from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
 from harness.report.summary import summarize
 from harness.report.tables import build_tables
+from harness.rundir import RunDir
 
 __all__ = ["ReportResult", "write_report"]
 
@@ -36,12 +34,6 @@ class ReportResult:
     report_md: Path
     report_html: Path
     summary: pl.DataFrame
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _facts(manifest: dict[str, Any], prep_calls: pl.DataFrame, summary: pl.DataFrame) -> list[str]:
@@ -78,9 +70,9 @@ def _facts(manifest: dict[str, Any], prep_calls: pl.DataFrame, summary: pl.DataF
 
 def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed: int = 0) -> ReportResult:
     """Write the report files into `run_dir` and return the recommendation and the summary."""
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    prep = prepare(load_calls(run_dir), manifest)
+    run = RunDir.read(run_dir)
+    manifest = run.manifest
+    prep = prepare(run.load_calls(), manifest)
     summary = summarize(prep, seed=seed)
     comparison = compare_models(prep, seed=seed)
     rec = recommend(summary, constraints)
@@ -88,7 +80,7 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
     charts = render_charts(prep, summary, rec.pareto)
     tables = build_tables(summary, comparison, insights)
     run_id: object = manifest.get("run_id") or (
-        prep.calls.get_column("run_id")[0] if prep.calls.height else run_dir.name
+        prep.calls.get_column("run_id")[0] if prep.calls.height else run.path.name
     )
     title = f"Model selection report — run {run_id!s}"
     facts = _facts(manifest, prep.calls, summary)
@@ -96,27 +88,22 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
         facts.insert(
             0, f"Constraints: {constraints.describe()} (met when the 95 % interval's worse end meets them)"
         )
-    try:
-        summary.write_parquet(run_dir / "summary.parquet")
-        comparison.write_parquet(run_dir / "comparison.parquet")
-        for file, _name, png in charts:
-            _atomic_write(run_dir / file, png)
-        md = render_markdown(
-            title=title,
-            recommendation=rec.text,
-            facts=facts,
-            tables=tables,
-            charts=[(f, n) for f, n, _ in charts],
-        )
-        html = render_html(title=title, recommendation=rec.text, facts=facts, tables=tables, charts=charts)
-        _atomic_write(run_dir / "report.md", md.encode())
-        _atomic_write(run_dir / "report.html", html.encode())
-    except OSError as exc:
-        raise StorageError(f"{run_dir}: cannot write the report ({exc.strerror or exc})") from exc
+    run.write_parquet("summary.parquet", summary)
+    run.write_parquet("comparison.parquet", comparison)
+    for file, _name, png in charts:
+        run.write_atomic(file, png)
+    md = render_markdown(
+        title=title,
+        recommendation=rec.text,
+        facts=facts,
+        tables=tables,
+        charts=[(f, n) for f, n, _ in charts],
+    )
+    html = render_html(title=title, recommendation=rec.text, facts=facts, tables=tables, charts=charts)
     return ReportResult(
         recommendation_text=rec.text,
         recommended_model=rec.model,
-        report_md=run_dir / "report.md",
-        report_html=run_dir / "report.html",
+        report_md=run.write_atomic("report.md", md.encode()),
+        report_html=run.write_atomic("report.html", html.encode()),
         summary=summary,
     )

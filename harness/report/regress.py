@@ -18,10 +18,10 @@ import numpy as np
 import polars as pl
 
 from harness.errors import HarnessError, StorageError
-from harness.report.load import load_calls, read_manifest
 from harness.report.prepared import Prepared, prepare
 from harness.report.render_md import md_table
 from harness.report.stats import Resampler, boot_interval, quantile_rows
+from harness.rundir import RunDir
 
 __all__ = ["CompareResult", "Thresholds", "compare_runs"]
 
@@ -71,11 +71,12 @@ def _values(prep: Prepared, model: str, column: str) -> np.ndarray:
 
 
 def _load(run_dir: Path, role: str) -> tuple[Prepared, dict[str, Any]]:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise StorageError(f"{role} run {run_dir}: not a directory")
-    manifest = read_manifest(run_dir)
-    prep = prepare(load_calls(run_dir), manifest)
+    try:
+        run = RunDir.read(run_dir)
+    except StorageError as exc:
+        raise StorageError(f"{role} run: {exc}") from None
+    manifest = run.manifest
+    prep = prepare(run.load_calls(), manifest)
     if prep.calls.height == 0:
         raise StorageError(f"{role} run {run_dir}: no call records")
     return prep, manifest
@@ -134,13 +135,18 @@ def compare_runs(
     table = pl.DataFrame(rows, schema=_schema(), strict=False)
     regressions = [f"{r['model']}: {r['metric']}" for r in rows if r["regression"]]
     markdown = _markdown(table, warnings, regressions, baseline_dir, current_dir)
-    out = Path(out_dir) if out_dir is not None else Path(current_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.md").write_text(markdown)
-        table.write_parquet(out / "compare.parquet")
-    except OSError as exc:
-        raise StorageError(f"{out}: cannot write the comparison ({exc.strerror or exc})") from exc
+    if out_dir is None:  # into the current run's directory, through its owner
+        run = RunDir.read(current_dir)
+        run.write_atomic("compare.md", markdown.encode())
+        run.write_parquet("compare.parquet", table)
+    else:
+        out = Path(out_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "compare.md").write_text(markdown)
+            table.write_parquet(out / "compare.parquet")
+        except OSError as exc:
+            raise StorageError(f"{out}: cannot write the comparison ({exc.strerror or exc})") from exc
     return CompareResult(1 if regressions else 0, markdown, table, regressions, warnings)
 
 

@@ -1,12 +1,12 @@
-"""The PostHog delivery process: runs the `posthog` SDK and its delivery ledger away from the event loop.
+"""The PostHog delivery child: runs the `posthog` SDK and its delivery ledger away from the event loop.
 
 The SDK costs ~330 µs of CPU per event, and its consumer threads share the GIL
 with whatever runs beside them; inside the harness that made the event loop lag
 by tens of milliseconds and corrupted every latency it measured. So
-`harness.events.EventSink` starts `python -m harness.eventproc` once per run and
-only writes one orjson line per event into its stdin. This module is both that
-child's entry point and the home of the ledger (`Delivery`), which
-`resend_outbox` also uses in-process.
+the event sink (`harness.events.sink`) has `harness.events.pipe` start
+`python -m harness.events.child` once per run and only writes one orjson line per
+event into its stdin. This module is both that child's entry point and the home of
+the ledger (`Delivery`), which `harness.events.resend` also uses in-process.
 
 Protocol (one way in, one line out):
 
@@ -26,50 +26,41 @@ End of stdin without `END_LINE` means the parent died: the child exits at once
 without sending (the parent's journal keeps the events for `recover`). The child
 runs in its own session and ignores SIGINT and SIGTERM (the parent handles
 Ctrl-C, then ends the child through the protocol), and is killed with its
-parent (PR_SET_PDEATHSIG; `HARNESS_EVENTS_PARENT` closes the start-up race). It must import nothing heavy (no polars, nothing else of the
-harness), never print the key, and never write files.
+parent (started through `harness.procs`). It must import nothing heavy (no polars;
+of the harness only `harness.secrets`), never print the key, and never write files.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 import logging
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
+from harness.secrets import Redactor, redact_text, usable
+
 __all__ = [
     "END_LINE",
-    "PARENT_ENV",
+    "READY_LINE",
     "Delivery",
     "DeliveryConfig",
     "DeliveryStats",
     "LogCounter",
-    "Redactor",
     "config_line",
     "main",
-    "prestart",
-    "spawn",
     "write_all",
 ]
 
-PARENT_ENV = "HARNESS_EVENTS_PARENT"
-_PR_SET_PDEATHSIG = 1
 END_LINE = b'"end"\n'  # a JSON string: never an event (events are objects)
 READY_LINE = b'"ready"\n'  # stdout, once the client is up: the parent starts its clock after it
-_REDACTED = "[secure]"
 _LOG = logging.getLogger("posthog")
 
 
@@ -95,14 +86,6 @@ class DeliveryConfig:
         out = asdict(self)
         del out["api_key"]
         return out
-
-
-def redact_text(text: str, secrets: Sequence[str]) -> str:
-    """`text` with every secret replaced by `[secure]` (store.redact's rule, without importing the store)."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, _REDACTED)
-    return text
 
 
 @dataclass(frozen=True)
@@ -164,24 +147,6 @@ class LogCounter(logging.Handler):
             self.samples.append(record.getMessage()[:300])
 
 
-class Redactor(logging.Filter):
-    """Rewrites a `posthog` log record that would show a secret; runs before any handler sees it."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):
-            return True
-        if any(s in message for s in self.secrets):
-            record.msg = redact_text(message, self.secrets)
-            record.args = None
-        return True
-
-
 class Delivery:
     """One posthog client plus the ledger of what it admitted, delivered, failed or dropped."""
 
@@ -199,8 +164,7 @@ class Delivery:
         self.pending = 0
         self.finished = False
         self.errors_seen: list[str] = []
-        keys = {config.api_key, *config.secrets}
-        self._secrets = sorted((k for k in keys if k and len(k) >= 8), key=len, reverse=True)
+        self._secrets = usable([config.api_key, *config.secrets])
         self._redactor = Redactor(self._secrets)
         self._counter = LogCounter()
         _LOG.addFilter(self._redactor)
@@ -341,61 +305,6 @@ def _config_from_line(line: bytes) -> DeliveryConfig:
     return DeliveryConfig(**options)
 
 
-# -- the parent's side of starting the child (kept here: `harness.events` imports polars)
-
-_PRESTARTED: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
-
-
-def spawn(secret_env_vars: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    """Start `python -m harness.eventproc` unconfigured; returns the process and its stderr file."""
-    env = {k: v for k, v in os.environ.items() if k not in secret_env_vars}
-    env[PARENT_ENV] = str(os.getpid())
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.eventproc"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        env=env,
-        close_fds=True,
-        start_new_session=True,  # a Ctrl-C on the terminal is the parent's; it ends the child after a flush
-    )
-    return proc, stderr
-
-
-def prestart(secret_env_vars: Sequence[str] = ()) -> None:
-    """Start the child now, so that its SDK import overlaps the harness's own (about 0.25 s of start-up)."""
-    if not _PRESTARTED:
-        _PRESTARTED.append(spawn(secret_env_vars))
-
-
-def take_prestarted() -> tuple[subprocess.Popen[bytes], IO[bytes]] | None:
-    """The prestarted child, once, if it is still alive."""
-    while _PRESTARTED:
-        proc, stderr = _PRESTARTED.pop()
-        if proc.poll() is None:
-            return proc, stderr
-        for stream in (proc.stdin, proc.stdout, stderr):
-            if stream is not None:
-                stream.close()
-    return None
-
-
-def _die_with_parent() -> None:
-    """SIGKILL when the harness dies (Linux); if it already died, go now: its journal has the events.
-
-    Set here rather than in a `preexec_fn`, which is unsafe in a process with threads.
-    """
-    parent = os.environ.pop(PARENT_ENV, "")
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if parent.isdigit() and os.getppid() != int(parent):
-        os._exit(3)
-
-
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -406,7 +315,6 @@ def main() -> int:
     """Capture every line of stdin until `END_LINE`, end the client within its bounds, report on stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it ends us by the protocol
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent()
     import posthog  # noqa: F401 - the slow part of starting, done before the configuration arrives
 
     first = sys.stdin.buffer.readline()

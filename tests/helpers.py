@@ -1,0 +1,246 @@
+"""Helpers shared by several test modules (no test module imports another one).
+
+- `make_record(i)` / `make_case(i)`: a realistic finished call and its dataset row;
+- `ListSink`, `FreeLimiter`, `FakeClient`, `make_runner`, `plan`: the runner without sockets;
+- `run_args`, `resume_args`, `wait_for`: `harness run` command lines for subprocess tests;
+- `event_settings`: PostHog event settings for a capture endpoint;
+- `HARNESS_COMMANDS`: the CLI's commands and flags, read from the typer app.
+
+Other helper modules, each imported as `tests.<name>`: `tests.simproc` (the simulator
+process), `tests.synthetic` (synthetic run directories), `tests.reliability_matrix`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from harness.client import Attempt
+from harness.events.event import EventSettings
+from harness.limiter import estimate_call_input
+from harness.plan import make_plan
+from harness.pricing import PriceTable
+from harness.records import CallRecord, Case, PlannedCall, event_uuid
+from harness.runner import Runner, RunnerSettings
+from tests import reliability_matrix as rm
+
+POSTHOG_KEY = "phc_test_" + "k" * 24
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+def make_record(i: int, *, run_id: str = "run-t", status: str = "ok", **over: object) -> CallRecord:
+    """A realistic finished call; `i` varies every number so mixed-up rows are caught."""
+    start = T0 + timedelta(seconds=i)
+    ok = status == "ok"
+    values: dict[str, object] = dict(
+        run_id=run_id,
+        call_id=f"call-{i:06d}",
+        case_id=f"case-{i % 97}",
+        user_id=f"user-{i % 5}" if i % 3 else None,
+        repeat=i % 2,
+        tags=["t1", f"t{i % 4}"],
+        model=("claude-haiku-4-5", "claude-sonnet-4-5")[i % 2],
+        model_reported="claude-haiku-4-5-20251001" if ok else None,
+        target="simulator",
+        status=status,
+        error_kind=None if ok else ("cancelled" if status == "cancelled" else "overloaded"),
+        error_message=None if ok else "server overloaded",
+        http_status=200 if ok else (None if status == "cancelled" else 529),
+        request_id=f"req_{i}",
+        attempts=1 + i % 3,
+        stop_reason="end_turn" if ok else None,
+        stream=bool(i % 4),
+        scheduled_at=start - timedelta(milliseconds=5),
+        started_at=start,
+        finished_at=start + timedelta(seconds=1.5),
+        limiter_wait_s=0.005,
+        retry_wait_s=0.25 * (i % 3),
+        ttft_s=0.2 + i / 1e4 if ok else None,
+        latency_s=1.5 + i / 1e3 if status != "cancelled" else None,
+        latency_from_schedule_s=1.505 + i / 1e3,
+        output_tokens_per_s=55.5,
+        input_tokens=100 + i,
+        output_tokens=200 + 2 * i,
+        cache_creation_input_tokens=i % 7,
+        cache_read_input_tokens=i % 11,
+        input_cost_usd=(100 + i) * 1e-6,
+        output_cost_usd=(200 + 2 * i) * 5e-6,
+        cache_cost_usd=(i % 11) * 1e-7,
+        total_cost_usd=(100 + i) * 1e-6 + (200 + 2 * i) * 5e-6 + (i % 11) * 1e-7,
+        passed=None if i % 5 else True,
+        response_text=f"answer {i} " * 8 if ok else None,
+        event_uuid=event_uuid(run_id, f"call-{i:06d}"),
+    )
+    values.update(over)
+    return CallRecord(**values)  # type: ignore[arg-type]
+
+
+def make_case(i: int, prompt: str | None = None) -> Case:
+    """The dataset row of `make_record(i)`: its prompt is `question {i}?`."""
+    return Case(id=f"case-{i % 97}", messages=({"role": "user", "content": prompt or f"question {i}?"},))
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def write(self, record) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        pass
+
+
+class FreeLimiter:
+    def __init__(self) -> None:
+        self.rate_limited: list = []
+
+    async def acquire(self, input_tokens, max_tokens, *, front=False) -> float:
+        return 0.0
+
+    def settle(self, *args) -> None:
+        pass
+
+    def observe_headers(self, headers) -> None:
+        pass
+
+    def pool_for(self, model: str) -> FreeLimiter:
+        return self
+
+    def on_rate_limited(self, retry_after_s, message) -> None:
+        self.rate_limited.append(retry_after_s)
+
+
+class FakeClient:
+    """Answers after `delay`; the first `fail_first` attempts of every call fail with `kind`."""
+
+    def __init__(self, delay=0.001, fail_first=0, kind="overloaded", retry_after=None, explode=()):
+        self.delay, self.fail_first, self.kind, self.retry_after = delay, fail_first, kind, retry_after
+        self.explode = set(explode)
+        self.sent: list[tuple[str, int, float]] = []
+
+    async def call(self, call: PlannedCall, *, stream: bool, attempt: int) -> Attempt:
+        if call.case.id in self.explode:
+            raise RuntimeError("boom")
+        a = Attempt(sent_ns=time.perf_counter_ns())
+        self.sent.append((call.call_id, attempt, time.monotonic()))
+        await asyncio.sleep(self.delay)
+        a.first_token_ns = time.perf_counter_ns()
+        a.last_byte_ns = time.perf_counter_ns()
+        if attempt < self.fail_first:
+            a.retry_after_s = self.retry_after
+            return a.fail(self.kind, "injected", 529 if self.kind == "overloaded" else 429)
+        a.ok, a.status, a.stop_reason, a.text = True, 200, "end_turn", "hello"
+        # The runner reserves its own input estimate: report exactly that, so a budget test is exact.
+        a.input_tokens, a.output_tokens = estimate_call_input(call), 50
+        return a
+
+
+CASES = [Case(id=f"c{i}", messages=({"role": "user", "content": f"q{i}"},), max_tokens=64) for i in range(20)]
+PRICES = PriceTable.resolve(["claude-haiku-4-5", "claude-opus-4-8"])
+
+
+def make_runner(client, **settings_kw):
+    sink = ListSink()
+    limiter = FreeLimiter()
+    runner = Runner(
+        RunnerSettings(run_id="r1", target="simulator", **settings_kw), client, limiter, PRICES, [sink]
+    )
+    return runner, sink, limiter
+
+
+def plan(n_models=2, **kw):
+    models = ["claude-haiku-4-5", "claude-opus-4-8"][:n_models]
+    return make_plan(CASES, models, repeats=1, seed=1, run_id="r1", **kw)
+
+
+def run_args(
+    dataset: Path, sim, results: Path, *, repeats: int, concurrency: int = 32, extra=()
+) -> list[str]:
+    return [
+        "run",
+        "--dataset",
+        str(dataset),
+        "--models",
+        rm.MODELS,
+        "--repeats",
+        str(repeats),
+        "--concurrency",
+        str(concurrency),
+        "--max-retries",
+        "3",
+        "--target",
+        "custom",
+        "--base-url",
+        sim.url,
+        "--progress",
+        "plain",
+        "--no-report",
+        "--results-dir",
+        str(results),
+        *extra,
+    ]
+
+
+def resume_args(run_id: str, results: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--resume",
+        run_id,
+        "--results-dir",
+        str(results),
+        "--progress",
+        "plain",
+        "--no-report",
+        *extra,
+    ]
+
+
+def wait_for(predicate, timeout: float, step: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def event_settings(url: str, **over: Any) -> EventSettings:
+    base = EventSettings(
+        api_key=POSTHOG_KEY,
+        host=url,
+        dataset="datasets/smoke.jsonl",
+        base_url="http://127.0.0.1:1/",
+        flush_interval_s=0.1,
+        flush_timeout_s=5.0,
+    )
+    return replace(base, **over)
+
+
+def cli_commands() -> dict[str, set[str]]:
+    """The real CLI's commands and their flags, read from the typer app itself."""
+    import typer
+
+    from harness.cli import app
+
+    group = typer.main.get_command(app)
+    assert hasattr(group, "commands")
+    found: dict[str, set[str]] = {}
+    for name, command in group.commands.items():
+        flags = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+        if hasattr(command, "commands"):
+            for sub in command.commands.values():
+                flags |= {opt for param in sub.params for opt in (*param.opts, *param.secondary_opts)}
+        found[name] = {f for f in flags if f.startswith("--")}
+    return found
+
+
+HARNESS_COMMANDS: dict[str, set[str]] = cli_commands()
+
+
+HARNESS_COMMANDS: dict[str, set[str]] = cli_commands()
