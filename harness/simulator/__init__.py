@@ -18,9 +18,67 @@ Ground-truth record (one per `POST /v1/messages`, in order of receipt): request_
 stream, received_unix, status (HTTP status sent; null when the connection was cut
 before any response), fault, intended_ttft_s (receipt → first content delta),
 intended_gaps_s (between deltas; null above 4,096 deltas), intended_total_s (receipt →
-last byte), sent_ttft_s / sent_total_s (streams: when the first delta / last byte actually
-left), input_tokens, output_tokens (deltas sent), stop_reason, retry_after (429),
-and when relevant limited (which rate limit), fault_after_tokens, client_closed.
+last byte), intended_first_text_s (receipt → first text delta; null without text),
+sent_ttft_s / sent_total_s (streams: when the first delta / last byte actually left),
+sent_first_text_s / sent_first_thinking_s (streams: when the first `text_delta` /
+`thinking_delta` left, same origin as sent_ttft_s; null when none was sent),
+input_tokens (the final, cumulative count: web search results included), output_tokens
+(tokens sent, thinking included), thinking_tokens, tool_calls (names of the tools the
+reply calls), web_search_requests, refused, stop_reason, retry_after (429), and when
+relevant limited (which rate limit), fault_after_tokens, client_closed.
+
+Simulator features (request features answered with the real API's wire shapes; every
+choice is a function of the seed, the model and the request content, see `blocks.py`):
+
+- Extended thinking. `thinking: {"type": "enabled", "budget_tokens": N}` → a `thinking`
+  block first (streamed: `content_block_start` with empty thinking and signature,
+  `thinking_delta`s, one `signature_delta`, stop), then the answer. It thinks 35-85% of
+  N tokens; `{"type": "adaptive"}` thinks about 1,024 tokens × 0.5-1.5, scaled by
+  `output_config.effort` (low 0.25, medium 0.6, high 1, xhigh 1.6, max 2.5) and capped at
+  half of max_tokens. `display: "omitted"` sends no thinking text, only the signature.
+  Thinking counts in `output_tokens` and is reported as
+  `usage.output_tokens_details.thinking_tokens` (the field SDK 2.14 models; sent only
+  when the reply thought). It streams at the profile's `thinking_tokens_per_s` (default:
+  the model's output speed), so the time to the first text grows with the budget.
+- Tool use (custom tools with `input_schema`). `tool_choice` none: never; tool: calls the
+  named tool; any: calls the first offered tool the last user turn names (whole word,
+  any case; a web search tool also counts as named by the word "search"), else one
+  picked by the request hash; auto (the default): calls the first tool the last user
+  turn names, else answers in text. Auto calls begin with a short
+  text block ("Let me use NAME."); forced calls do not (as documented). The `tool_use`
+  block (`toolu_01…`) streams as an empty `input_json_delta` then 2-8 character chunks,
+  one output token each; `stop_reason: "tool_use"`. The input fills the required
+  properties (all properties when none is required): const, else the first enum value,
+  strings are capitalised words of the prompt (else its words), integers and numbers
+  deterministic, booleans by hash, arrays one item, objects recursively. max_tokens may
+  end the reply inside the JSON (`stop_reason: "max_tokens"`; unstreamed `input: {}`).
+- Web search (`tools: [{"type": "web_search_20250305", "name": "web_search",
+  "max_uses": N}]`, any `web_search_*` type). Used when tool_choice names it, when any
+  picks it, or under auto when the last user turn names `web_search` or contains the
+  word "search". The reply is a short text, then one or two (at most max_uses) pairs of
+  `server_tool_use` (`srvtoolu_01…`, input `{"query": first six words of the prompt}`,
+  streamed as input_json_delta) and `web_search_tool_result` (3-5 `web_search_result`s
+  on example.com/.org/.net, sent whole in content_block_start after the profile's
+  `web_search_s`, default 0.8 s), then the answer. Each search adds 1,500-4,000 input
+  tokens: message_start shows the prompt's count, the final usage the cumulative one.
+  `usage.server_tool_use` = `{"web_search_requests": k, "web_fetch_requests": 0}`
+  whenever a web search tool is offered. No citations. Other server tools are accepted
+  and never used.
+- Refusals. The last user turn containing `[[refuse]]` or Anthropic's documented test
+  string `ANTHROPIC_MAGIC_STRING_TRIGGER_REFUSAL_…` → `stop_reason: "refusal"` with no
+  content block and `output_tokens` 1 at message_start, 0 in the final usage;
+  `[[refuse:N]]` → N text tokens, then the refusal. `stop_details` is
+  `{"type": "refusal", "category": null, "explanation": null}` (on message_delta when
+  streamed). A refusal has no thinking or tool calls.
+- Final usage. The last `message_delta` repeats the cumulative input_tokens,
+  cache_creation_input_tokens, cache_read_input_tokens and output_tokens, plus
+  server_tool_use and output_tokens_details when they apply; message_start carries
+  output_tokens 1.
+- Validation (400 invalid_request_error, the real API's messages where recorded):
+  budget under 1,024 or not below max_tokens; thinking (enabled or adaptive) with a
+  forced tool_choice, temperature other than 1, top_p under 0.95 or any top_k;
+  tool_choice without tools or naming no offered tool; duplicate tool names; custom
+  tool names outside `^[a-zA-Z0-9_-]{1,128}$`; a web search tool not named web_search.
 
 Keys: any non-empty key is accepted, except the test hooks `sk-ant-revoked…` (401
 authentication_error) and `sk-ant-noperm…` (403 permission_error).

@@ -17,10 +17,11 @@ import orjson
 from aiohttp import web
 
 from harness.simulator import sse
+from harness.simulator.blocks import Frames, Reply, content_json, plan_reply, stream_frames
 from harness.simulator.profiles import ModelProfile
 from harness.simulator.ratelimit import key_id
 from harness.simulator.state import SimState
-from harness.simulator.textgen import content_digest, count_input_tokens, make_answer
+from harness.simulator.textgen import Answer, content_digest, count_input_tokens, make_answer
 from harness.simulator.timing import draw_timing, request_rng
 from harness.simulator.validate import check_count_tokens, check_messages, model_of
 
@@ -135,6 +136,13 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         "output_tokens": 0,
         "stop_reason": None,
         "retry_after": None,
+        "thinking_tokens": 0,
+        "tool_calls": [],
+        "web_search_requests": 0,
+        "refused": False,
+        "intended_first_text_s": None,
+        "sent_first_text_s": None,
+        "sent_first_thinking_s": None,
     }
 
     def reject(response: web.Response, fault: str | None = None) -> web.Response:
@@ -211,24 +219,41 @@ async def _serve(
         reason = f"This request would exceed your rate limit for {admission.limited} per minute."
         return _error(429, "rate_limit_error", reason, headers)
 
-    answer = make_answer(
+    digest = content_digest(body)
+
+    def answer(tokens: int) -> Answer:
+        return make_answer(
+            seed=state.seed,
+            model=profile.id,
+            digest=digest,
+            max_tokens=tokens,
+            verbosity=profile.verbosity,
+            verbosity_sigma=profile.verbosity_sigma,
+            answer_tokens_max=profile.answer_tokens_max,
+            stop_sequences=body.get("stop_sequences"),
+        )
+
+    reply = plan_reply(
         seed=state.seed,
         model=profile.id,
-        digest=content_digest(body),
-        max_tokens=max_tokens,
-        verbosity=profile.verbosity,
-        verbosity_sigma=profile.verbosity_sigma,
-        answer_tokens_max=profile.answer_tokens_max,
-        stop_sequences=body.get("stop_sequences"),
+        digest=digest,
+        body=body,
+        answer=answer,
+        web_search_s=profile.web_search_s,
     )
-    pieces = answer.pieces
-    timing = draw_timing(profile, rng, len(pieces), input_tokens, state.time_scale)
+    frames = stream_frames(reply)
+    count = len(frames.frames)
+    timing = draw_timing(
+        profile, rng, count, input_tokens, state.time_scale, thinking=frames.thinking, pauses=frames.pauses
+    )
     shift = state.faults.slow_first_byte_s if fault == "slow_first_byte" else 0.0
     # How many deltas go out before an in-stream fault strikes.
-    cut = len(pieces)
+    cut = count
     if fault in ("midstream_error", "drop", "truncate"):
-        cut = rng.randint(1, len(pieces) - 1) if len(pieces) > 1 else len(pieces)
+        cut = rng.randint(1, count - 1) if count > 1 else count
     offsets = timing.offsets[:cut]
+    sent_tokens = sum(frames.tokens[:cut]) if cut < count else reply.output_tokens
+    final_input = input_tokens + reply.search_input_tokens
     record.update(
         fault=fault,
         status=200,
@@ -237,11 +262,18 @@ async def _serve(
         intended_ttft_s=shift + timing.ttft_s,
         intended_gaps_s=timing.gaps_s[: max(0, cut - 1)] if cut <= MAX_RECORDED_GAPS else None,
         intended_total_s=shift + (offsets[-1] if offsets else timing.ttft_s),
-        output_tokens=cut,
-        stop_reason=answer.stop_reason if fault in (None, "slow_first_byte") else None,
+        input_tokens=final_input,
+        output_tokens=sent_tokens,
+        stop_reason=reply.stop_reason if fault in (None, "slow_first_byte") else None,
+        thinking_tokens=reply.thinking_tokens,
+        tool_calls=reply.tool_calls,
+        web_search_requests=reply.web_search_requests,
+        refused=reply.refused,
     )
+    if frames.first_text is not None and frames.first_text < cut:
+        record["intended_first_text_s"] = shift + timing.offsets[frames.first_text]
     if fault in ("midstream_error", "drop", "truncate"):
-        record["fault_after_tokens"] = cut
+        record["fault_after_tokens"] = sent_tokens
     if not stream and fault == "midstream_error":
         record["status"] = 529
     elif not stream and fault in ("drop", "truncate"):
@@ -249,7 +281,7 @@ async def _serve(
     state.records.append(record)
     usage: dict[str, Any] = {
         "input_tokens": input_tokens,
-        "output_tokens": len(pieces),
+        "output_tokens": reply.output_tokens,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
         "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
@@ -269,12 +301,12 @@ async def _serve(
         if shift:
             await asyncio.sleep(shift)
         if stream:
-            return await _stream(request, headers, message, answer, offsets, fault, t0 + shift, record)
+            return await _stream(request, headers, message, reply, frames, offsets, fault, t0 + shift, record)
         return await _whole(
-            request, headers, message, answer, fault, t0 + shift + (offsets[-1] if offsets else 0.0)
+            request, headers, message, reply, fault, t0 + shift + (offsets[-1] if offsets else 0.0)
         )
     finally:
-        state.limiter.settle(key, profile.pool, profile.limits, max_tokens - cut)
+        state.limiter.settle(key, profile.pool, profile.limits, max_tokens - sent_tokens)
 
 
 async def _sleep_until(deadline: float) -> None:
@@ -301,7 +333,7 @@ async def _whole(
     request: web.Request,
     headers: dict[str, str],
     message: dict[str, Any],
-    answer: Any,
+    reply: Reply,
     fault: str | None,
     deadline: float,
 ) -> web.StreamResponse:
@@ -313,9 +345,12 @@ async def _whole(
         return web.Response(status=200)
     if fault == "midstream_error":
         return _error(529, "overloaded_error", "Overloaded", headers)
-    message["content"] = [{"type": "text", "text": answer.text}]
-    message["stop_reason"] = answer.stop_reason
-    message["stop_sequence"] = answer.stop_sequence
+    message["content"] = content_json(reply)
+    message["stop_reason"] = reply.stop_reason
+    message["stop_sequence"] = reply.stop_sequence
+    if reply.stop_details is not None:
+        message["stop_details"] = reply.stop_details
+    reply.add_usage(message["usage"])
     return web.Response(body=orjson.dumps(message), headers=headers, content_type="application/json")
 
 
@@ -323,50 +358,57 @@ async def _stream(
     request: web.Request,
     headers: dict[str, str],
     message: dict[str, Any],
-    answer: Any,
+    reply: Reply,
+    plan: Frames,
     offsets: list[float],
     fault: str | None,
     t0: float,
     record: dict[str, Any],
 ) -> web.StreamResponse:
-    """The SSE reply: start events at once, then one delta per token at its deadline.
+    """The SSE reply: start events at once, then one frame (delta) per token at its deadline.
 
     Records what it actually did beside what it intended: `sent_ttft_s` / `sent_total_s`
-    (receipt → first delta / last byte handed to the socket), so a client's error can be
-    told apart from the simulator's own lateness under load.
+    (receipt → first delta / last byte handed to the socket), `sent_first_text_s` /
+    `sent_first_thinking_s` (the first text_delta / thinking_delta), so a client's error can
+    be told apart from the simulator's own lateness under load.
     """
     perf_counter = time.perf_counter
     headers["content-type"] = "text/event-stream; charset=utf-8"
     headers["cache-control"] = "no-cache"
     response = web.StreamResponse(status=200, headers=headers)
-    usage = message["usage"]
-    start_usage = dict(usage, output_tokens=1)
-    start = dict(message, usage=start_usage)
-    pieces = answer.pieces
-    delta = sse.delta_bytes
+    start = dict(message, usage=dict(message["usage"], output_tokens=1))
+    frames = plan.frames
     count = len(offsets)
+    # Frames whose sending time is recorded: the first text and thinking deltas.
+    text_at = plan.first_text if plan.first_text is not None else -1
+    think_at = plan.first_thinking if plan.first_thinking is not None else -1
     try:
         await response.prepare(request)
-        await response.write(sse.message_start(start) + sse.BLOCK_START)
+        await response.write(sse.message_start(start) + plan.head)
         i = 0
         while i < count:
             deadline = t0 + offsets[i]
             now = perf_counter()
             if deadline > now:
-                if i == 0:
+                if i == 0 or i == text_at:
                     await _sleep_precisely(deadline)
                 else:
                     await asyncio.sleep(deadline - now)
                 now = perf_counter()
             j = i + 1
-            while j < count and j - i < _COALESCE_MAX and t0 + offsets[j] <= now:
+            while j < count and j - i < _COALESCE_MAX and t0 + offsets[j] <= now and j != text_at:
                 j += 1
-            if j == i + 1:
-                await response.write(delta(pieces[i]))
-            else:
-                await response.write(b"".join([delta(p) for p in pieces[i:j]]))
-            if i == 0:
-                record["sent_ttft_s"] = perf_counter() - t0
+            data = frames[i] if j == i + 1 else b"".join(frames[i:j])
+            if data:
+                await response.write(data)
+            if i == 0 or i <= text_at < j or i <= think_at < j:
+                sent = perf_counter() - t0
+                if i == 0:
+                    record["sent_ttft_s"] = sent
+                if i <= text_at < j:
+                    record["sent_first_text_s"] = sent
+                if i <= think_at < j:
+                    record["sent_first_thinking_s"] = sent
             i = j
         if count == 0:
             await _sleep_until(t0 + record["intended_total_s"])
@@ -377,13 +419,17 @@ async def _stream(
                 request.transport.abort()
             return response
         elif fault != "truncate":
-            final_usage = {
-                "input_tokens": usage["input_tokens"],
-                "output_tokens": count,
+            # Cumulative, repeating the input and cache counts, as the real API's final usage does.
+            usage = {
+                "input_tokens": message["usage"]["input_tokens"],
                 "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": 0,
+                "output_tokens": reply.output_tokens,
             }
-            await response.write(sse.message_delta(answer.stop_reason, answer.stop_sequence, final_usage))
+            final = sse.message_delta(
+                reply.stop_reason, reply.stop_sequence, reply.add_usage(usage), reply.stop_details
+            )
+            await response.write(plan.tail + final)
         record["sent_total_s"] = perf_counter() - t0
         await response.write_eof()
     except (ConnectionError, RuntimeError):

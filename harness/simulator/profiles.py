@@ -17,6 +17,7 @@ from harness.simulator.faults import FAULT_NAMES
 __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_PROFILE_PATH",
+    "OPTIONAL_TIMING_KEYS",
     "TIMING_KEYS",
     "Limits",
     "ModelProfile",
@@ -40,6 +41,12 @@ TIMING_KEYS: dict[str, type] = {
     "max_tokens": int,
     "max_input_tokens": int,
 }
+# May be left out at every level (profile files written before they existed still load).
+OPTIONAL_TIMING_KEYS: dict[str, type] = {
+    "thinking_tokens_per_s": float,  # thinking speed; 0 or unset: the model's output speed
+    "web_search_s": float,  # how long one web search takes, before its results block
+}
+_ALL_TIMING_KEYS = {**TIMING_KEYS, **OPTIONAL_TIMING_KEYS}
 _MODEL_KEYS = {"family", "pool", "display_name", "created_at", "aliases", "lifecycle", "limits", "faults"}
 _LIMIT_KEYS = ("rpm", "itpm", "otpm")
 
@@ -84,6 +91,8 @@ class ModelProfile:
     max_input_tokens: int
     aliases: tuple[str, ...] = ()
     faults: dict[str, float] = field(default_factory=dict)
+    thinking_tokens_per_s: float = 0.0
+    web_search_s: float = 0.8
 
     def info(self) -> dict[str, Any]:
         """The `ModelInfo` object of `GET /v1/models`."""
@@ -128,7 +137,7 @@ def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
 
 def _timing(where: str, table: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, kind in TIMING_KEYS.items():
+    for key, kind in _ALL_TIMING_KEYS.items():
         if key not in table:
             continue
         value = table[key]
@@ -176,7 +185,7 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
     defaults = dict(data.get("defaults", {}))
     limits_table = defaults.pop("limits", {})
     lifecycle_default = defaults.pop("lifecycle", "active")
-    _check_keys("defaults", defaults, set(TIMING_KEYS))
+    _check_keys("defaults", defaults, set(_ALL_TIMING_KEYS))
     default_limits = _limits("defaults.limits", limits_table, DEFAULT_LIMITS)
     base_timing = _timing("defaults", defaults)
     missing = sorted(set(TIMING_KEYS) - set(base_timing))
@@ -185,7 +194,7 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
 
     families: dict[str, dict[str, Any]] = {}
     for name, table in data.get("families", {}).items():
-        _check_keys(f"families.{name}", table, set(TIMING_KEYS))
+        _check_keys(f"families.{name}", table, set(_ALL_TIMING_KEYS))
         families[name] = _timing(f"families.{name}", table)
     pools = {
         name: _limits(f"pools.{name}", table, default_limits) for name, table in data.get("pools", {}).items()
@@ -200,7 +209,7 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
     aliases: dict[str, str] = {}
     for model_id, table in data.get("models", {}).items():
         where = f'models."{model_id}"'
-        _check_keys(where, table, _MODEL_KEYS | set(TIMING_KEYS))
+        _check_keys(where, table, _MODEL_KEYS | set(_ALL_TIMING_KEYS))
         family = table.get("family", "default")
         if family != "default" and family not in families:
             raise SimulatorConfigError(f"{where}.family: unknown family {family!r}")

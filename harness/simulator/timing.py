@@ -35,9 +35,23 @@ class Timing:
 
 
 def draw_timing(
-    profile: ModelProfile, rng: random.Random, tokens: int, input_tokens: int, time_scale: float
+    profile: ModelProfile,
+    rng: random.Random,
+    tokens: int,
+    input_tokens: int,
+    time_scale: float,
+    *,
+    thinking: int = 0,
+    pauses: dict[int, float] | None = None,
 ) -> Timing:
-    """Lognormal TTFT growing with input length; per-request speed; jittered gaps."""
+    """Lognormal TTFT growing with input length; per-request speed; jittered gaps.
+
+    `tokens` counts the deltas. The first `thinking` of them come at the profile's thinking
+    speed (`thinking_tokens_per_s`, the output speed when unset), the rest at the output
+    speed, both scaled by the same per-request draw. `pauses` adds unscaled seconds before
+    delta i (a server tool's work). The random draws do not depend on either, so a plain
+    reply is timed exactly as before they existed.
+    """
     median = profile.ttft_median_s + profile.ttft_per_1k_input_s * input_tokens / 1000.0
     ttft = median * rng.lognormvariate(0.0, profile.ttft_sigma) * time_scale
     speed = profile.speed_median_tps * rng.lognormvariate(0.0, profile.speed_sigma)
@@ -50,6 +64,17 @@ def draw_timing(
     else:
         draw = rng.lognormvariate
         gaps = [base * draw(0.0, sigma) for _ in range(tokens - 1)]
+    if thinking > 1 and base > 0.0:
+        thinking_tps = profile.thinking_tokens_per_s or profile.speed_median_tps
+        factor = profile.speed_median_tps / thinking_tps if thinking_tps > 0 else 0.0
+        if factor != 1.0:
+            gaps[: thinking - 1] = [gap * factor for gap in gaps[: thinking - 1]]
+    if pauses:
+        for i, pause in pauses.items():
+            if i == 0:
+                ttft += pause * time_scale
+            elif i < tokens:
+                gaps[i - 1] += pause * time_scale
     offsets = [ttft] if tokens else []
     at = ttft
     for gap in gaps:

@@ -7,9 +7,10 @@ about HTTP, timing or the answer; it only judges the shape of a body.
 
 from __future__ import annotations
 
+import re
 from typing import Any, NoReturn
 
-__all__ = ["check_count_tokens", "check_messages", "model_of"]
+__all__ = ["MIN_THINKING_BUDGET", "check_count_tokens", "check_messages", "model_of", "thinking_on"]
 
 _MESSAGES_FIELDS = {
     "model", "max_tokens", "messages", "system", "stop_sequences", "stream", "metadata", "tools",
@@ -24,7 +25,24 @@ _ROLES = {"user", "assistant", "system"}
 _TOOL_CHOICES = {"auto", "any", "tool", "none"}
 _THINKING = {"enabled", "disabled", "adaptive"}
 _EFFORTS = {"low", "medium", "high", "xhigh", "max"}
+_DISPLAYS = {"summarized", "omitted"}
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 MAX_MESSAGES = 100_000
+MIN_THINKING_BUDGET = 1024
+
+# Messages the real API sends for these (recorded in public bug reports), word for word.
+MSG_BUDGET_NOT_BELOW_MAX = "`max_tokens` must be greater than `thinking.budget_tokens`."
+MSG_THINKING_FORCED_TOOL = "Thinking may not be enabled when tool_choice forces tool use."
+MSG_THINKING_TEMPERATURE = (
+    "`temperature` may only be set to 1 when thinking is enabled or in adaptive mode. Please consult "
+    "our documentation at https://platform.claude.com/docs/en/build-with-claude/extended-thinking"
+)
+MSG_THINKING_TOP_K = "`top_k` must be unset when thinking is enabled or in adaptive mode"
+MSG_THINKING_TOP_P = (
+    "`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled or in adaptive mode"
+)
+MSG_TOOL_CHOICE_WITHOUT_TOOLS = "tool_choice may only be specified while providing tools."
+MSG_DUPLICATE_TOOLS = "tools: Tool names must be unique."
 
 
 class _Invalid(Exception):
@@ -33,6 +51,11 @@ class _Invalid(Exception):
 
 def _fail(path: str, reason: str) -> NoReturn:
     raise _Invalid(f"{path}: {reason}")
+
+
+def _refuse(message: str) -> NoReturn:
+    """A failure whose message has no `<path>: ` prefix."""
+    raise _Invalid(message)
 
 
 def _is_int(value: Any) -> bool:
@@ -119,31 +142,11 @@ def _common(body: dict[str, Any], allowed: set[str]) -> None:
                     _fail(f"system.{i}.type", "Input should be 'text'")
         elif not isinstance(system, str):
             _fail("system", "Input should be a valid string or list of text blocks")
-    if "tools" in body:
-        tools = body["tools"]
-        if not isinstance(tools, list):
-            _fail("tools", "Input should be a valid list")
-        for i, tool in enumerate(tools):
-            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
-                _fail(f"tools.{i}.name", "Field required")
-            if "type" not in tool and not isinstance(tool.get("input_schema"), dict):
-                _fail(f"tools.{i}.input_schema", "Field required")
+    names = _tools(body["tools"]) if "tools" in body else None
     if "tool_choice" in body:
-        choice = body["tool_choice"]
-        if not isinstance(choice, dict) or choice.get("type") not in _TOOL_CHOICES:
-            _fail("tool_choice.type", "Input should be 'auto', 'any', 'tool' or 'none'")
-        if choice["type"] == "tool" and not isinstance(choice.get("name"), str):
-            _fail("tool_choice.name", "Field required")
+        _tool_choice(body["tool_choice"], names)
     if "thinking" in body:
-        thinking = body["thinking"]
-        if not isinstance(thinking, dict) or thinking.get("type") not in _THINKING:
-            _fail("thinking.type", "Input should be 'enabled', 'disabled' or 'adaptive'")
-        if thinking["type"] == "enabled":
-            budget = thinking.get("budget_tokens")
-            if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024:
-                _fail("thinking.budget_tokens", "Input should be greater than or equal to 1024")
-            if _is_int(body.get("max_tokens")) and budget >= body["max_tokens"]:
-                _fail("thinking.budget_tokens", "must be less than max_tokens")
+        _thinking(body["thinking"])
     if "output_config" in body:
         config = body["output_config"]
         if not isinstance(config, dict):
@@ -154,6 +157,85 @@ def _common(body: dict[str, Any], allowed: set[str]) -> None:
             _fail("output_config.format", "Input should be a valid dictionary")
     if "cache_control" in body and body["cache_control"] is not None:
         _cache_control("cache_control", body["cache_control"])
+
+
+def _tools(tools: Any) -> set[str]:
+    """Check the tool list; the names it offers."""
+    if not isinstance(tools, list):
+        _fail("tools", "Input should be a valid list")
+    names: set[str] = set()
+    duplicate = False
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            _fail(f"tools.{i}.name", "Field required")
+        kind, name = tool.get("type"), tool["name"]
+        if kind is None or kind == "custom":
+            if not isinstance(tool.get("input_schema"), dict):
+                _fail(f"tools.{i}.input_schema", "Field required")
+            if not _TOOL_NAME.match(name):
+                _fail(f"tools.{i}.custom.name", f"String should match pattern '{_TOOL_NAME.pattern}'")
+        elif isinstance(kind, str) and kind.startswith("web_search_") and name != "web_search":
+            _fail(f"tools.{i}.{kind}.name", "Input should be 'web_search'")
+        duplicate = duplicate or name in names
+        names.add(name)
+    if duplicate:
+        _refuse(MSG_DUPLICATE_TOOLS)
+    return names
+
+
+def _tool_choice(choice: Any, names: set[str] | None) -> None:
+    if not isinstance(choice, dict) or choice.get("type") not in _TOOL_CHOICES:
+        _fail("tool_choice.type", "Input should be 'auto', 'any', 'tool' or 'none'")
+    kind = choice["type"]
+    if kind == "tool" and not isinstance(choice.get("name"), str):
+        _fail("tool_choice.name", "Field required")
+    if kind != "none" and not names:
+        _refuse(MSG_TOOL_CHOICE_WITHOUT_TOOLS)
+    if kind == "tool" and names is not None and choice["name"] not in names:
+        _fail("tool_choice.name", f"Tool '{choice['name']}' not found in tools")
+
+
+def _thinking(thinking: Any) -> None:
+    if not isinstance(thinking, dict) or thinking.get("type") not in _THINKING:
+        _fail("thinking.type", "Input should be 'enabled', 'disabled' or 'adaptive'")
+    kind = thinking["type"]
+    if kind == "enabled":
+        if "budget_tokens" not in thinking:
+            _fail("thinking.enabled.budget_tokens", "Field required")
+        budget = thinking["budget_tokens"]
+        if not _is_int(budget):
+            _fail("thinking.enabled.budget_tokens", "Input should be a valid integer")
+        if budget < MIN_THINKING_BUDGET:
+            _fail(
+                "thinking.enabled.budget_tokens",
+                f"Input should be greater than or equal to {MIN_THINKING_BUDGET}",
+            )
+    if thinking.get("display") is not None and thinking["display"] not in _DISPLAYS:
+        _fail(f"thinking.{kind}.display", "Input should be 'summarized' or 'omitted'")
+
+
+def thinking_on(body: dict[str, Any]) -> bool:
+    """Whether a (valid) body turns thinking on: `enabled` or `adaptive`."""
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _thinking_compatible(body: dict[str, Any]) -> None:
+    """What thinking forbids elsewhere in the body (checked after each field on its own)."""
+    if not thinking_on(body):
+        return
+    thinking = body["thinking"]
+    if thinking["type"] == "enabled" and thinking["budget_tokens"] >= body["max_tokens"]:
+        _refuse(MSG_BUDGET_NOT_BELOW_MAX)
+    if body.get("temperature") is not None and body["temperature"] != 1:
+        _refuse(MSG_THINKING_TEMPERATURE)
+    if body.get("top_p") is not None and body["top_p"] < 0.95:
+        _refuse(MSG_THINKING_TOP_P)
+    if body.get("top_k") is not None:
+        _refuse(MSG_THINKING_TOP_K)
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        _refuse(MSG_THINKING_FORCED_TOOL)
 
 
 def check_messages(body: Any, max_output_tokens: int | None) -> str | None:
@@ -196,6 +278,7 @@ def check_messages(body: Any, max_output_tokens: int | None) -> str | None:
                 _fail(name, "Input should be a number between 0 and 1")
         if "top_k" in body and (not _is_int(body["top_k"]) or body["top_k"] < 0):
             _fail("top_k", "Input should be an integer greater than or equal to 0")
+        _thinking_compatible(body)
     except _Invalid as exc:
         return str(exc)
     return None
