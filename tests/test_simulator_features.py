@@ -14,7 +14,8 @@ from typing import Any
 import aiohttp
 import anthropic
 import pytest
-from simproc import SimProc, start_simulator
+
+from tests.simproc import SimProc, start_simulator
 
 KEY = "sk-test-not-a-real-key"
 MODEL = "claude-sonnet-4-6"  # thinking "enabled" is allowed (no SDK warning) and it is not deprecated
