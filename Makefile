@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup bench test perf lint fmt sim clean
+.PHONY: setup browser bench test test-fast perf lint fmt sim clean
 
 setup: $(STAMP)
 
@@ -17,8 +17,22 @@ $(STAMP): pyproject.toml constraints.txt
 bench: setup
 	$(BIN)/python -m harness.benchmain
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The quick tier while editing: no long reliability cases, no millisecond timing assertions.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not timing" $(PYTEST_ARGS)
+
+# The report screenshot test needs Chromium: installed here when missing and the machine allows
+# it (root with apt-get); otherwise that one test is skipped with the command to run (never under CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the report screenshot test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "could not install chromium: the report screenshot test will say how"; \
+	  else echo "chromium is missing (sudo apt-get install -y chromium): the report screenshot test is skipped"; fi; }
 
 perf: setup
 	$(BIN)/python -m benchmarks.perf $(PERF_ARGS)

@@ -41,95 +41,99 @@ Opt = typer.Option
 
 @app.command()
 def run(
-    dataset: Annotated[Path | None, Opt(help="Dataset file (JSONL, CSV or parquet).")] = None,
-    models: Annotated[str | None, Opt(help="Comma-separated model ids.")] = None,
-    repeats: Annotated[int | None, Opt(help="Times each case runs on each model.")] = None,
-    concurrency: Annotated[int | None, Opt(help="Closed loop: calls in flight.")] = None,
-    rate: Annotated[float | None, Opt(help="Open loop: calls released per second.")] = None,
-    arrival: Annotated[str | None, Opt(help="Open-loop arrivals: poisson or constant.")] = None,
+    dataset: Annotated[Path | None, Opt("--dataset", help="Dataset file (JSONL, CSV or parquet).")] = None,
+    models: Annotated[str | None, Opt("--models", help="Comma-separated model ids.")] = None,
+    repeats: Annotated[int | None, Opt("--repeats", help="Times each case runs on each model.")] = None,
+    concurrency: Annotated[int | None, Opt("--concurrency", help="Closed loop: calls in flight.")] = None,
+    rate: Annotated[float | None, Opt("--rate", help="Open loop: calls released per second.")] = None,
+    arrival: Annotated[str | None, Opt("--arrival", help="Open-loop arrivals: poisson or constant.")] = None,
     max_in_flight: Annotated[
-        int | None, Opt(help="Open loop: cap on calls in flight (waiting is recorded).")
+        int | None, Opt("--max-in-flight", help="Open loop: cap on calls in flight (waiting is recorded).")
     ] = None,
-    max_calls: Annotated[int | None, Opt(help="Run at most this many planned calls.")] = None,
-    duration: Annotated[float | None, Opt(help="Stop scheduling after this many seconds.")] = None,
-    max_cost: Annotated[
-        float | None, Opt(help="Stop scheduling before spend could exceed this (USD).")
+    max_calls: Annotated[int | None, Opt("--max-calls", help="Run at most this many planned calls.")] = None,
+    duration_s: Annotated[
+        float | None, Opt("--duration", help="Stop scheduling after this many seconds.")
     ] = None,
-    max_retries: Annotated[int | None, Opt(help="Retries on 429/529/5xx/connection errors.")] = None,
-    timeout: Annotated[float | None, Opt(help="Seconds without an answer before an attempt fails.")] = None,
-    grace: Annotated[float | None, Opt(help="Seconds in-flight calls get after a stop.")] = None,
-    target: Annotated[str | None, Opt(help="simulator, anthropic or custom (with --base-url).")] = None,
-    base_url: Annotated[str | None, Opt(help="Any Anthropic-compatible server.")] = None,
-    profile: Annotated[Path | None, Opt(help="TOML profile; flags override it.")] = None,
-    run_id: Annotated[str | None, Opt(help="Run id (default: UTC timestamp + suffix).")] = None,
-    resume: Annotated[str | None, Opt(help="Run id to resume: runs only calls without a row.")] = None,
-    results_dir: Annotated[Path | None, Opt(help="Where run directories go.")] = None,
+    max_cost_usd: Annotated[
+        float | None, Opt("--max-cost", help="Stop scheduling before spend could exceed this (USD).")
+    ] = None,
+    max_retries: Annotated[
+        int | None, Opt("--max-retries", help="Retries on 429/529/5xx/connection errors.")
+    ] = None,
+    timeout_s: Annotated[
+        float | None, Opt("--timeout", help="Seconds without an answer before an attempt fails.")
+    ] = None,
+    grace_s: Annotated[float | None, Opt("--grace", help="Seconds in-flight calls get after a stop.")] = None,
+    target: Annotated[
+        str | None, Opt("--target", help="simulator, anthropic or custom (default with --base-url).")
+    ] = None,
+    base_url: Annotated[str | None, Opt("--base-url", help="Any Anthropic-compatible server.")] = None,
+    profile: Annotated[Path | None, Opt("--profile", help="TOML profile; flags override it.")] = None,
+    run_id: Annotated[str | None, Opt("--run-id", help="Run id (default: UTC timestamp + suffix).")] = None,
+    resume: Annotated[
+        str | None, Opt("--resume", help="Run id to resume: runs only calls without a row.")
+    ] = None,
+    results_dir: Annotated[Path | None, Opt("--results-dir", help="Where run directories go.")] = None,
     stream: Annotated[bool | None, Opt("--stream/--no-stream", help="Stream responses (default).")] = None,
-    seed: Annotated[int | None, Opt(help="Seed of the plan's interleaving and arrivals.")] = None,
-    skip_invalid: Annotated[bool, Opt(help="Skip invalid dataset rows (listed in the manifest).")] = False,
-    event_name: Annotated[str | None, Opt(help="PostHog event name.")] = None,
-    no_prompt_capture: Annotated[bool, Opt(help="Keep prompt and response text out of events.")] = False,
-    no_store_text: Annotated[bool, Opt(help="Keep response text out of parquet.")] = False,
-    no_posthog: Annotated[bool, Opt(help="Send no PostHog events.")] = False,
-    time_scale: Annotated[float | None, Opt(help="Simulator target: multiply every delay.")] = None,
-    sim_faults: Annotated[
-        str | None, Opt(help="Simulator target: fault rates, e.g. rate_limit=0.02.")
+    seed: Annotated[int | None, Opt("--seed", help="Seed of the plan's interleaving and arrivals.")] = None,
+    skip_invalid: Annotated[
+        bool | None,
+        Opt("--skip-invalid/--no-skip-invalid", help="Skip invalid dataset rows (listed in the manifest)."),
     ] = None,
-    sim_profile: Annotated[Path | None, Opt(help="Simulator target: model profile TOML.")] = None,
-    transport: Annotated[str | None, Opt(help="SDK transport: aiohttp (default) or httpx.")] = None,
-    ramp_up: Annotated[
+    event_name: Annotated[str | None, Opt("--event-name", help="PostHog event name.")] = None,
+    prompt_capture: Annotated[
+        bool | None,
+        Opt("--prompt-capture/--no-prompt-capture", help="Prompt and response text in events (default)."),
+    ] = None,
+    store_text: Annotated[
+        bool | None, Opt("--store-text/--no-store-text", help="Response text in parquet (default).")
+    ] = None,
+    posthog_enabled: Annotated[
+        bool | None, Opt("--posthog/--no-posthog", help="Send one PostHog event per call (default).")
+    ] = None,
+    posthog_host: Annotated[
+        str | None, Opt("--posthog-host", help="PostHog host (default: POSTHOG_HOST, else offline capture).")
+    ] = None,
+    sim_time_scale: Annotated[
+        float | None, Opt("--time-scale", help="Simulator target: multiply every delay.")
+    ] = None,
+    sim_faults: Annotated[
+        str | None, Opt("--sim-faults", help="Simulator target: fault rates, e.g. rate_limit=0.02.")
+    ] = None,
+    sim_profile: Annotated[
+        Path | None, Opt("--sim-profile", help="Simulator target: model profile TOML.")
+    ] = None,
+    sim_seed: Annotated[int | None, Opt("--sim-seed", help="Simulator target: its seed.")] = None,
+    transport: Annotated[
+        str | None, Opt("--transport", help="SDK transport: aiohttp (default) or httpx.")
+    ] = None,
+    ramp_up_s: Annotated[
         float | None,
         Opt(
-            help="Closed loop: start the concurrent calls spread over this many seconds (default 4 ms each, <= 2 s)."
+            "--ramp-up",
+            help="Closed loop: start the concurrent calls spread over this many seconds (default 4 ms each, <= 2 s).",
         ),
     ] = None,
     workers: Annotated[
         int | None,
-        Opt(help="Processes sharing the calls (default: 1, more above ~200 streams or ~150 calls/s)."),
+        Opt(
+            "--workers",
+            help="Processes sharing the calls (default: 1, more above ~200 streams or ~150 calls/s).",
+        ),
     ] = None,
-    event_loop: Annotated[str | None, Opt(help="auto (uvloop when installed), uvloop or asyncio.")] = None,
-    progress: Annotated[str | None, Opt(help="auto, bar, plain or off.")] = None,
-    no_report: Annotated[bool, Opt(help="Skip the report at the end.")] = False,
+    event_loop: Annotated[
+        str | None, Opt("--event-loop", help="auto (uvloop when installed), uvloop or asyncio.")
+    ] = None,
+    progress: Annotated[str | None, Opt("--progress", help="auto, bar, plain or off.")] = None,
+    report: Annotated[
+        bool | None, Opt("--report/--no-report", help="Write the report at the end (default).")
+    ] = None,
 ) -> None:
     """Replay a dataset against Claude models; write parquet, events and a report."""
     from harness.config import build_config
 
-    given: dict[str, Any] = {
-        "dataset": dataset,
-        "models": models,
-        "repeats": repeats,
-        "concurrency": concurrency,
-        "rate": rate,
-        "arrival": arrival,
-        "max_in_flight": max_in_flight,
-        "max_calls": max_calls,
-        "duration_s": duration,
-        "max_cost_usd": max_cost,
-        "max_retries": max_retries,
-        "timeout_s": timeout,
-        "grace_s": grace,
-        "target": target,
-        "base_url": base_url,
-        "profile": profile,
-        "run_id": run_id,
-        "results_dir": results_dir,
-        "stream": stream,
-        "seed": seed,
-        "skip_invalid": skip_invalid or None,
-        "event_name": event_name,
-        "prompt_capture": False if no_prompt_capture else None,
-        "store_text": False if no_store_text else None,
-        "posthog_enabled": False if no_posthog else None,
-        "sim_time_scale": time_scale,
-        "sim_faults": sim_faults,
-        "sim_profile": sim_profile,
-        "transport": transport,
-        "event_loop": event_loop,
-        "workers": workers,
-        "ramp_up_s": ramp_up,
-        "progress": progress,
-        "report": False if no_report else None,
-    }
+    # Parameters are named after RunConfig's fields (harness.config.OPTIONS): no copying table.
+    given: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("build_config", "resume")}
     try:
         if resume:
             from harness.rundir import RunDir

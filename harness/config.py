@@ -18,7 +18,7 @@ from harness.errors import ConfigError
 from harness.loops import EVENT_LOOPS
 from harness.secrets import ANTHROPIC_KEY_ENV, POSTHOG_KEY_ENV, Secret
 
-__all__ = ["ModelSpec", "RunConfig", "build_config", "load_profile"]
+__all__ = ["OPTIONS", "ModelSpec", "Option", "RunConfig", "build_config", "load_profile", "option_name"]
 
 ARRIVALS = ("closed", "poisson", "constant")
 TARGETS = ("simulator", "anthropic", "custom")
@@ -120,73 +120,92 @@ def load_profile(path: Path) -> dict[str, Any]:
         raise ConfigError("--profile", f"{path}: cannot read: {exc.strerror}") from None
 
 
-_RUN_KEYS = {
-    "dataset": "dataset",
-    "models": "models",
-    "repeats": "repeats",
-    "concurrency": "concurrency",
-    "ramp_up": "ramp_up_s",
-    "rate": "rate",
-    "arrival": "arrival",
-    "max_in_flight": "max_in_flight",
-    "max_calls": "max_calls",
-    "duration": "duration_s",
-    "max_cost": "max_cost_usd",
-    "max_retries": "max_retries",
-    "timeout": "timeout_s",
-    "grace": "grace_s",
-    "stream": "stream",
-    "seed": "seed",
-    "results_dir": "results_dir",
-    "skip_invalid": "skip_invalid",
-    "transport": "transport",
-    "event_loop": "event_loop",
-    "workers": "workers",
-}
-_TARGET_KEYS = {
-    "kind": "target",
-    "base_url": "base_url",
-    "time_scale": "sim_time_scale",
-    "profile": "sim_profile",
-    "faults": "sim_faults",
-    "seed": "sim_seed",
-}
-_POSTHOG_KEYS = {
-    "event_name": "event_name",
-    "prompt_capture": "prompt_capture",
-    "host": "posthog_host",
-    "enabled": "posthog_enabled",
-    "max_retries": "posthog_max_retries",
-    "flush_timeout": "posthog_flush_timeout_s",
-}
+@dataclass(frozen=True)
+class Option:
+    """One option, said once: its `RunConfig` field, its flag (None: profile only), its profile key."""
+
+    field: str
+    flag: str | None
+    profile: str | None  # "table.key"; None: command line only
+
+
+# Every option of `harness run` (the CLI's parameters carry the same field names; a test checks
+# that the CLI offers exactly these flags). A flag with a `/--no-x` form is a boolean pair.
+OPTIONS: tuple[Option, ...] = (
+    Option("dataset", "--dataset", "run.dataset"),
+    Option("models", "--models", "run.models"),
+    Option("repeats", "--repeats", "run.repeats"),
+    Option("concurrency", "--concurrency", "run.concurrency"),
+    Option("ramp_up_s", "--ramp-up", "run.ramp_up"),
+    Option("rate", "--rate", "run.rate"),
+    Option("arrival", "--arrival", "run.arrival"),
+    Option("max_in_flight", "--max-in-flight", "run.max_in_flight"),
+    Option("max_calls", "--max-calls", "run.max_calls"),
+    Option("duration_s", "--duration", "run.duration"),
+    Option("max_cost_usd", "--max-cost", "run.max_cost"),
+    Option("max_retries", "--max-retries", "run.max_retries"),
+    Option("timeout_s", "--timeout", "run.timeout"),
+    Option("grace_s", "--grace", "run.grace"),
+    Option("stream", "--stream/--no-stream", "run.stream"),
+    Option("seed", "--seed", "run.seed"),
+    Option("run_id", "--run-id", None),
+    Option("resume", "--resume", None),
+    Option("results_dir", "--results-dir", "run.results_dir"),
+    Option("skip_invalid", "--skip-invalid/--no-skip-invalid", "run.skip_invalid"),
+    Option("transport", "--transport", "run.transport"),
+    Option("event_loop", "--event-loop", "run.event_loop"),
+    Option("workers", "--workers", "run.workers"),
+    Option("progress", "--progress", "run.progress"),
+    Option("report", "--report/--no-report", "run.report"),
+    Option("target", "--target", "target.kind"),
+    Option("base_url", "--base-url", "target.base_url"),
+    Option("sim_time_scale", "--time-scale", "target.time_scale"),
+    Option("sim_profile", "--sim-profile", "target.profile"),
+    Option("sim_faults", "--sim-faults", "target.faults"),
+    Option("sim_seed", "--sim-seed", "target.seed"),
+    Option("event_name", "--event-name", "posthog.event_name"),
+    Option("prompt_capture", "--prompt-capture/--no-prompt-capture", "posthog.prompt_capture"),
+    Option("posthog_enabled", "--posthog/--no-posthog", "posthog.enabled"),
+    Option("posthog_host", "--posthog-host", "posthog.host"),
+    Option("posthog_max_retries", None, "posthog.max_retries"),
+    Option("posthog_flush_timeout_s", None, "posthog.flush_timeout"),
+    Option("store_text", "--store-text/--no-store-text", "store.text"),
+)
+_BY_FIELD = {o.field: o for o in OPTIONS}
+_FIELDS = {f.name for f in fields(RunConfig)}  # what a caller of build_config may set
+_BY_PROFILE_KEY = {o.profile: o.field for o in OPTIONS if o.profile}
+_PROFILE_TABLES = sorted({key.split(".")[0] for key in _BY_PROFILE_KEY} | {"models", "prices", "select"})
 _MODEL_KEYS = {"rpm", "itpm", "otpm", "pool"}
 
 
+def option_name(field_name: str, sources: Mapping[str, str] | None = None) -> str:
+    """How the user said it: the profile key when the value came from the profile, else the flag."""
+    option = _BY_FIELD.get(field_name)
+    if option is None:
+        return field_name
+    if (sources or {}).get(field_name) == "profile" and option.profile:
+        return option.profile
+    return (option.flag or "").split("/")[0] or option.profile or field_name
+
+
 def _profile_values(profile: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
-    """Flatten a profile into RunConfig field values; unknown keys are refused by name."""
+    """Flatten a profile into RunConfig field values; unknown tables and keys are refused by name."""
     values: dict[str, Any] = {}
-    known_tables = {"run", "target", "posthog", "models", "prices", "select", "store"}
-    for table in profile:
-        if table not in known_tables:
-            raise ConfigError(f"profile [{table}]", f"unknown table; expected one of {sorted(known_tables)}")
-    for table, mapping in (("run", _RUN_KEYS), ("target", _TARGET_KEYS), ("posthog", _POSTHOG_KEYS)):
-        section = profile.get(table, {})
+    for table, section in profile.items():
+        if table not in _PROFILE_TABLES:
+            raise ConfigError(f"profile [{table}]", f"unknown table; expected one of {_PROFILE_TABLES}")
         if not isinstance(section, Mapping):
             raise ConfigError(f"profile [{table}]", "must be a table")
+        if table in ("models", "prices", "select"):
+            continue
         for key, value in section.items():
-            if key not in mapping:
-                raise ConfigError(f"{table}.{key}", f"unknown key; expected one of {sorted(mapping)}")
-            values[mapping[key]] = value
-    store = profile.get("store", {})
-    for key, value in store.items():
-        if key != "text":
-            raise ConfigError(f"store.{key}", "unknown key; expected 'text'")
-        values["store_text"] = value
-    models_table = profile.get("models", {})
-    if not isinstance(models_table, Mapping):
-        raise ConfigError("profile [models]", "must be a table of model name → limits")
+            field_name = _BY_PROFILE_KEY.get(f"{table}.{key}")
+            if field_name is None:
+                known = sorted(k.split(".", 1)[1] for k in _BY_PROFILE_KEY if k.startswith(f"{table}."))
+                raise ConfigError(f"{table}.{key}", f"unknown key; expected one of {known}")
+            values[field_name] = value
     limits: dict[str, dict[str, Any]] = {}
-    for name, spec in models_table.items():
+    for name, spec in profile.get("models", {}).items():
         if not isinstance(spec, Mapping):
             raise ConfigError(f"models.{name}", "must be a table")
         for key in spec:
@@ -217,26 +236,21 @@ def _number(option: str, value: Any, *, minimum: float, integer: bool = False, s
     return int(value) if integer else float(value)
 
 
-def _flag(field_name: str) -> str:
-    names = {
-        "duration_s": "--duration",
-        "max_cost_usd": "--max-cost",
-        "timeout_s": "--timeout",
-        "grace_s": "--grace",
-        "ramp_up_s": "--ramp-up",
-        "sim_time_scale": "--time-scale",
-    }
-    return names.get(field_name, "--" + field_name.replace("_", "-"))
-
-
 def build_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -> RunConfig:
-    """Merge defaults < profile < environment < CLI (None means "not given") and validate."""
+    """Merge defaults < profile < environment < CLI (None means "not given") and validate.
+
+    `cli` holds `RunConfig` field names (plus `profile`); every error names the option as the
+    user gave it: the profile key for a value from the profile, else the flag.
+    """
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     profile_path = cli.get("profile")
     if profile_path:
         profile_path = Path(profile_path)
-        values.update(_profile_values(load_profile(profile_path), profile_path.parent))
+        from_profile = _profile_values(load_profile(profile_path), profile_path.parent)
+        values.update(from_profile)
+        sources.update(dict.fromkeys(from_profile, "profile"))
         values["profile_path"] = profile_path
     model_limits: dict[str, dict[str, Any]] = values.pop("_model_limits", {})
 
@@ -246,41 +260,38 @@ def build_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         values["posthog_key"] = Secret(env[POSTHOG_KEY_ENV])
     if env.get("POSTHOG_HOST"):
         values["posthog_host"] = env["POSTHOG_HOST"]
+        sources["posthog_host"] = "env"
     if env.get("ANTHROPIC_BASE_URL") and "base_url" not in values:
         values["base_url"] = env["ANTHROPIC_BASE_URL"]
+        sources["base_url"] = "env"
 
     for key, value in cli.items():
         if key == "profile" or value is None:
             continue
+        if key not in _FIELDS:
+            raise ConfigError(f"--{key.replace('_', '-')}", "unknown option")
         values[key] = value
+        sources[key] = "cli"
 
-    if "target" not in values:
-        values["target"] = (
-            "anthropic" if values.get("api_key") and not values.get("base_url") else "simulator"
-        )
-        if values.get("base_url") and values["target"] != "simulator":
+    if "target" not in values:  # a key alone means the real API; a URL alone, some other server
+        if values.get("base_url"):
             values["target"] = "custom"
+        else:
+            values["target"] = "anthropic" if values.get("api_key") else "simulator"
     models = values.pop("models", None)
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",") if m.strip()]
     if models is not None:
+        name = option_name("models", sources)
         if not isinstance(models, list | tuple) or not all(isinstance(m, str) for m in models):
-            raise ConfigError("--models", "must be a comma-separated list of model ids")
+            raise ConfigError(name, "must be a comma-separated list of model ids")
         if len(set(models)) != len(models):
-            raise ConfigError("--models", "lists a model twice")
+            raise ConfigError(name, "lists a model twice")
         values["models"] = tuple(ModelSpec(name=m, **model_limits.get(m, {})) for m in models)
     for key in ("dataset", "results_dir", "sim_profile"):
         if key in values and values[key] is not None:
             values[key] = Path(values[key])
-    known = {f.name for f in fields(RunConfig)}
-    for key in values:
-        if key not in known:
-            raise ConfigError(_flag(key), "unknown option")
-    try:
-        config = RunConfig(**values)
-    except TypeError as exc:  # pragma: no cover - guarded by the key check above
-        raise ConfigError("config", str(exc)) from None
-    return validate(config)
+    return validate(RunConfig(**values), sources)
 
 
 # Default closed-loop ramp: about two calls' worth of the harness's CPU per start (make perf, T0a).
@@ -288,61 +299,65 @@ RAMP_PER_CALL_S = 0.004
 MAX_AUTO_RAMP_S = 2.0
 
 
-def validate(c: RunConfig) -> RunConfig:
+def validate(c: RunConfig, sources: Mapping[str, str] | None = None) -> RunConfig:
     """Refuse impossible values by option name; return the config with normalised numbers."""
+
+    def n(field_name: str) -> str:
+        return option_name(field_name, sources)
+
     if not c.models:
-        raise ConfigError("--models", "at least one model is required")
+        raise ConfigError(n("models"), "at least one model is required")
     for m in c.models:
         for limit in ("rpm", "itpm", "otpm"):
             value = getattr(m, limit)
             if value is not None:
                 _number(f"models.{m.name}.{limit}", value, minimum=0, strict=True)
     updates: dict[str, Any] = {
-        "repeats": _number("--repeats", c.repeats, minimum=1, integer=True),
-        "concurrency": _number("--concurrency", c.concurrency, minimum=1, integer=True),
-        "max_retries": _number("--max-retries", c.max_retries, minimum=0, integer=True),
-        "timeout_s": _number("--timeout", c.timeout_s, minimum=0, strict=True),
-        "grace_s": _number("--grace", c.grace_s, minimum=0),
-        "sim_time_scale": _number("--time-scale", c.sim_time_scale, minimum=0),
+        "repeats": _number(n("repeats"), c.repeats, minimum=1, integer=True),
+        "concurrency": _number(n("concurrency"), c.concurrency, minimum=1, integer=True),
+        "max_retries": _number(n("max_retries"), c.max_retries, minimum=0, integer=True),
+        "timeout_s": _number(n("timeout_s"), c.timeout_s, minimum=0, strict=True),
+        "grace_s": _number(n("grace_s"), c.grace_s, minimum=0),
+        "sim_time_scale": _number(n("sim_time_scale"), c.sim_time_scale, minimum=0),
     }
     if c.rate is not None:
-        updates["rate"] = _number("--rate", c.rate, minimum=0, strict=True)
+        updates["rate"] = _number(n("rate"), c.rate, minimum=0, strict=True)
     concurrency = updates["concurrency"]
     if c.ramp_up_s is None:
         updates["ramp_up_s"] = min(MAX_AUTO_RAMP_S, RAMP_PER_CALL_S * concurrency)
     else:
-        updates["ramp_up_s"] = _number("--ramp-up", c.ramp_up_s, minimum=0)
-    for name, flag in (("max_in_flight", "--max-in-flight"), ("max_calls", "--max-calls")):
+        updates["ramp_up_s"] = _number(n("ramp_up_s"), c.ramp_up_s, minimum=0)
+    for name in ("max_in_flight", "max_calls"):
         if getattr(c, name) is not None:
-            updates[name] = _number(flag, getattr(c, name), minimum=1, integer=True)
+            updates[name] = _number(n(name), getattr(c, name), minimum=1, integer=True)
     if c.duration_s is not None:
-        updates["duration_s"] = _number("--duration", c.duration_s, minimum=0, strict=True)
+        updates["duration_s"] = _number(n("duration_s"), c.duration_s, minimum=0, strict=True)
     if c.max_cost_usd is not None:
-        updates["max_cost_usd"] = _number("--max-cost", c.max_cost_usd, minimum=0, strict=True)
+        updates["max_cost_usd"] = _number(n("max_cost_usd"), c.max_cost_usd, minimum=0, strict=True)
     if c.arrival not in ARRIVALS:
-        raise ConfigError("--arrival", f"must be one of {', '.join(ARRIVALS[1:])}, got {c.arrival!r}")
+        raise ConfigError(n("arrival"), f"must be one of {', '.join(ARRIVALS[1:])}, got {c.arrival!r}")
     arrival = c.arrival
     if c.rate is not None and arrival == "closed":
         arrival = "poisson"
     if c.rate is None and arrival != "closed":
-        raise ConfigError("--arrival", f"{arrival} arrivals need --rate")
+        raise ConfigError(n("arrival"), f"{arrival} arrivals need --rate")
     updates["arrival"] = arrival
     if c.target not in TARGETS:
-        raise ConfigError("--target", f"must be one of {', '.join(TARGETS)}, got {c.target!r}")
+        raise ConfigError(n("target"), f"must be one of {', '.join(TARGETS)}, got {c.target!r}")
     if c.target == "anthropic" and not c.api_key:
-        raise ConfigError("--target", f"anthropic needs {ANTHROPIC_KEY_ENV} in the environment")
+        raise ConfigError(n("target"), f"anthropic needs {ANTHROPIC_KEY_ENV} in the environment")
     if c.target == "custom" and not c.base_url:
-        raise ConfigError("--base-url", "a custom target needs --base-url")
+        raise ConfigError(n("base_url"), "a custom target needs --base-url")
     if c.transport not in ("aiohttp", "httpx"):
-        raise ConfigError("--transport", f"must be aiohttp or httpx, got {c.transport!r}")
+        raise ConfigError(n("transport"), f"must be aiohttp or httpx, got {c.transport!r}")
     if c.workers is not None and (
         isinstance(c.workers, bool) or not isinstance(c.workers, int) or c.workers < 1
     ):
-        raise ConfigError("--workers", f"must be a whole number of processes >= 1, got {c.workers!r}")
+        raise ConfigError(n("workers"), f"must be a whole number of processes >= 1, got {c.workers!r}")
     if c.event_loop not in EVENT_LOOPS:
-        raise ConfigError("--event-loop", f"must be one of {', '.join(EVENT_LOOPS)}, got {c.event_loop!r}")
+        raise ConfigError(n("event_loop"), f"must be one of {', '.join(EVENT_LOOPS)}, got {c.event_loop!r}")
     if c.progress not in ("auto", "bar", "plain", "off"):
-        raise ConfigError("--progress", f"must be auto, bar, plain or off, got {c.progress!r}")
+        raise ConfigError(n("progress"), f"must be auto, bar, plain or off, got {c.progress!r}")
     if not isinstance(c.prices, Mapping):
         raise ConfigError("prices", "must be a table of model → {input, output} dollars per token")
     return replace(c, **updates)

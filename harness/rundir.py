@@ -281,11 +281,18 @@ class RunDir:
         return sorted({s for s, _, _ in self._chunks()})
 
     def records_of_sessions(self, sessions: set[str]) -> Iterator[CallRecord]:
-        """Rows written by the given sessions (raw, cancelled included), one chunk in memory at a time."""
-        for session, _, path in self._chunks():
-            if session in sessions and session != self.session:
-                for row in _frame_of(path).collect().iter_rows(named=True):
-                    yield CallRecord(**row)
+        """The winning rows (the dedup rule) that the given earlier sessions wrote, cancelled included.
+
+        The event sink rebuilds the events of crashed sessions from these, so an event always
+        describes the same row as the report and the resume.
+        """
+        sessions = sessions - {self.session} if self.session else set(sessions)
+        rows = self._all_rows()
+        if rows is None or not sessions:
+            return
+        winners = _dedup(rows, keep=["_session"]).filter(pl.col("_session").is_in(sorted(sessions)))
+        for row in winners.drop("_session").collect().iter_rows(named=True):
+            yield CallRecord(**row)
 
     def _chunks(self) -> list[tuple[str, int, Path]]:
         """(session, seq, file) of every chunk, in write order; a part wins over its own journal (same rows)."""
@@ -307,17 +314,18 @@ class RunDir:
         `calls.parquet` is derived from the chunks, so it is read only when there is
         no chunk at all (a run whose parts/ was removed; `resume` seeds a part from it).
         """
-        files = [p for _, _, p in self._chunks()]
-        if not files and (self.path / CALLS).is_file():
-            files = [self.path / CALLS]
-        if not files:
+        chunks = [(s, p) for s, _, p in self._chunks()]
+        if not chunks and (self.path / CALLS).is_file():
+            chunks = [("", self.path / CALLS)]
+        if not chunks:
             return None
         frames = [
             _frame_of(p).with_columns(
                 pl.lit(i, dtype=pl.Int64()).alias("_src"),
                 pl.int_range(pl.len(), dtype=pl.Int64()).alias("_row"),
+                pl.lit(session, dtype=pl.String()).alias("_session"),
             )
-            for i, p in enumerate(files)
+            for i, (session, p) in enumerate(chunks)
         ]
         return pl.concat(frames, how="vertical")
 
@@ -511,24 +519,25 @@ def _frame_of(path: Path) -> pl.LazyFrame:
         return conform(pl.scan_parquet(_part_of(path)))
 
 
-def _dedup(rows: pl.LazyFrame) -> pl.LazyFrame:
+def _dedup(rows: pl.LazyFrame, keep: list[str] | None = None) -> pl.LazyFrame:
     """One row per call_id: finished beats cancelled, then the later row wins; kept in write order.
 
     Duplicates are rare (cancelled then re-run, a part next to its journal), so only
     the key columns are collected; the full rows stream through an anti-join that
     drops the losers, instead of sorting the whole table in memory.
     """
+    columns = [*_COLUMNS, *(keep or ())]
     keys = rows.select("call_id", "status", "_src", "_row").collect()
     dups = keys.filter(pl.col("call_id").is_duplicated())
     if dups.height == 0:
-        return rows.select(_COLUMNS)
+        return rows.select(columns)
     losers = (
         dups.with_columns((pl.col("status") != "cancelled").alias("_fin"))
         .sort(["_fin", "_src", "_row"])
         .filter(pl.int_range(pl.len()).over("call_id") < pl.len().over("call_id") - 1)
         .select("_src", "_row")
     )
-    return rows.join(losers.lazy(), on=["_src", "_row"], how="anti", maintain_order="left").select(_COLUMNS)
+    return rows.join(losers.lazy(), on=["_src", "_row"], how="anti", maintain_order="left").select(columns)
 
 
 def _seed_part(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures. `simulator`: a simulator process shared by the session, reset per test."""
+"""Shared fixtures: `clean_env` (autouse: no real keys), `simulator` (one process per session, reset per test)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.secrets import SECRET_ENV_VARS
 from tests.simproc import SimProc, start_simulator
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees a developer's real keys or hosts: a test that wants one plants it itself."""
+    for name in (*SECRET_ENV_VARS, "POSTHOG_HOST", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@
 - `ListSink`, `FreeLimiter`, `FakeClient`, `make_runner`, `plan`: the runner without sockets;
 - `run_args`, `resume_args`, `wait_for`: `harness run` command lines for subprocess tests;
 - `event_settings`: PostHog event settings for a capture endpoint;
-- `HARNESS_COMMANDS`: the CLI's commands and flags, read from the typer app.
+- `cli_commands()`: the CLI's commands and flags, read from the typer app (imported lazily).
 
 Other helper modules, each imported as `tests.<name>`: `tests.simproc` (the simulator
 process), `tests.synthetic` (synthetic run directories), `tests.reliability_matrix`.
@@ -13,6 +13,7 @@ process), `tests.synthetic` (synthetic run directories), `tests.reliability_matr
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -222,6 +223,7 @@ def event_settings(url: str, **over: Any) -> EventSettings:
     return replace(base, **over)
 
 
+@functools.cache
 def cli_commands() -> dict[str, set[str]]:
     """The real CLI's commands and their flags, read from the typer app itself."""
     import typer
@@ -238,9 +240,3 @@ def cli_commands() -> dict[str, set[str]]:
                 flags |= {opt for param in sub.params for opt in (*param.opts, *param.secondary_opts)}
         found[name] = {f for f in flags if f.startswith("--")}
     return found
-
-
-HARNESS_COMMANDS: dict[str, set[str]] = cli_commands()
-
-
-HARNESS_COMMANDS: dict[str, set[str]] = cli_commands()

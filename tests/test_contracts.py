@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.records import CALL_SCHEMA, CallRecord, record_columns
-from tests.helpers import HARNESS_COMMANDS
+from tests.helpers import cli_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,10 +41,8 @@ def test_public_names_exist(module):
 
 
 def test_cli_introspection_sees_the_commands():
-    assert {"run", "report", "compare", "validate", "simulate", "events"} <= set(HARNESS_COMMANDS)
-    assert {"--dataset", "--models", "--resume", "--max-cost", "--rate", "--arrival"} <= HARNESS_COMMANDS[
-        "run"
-    ]
+    assert {"run", "report", "compare", "validate", "simulate", "events"} <= set(cli_commands())
+    assert {"--dataset", "--models", "--resume", "--max-cost", "--rate", "--arrival"} <= cli_commands()["run"]
 
 
 def test_client_is_the_only_importer_of_anthropic():

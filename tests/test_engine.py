@@ -103,6 +103,7 @@ def test_every_planned_call_is_one_row_and_one_event(sim, tmp_path):
 
 
 @pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+@pytest.mark.timing
 def test_measurements_match_ground_truth(tmp_path, event_loop):
     proc = start_simulator("--time-scale", "0.2", "--seed", "3", "--event-loop", event_loop)
     try:
@@ -171,6 +172,7 @@ def test_faults_end_as_one_row_each_with_the_right_status(tmp_path):
     assert events["unique"] == 120
 
 
+@pytest.mark.slow
 def test_retries_recover_from_transient_faults(tmp_path):
     proc = start_simulator("--time-scale", "0.01", "--seed", "5", "--faults", "overloaded=0.2,api_error=0.1")
     try:
@@ -225,6 +227,7 @@ def test_client_limits_equal_to_server_limits_avoid_429(tmp_path):
     assert span > 8.0
 
 
+@pytest.mark.timing
 def test_open_loop_poisson_arrivals(tmp_path):
     proc = start_simulator("--time-scale", "0.01", "--seed", "9")
     try:

@@ -90,6 +90,7 @@ async def test_settle_gives_back_unused_output_tokens() -> None:
     assert waited < 0.5
 
 
+@pytest.mark.timing
 async def test_settle_charges_input_beyond_the_estimate() -> None:
     pool = PoolLimiter("itpm", PoolLimits(itpm=60_000), burst_s=0.1)  # 1,000 tokens/s, bucket of 100
     await pool.acquire(100, 0)
@@ -101,6 +102,7 @@ async def test_settle_charges_input_beyond_the_estimate() -> None:
     assert waited_s >= 0.35 - 0.01  # 350 tokens at 1,000/s (10 ms of slack for the settle → acquire gap)
 
 
+@pytest.mark.timing
 async def test_headers_adopt_lower_limits_and_clamp_levels_down_never_up() -> None:
     pool = PoolLimiter("hdr", PoolLimits(rpm=600, otpm=600_000), burst_s=1.0)
     pool.observe_headers(
@@ -151,6 +153,7 @@ async def test_retry_after_gate_holds_every_waiter_until_it_opens() -> None:
     await pool2.aclose()
 
 
+@pytest.mark.timing
 async def test_rate_limit_message_empties_the_named_bucket() -> None:
     pool = PoolLimiter(
         "named", PoolLimits(itpm=60_000, otpm=60_000), burst_s=1.0

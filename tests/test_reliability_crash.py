@@ -71,6 +71,7 @@ def finished_map(run_dir: Path) -> dict[str, str | None]:
     return dict(zip(calls["call_id"].to_list(), calls["request_id"].to_list(), strict=True))
 
 
+@pytest.mark.slow
 def test_kill_9_at_20_seeded_points_then_resume(sim, server, tmp_path):
     sim.reset()
     sim.set_faults({"overloaded": 0.03})  # some calls take several attempts

@@ -196,6 +196,7 @@ def test_mix_of_all_faults_at_10_percent(sims, dataset, tmp_path, monkeypatch, c
     )
 
 
+@pytest.mark.slow
 def test_port_refusing_connections_for_10_s_mid_run(sims, dataset, tmp_path, monkeypatch, caplog):
     api, _ = sims
     fired = threading.Event()

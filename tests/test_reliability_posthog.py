@@ -39,6 +39,7 @@ GONE_AT = 66.0  # stopped while still refusing: it never accepts again during th
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 def test_posthog_500_then_refused_then_gone(tmp_path, monkeypatch, caplog):
     api = start_simulator("--time-scale", "0.05", "--seed", "12")
     capture = start_simulator("--posthog-only", "--seed", "13")

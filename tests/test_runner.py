@@ -73,6 +73,7 @@ async def test_stop_with_no_grace_records_in_flight_calls_as_cancelled():
     assert outcome.not_started == 34
 
 
+@pytest.mark.timing
 async def test_open_loop_releases_on_schedule_not_on_completion():
     runner, _sink, _ = make_runner(FakeClient(delay=0.3), rate=100.0, arrival="constant")
     calls = plan(1, rate=100.0, arrival="constant")
@@ -128,6 +129,7 @@ async def test_open_loop_marks_a_run_saturated_when_the_cap_holds_calls_back():
 
 
 @pytest.mark.parametrize("ramp_up_s", [0.0, 0.4])
+@pytest.mark.timing
 async def test_closed_loop_ramp_up_spreads_the_first_calls(ramp_up_s):
     """Without a ramp the workers' first calls leave together; with one, evenly spread over it."""
     client = FakeClient(delay=1.0)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import anthropic
+import pytest
 
 from harness.simulator import cli_main
 from tests.simproc import SimProc, start_simulator
@@ -80,6 +81,7 @@ def test_same_seed_same_answers_and_time_scale_keeps_the_shape(simulator: SimPro
     assert 2.5 < ratio < 3.5, ratio
 
 
+@pytest.mark.timing
 def test_measured_ttft_within_2ms_of_intended(simulator: SimProc) -> None:
     measured = [_raw_ttft(simulator, "claude-opus-4-8", f"timing {i}") for i in range(20)]
     intended = [t["intended_ttft_s"] for t in simulator.requests()]

@@ -75,6 +75,7 @@ def test_two_workers_give_every_call_one_row_one_event_and_agree_with_the_server
     assert manifest["loop_lag"]["p99_ms"] == max(w["loop_lag"]["p99_ms"] for w in health)
 
 
+@pytest.mark.timing
 def test_open_loop_workers_share_one_schedule(sim, tmp_path):
     """Constant arrivals at 100/s split over two processes still land on one 10 ms grid."""
     sim.reset()
