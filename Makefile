@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup browser bench test test-fast perf lint fmt sim clean
+.PHONY: setup browser bench bench-agent test test-fast perf lint fmt sim clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 bench: setup
 	$(BIN)/python -m harness.benchmain
+
+# Tools, extended thinking and web search (datasets/agent.jsonl) on two models of the simulator.
+bench-agent: setup
+	$(BIN)/harness run --dataset datasets/agent.jsonl --models claude-haiku-4-5,claude-sonnet-4-6 --time-scale 0.2
 
 test: setup browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -191,14 +191,28 @@ def test_mixed_dataset_has_the_promised_shape() -> None:
     assert heavy >= 0.2 * len(cases), users.most_common(5)
 
 
-def test_make_mixed_regenerates_the_committed_file(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("make_mixed", DATASETS / "make_mixed.py")
+@pytest.mark.parametrize(("script", "output"), [("make_mixed", "mixed.jsonl"), ("make_agent", "agent.jsonl")])
+def test_generators_regenerate_the_committed_files(tmp_path: Path, script: str, output: str) -> None:
+    spec = importlib.util.spec_from_file_location(script, DATASETS / f"{script}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    out = tmp_path / "mixed.jsonl"
+    out = tmp_path / output
     module.write(out)
-    assert out.read_bytes() == (DATASETS / "mixed.jsonl").read_bytes()
+    assert out.read_bytes() == (DATASETS / output).read_bytes()
+
+
+def test_agent_dataset_uses_every_request_feature() -> None:
+    cases = load_cases(DATASETS / "agent.jsonl").cases
+    assert len(cases) == 40
+    params = [c.params or {} for c in cases]
+    assert sum("tools" in p for p in params) >= 20
+    assert {p["thinking"]["type"] for p in params if "thinking" in p} == {"enabled", "adaptive"}
+    budgets = {p["thinking"].get("budget_tokens") for p in params if "thinking" in p}
+    assert {1024, 2048, 4096} <= budgets
+    assert any(t.get("type", "").startswith("web_search") for p in params for t in p.get("tools", ()))
+    assert any(p.get("tool_choice", {}).get("type") == "tool" for p in params)
+    assert sum(bool(c.expected and "tool_call" in c.expected) for c in cases) == 15
 
 
 # ---------------------------------------------------------------- hypothesis
