@@ -16,7 +16,6 @@ import csv
 import difflib
 import hashlib
 import math
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import IO, Any
 import orjson
 import polars as pl
 
+from harness import graders
 from harness.errors import DatasetError, DatasetInvalid
 from harness.features import FEATURE_FIELDS, check_features
 from harness.records import Case
@@ -71,7 +71,6 @@ _JSON_COLUMNS = frozenset(
         "tool_choice",
     }
 )
-_EXPECT_KEYS = ("contains", "equals", "regex", "tool_call")
 _PLAIN_TEXT = frozenset({"id", "prompt", "user_id", "system"})
 _MISSING = object()
 _UNREADABLE = object()  # a cell that could not be decoded: present, already reported
@@ -660,44 +659,12 @@ def _string_list(r: _Row, field: str, value: Any, *, limit: int | None) -> tuple
 
 
 def _expected(r: _Row, value: Any) -> dict[str, Any] | None:
+    """The case's grader, checked by `harness.graders.validate` (every problem with its field path)."""
     if value is None:
         return None
-    if not isinstance(value, dict):
-        r.bad("expected", f"must be an object like {{'contains': ...}}, got {_kind(value)}")
-        return None
-    keys = [k for k in value if k in _EXPECT_KEYS]
-    others = [str(k) for k in value if k not in _EXPECT_KEYS]
-    if others or len(keys) != 1:
-        found = ", ".join(map(repr, [*keys, *others])) or "none"
-        r.bad("expected", f"must have exactly one of {', '.join(map(repr, _EXPECT_KEYS))}; found {found}")
-        return None
-    key = keys[0]
-    wanted = value[key]
-    if key == "tool_call":
-        if not isinstance(wanted, dict) or not isinstance(wanted.get("name"), str) or not wanted["name"]:
-            r.bad(
-                "expected.tool_call",
-                "must be an object with a tool `name` (and optionally an `input` object)",
-            )
-            return None
-        if not isinstance(wanted.get("input", {}), dict):
-            r.bad("expected.tool_call.input", f"must be an object, got {_kind(wanted['input'])}")
-            return None
-    elif key == "contains":
-        items = [wanted] if isinstance(wanted, str) else wanted
-        if not isinstance(items, list) or not items or not all(isinstance(s, str) and s for s in items):
-            r.bad("expected.contains", "must be a non-empty string or a non-empty list of non-empty strings")
-            return None
-    elif not isinstance(wanted, str):
-        r.bad(f"expected.{key}", f"must be a string, got {_kind(wanted)}")
-        return None
-    elif key == "regex":
-        try:
-            re.compile(wanted)
-        except re.error as exc:
-            r.bad("expected.regex", f"invalid regular expression: {exc}")
-            return None
-    return dict(value)
+    before = len(r.problems)
+    graders.validate(value, r.bad)
+    return None if len(r.problems) > before else dict(value)
 
 
 # ---------------------------------------------------------------- wording
