@@ -12,6 +12,7 @@ from harness.report.stats import (
     Resampler,
     boot_interval,
     holm,
+    mcnemar_p,
     order_stat_ranks,
     percentile_ci,
     quantile_rows,
@@ -91,3 +92,15 @@ def test_wilson_and_holm() -> None:
     assert hi == 1.0 and 0.9 < lo < 0.95
     assert wilson(0, 0) == (None, None)
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+@pytest.mark.parametrize(
+    ("a_only", "b_only", "expected"), [(0, 0, 1.0), (10, 0, 0.001953125), (3, 3, 1.0), (1, 9, 0.021484375)]
+)
+def test_mcnemar_exact_on_known_tables(a_only: int, b_only: int, expected: float) -> None:
+    """Exact two-sided values: 2 * P(X <= min) for X ~ Binomial(a_only + b_only, 1/2)."""
+    assert mcnemar_p(a_only, b_only) == pytest.approx(expected)
+    from scipy.stats import binomtest
+
+    if a_only + b_only:
+        assert mcnemar_p(a_only, b_only) == pytest.approx(binomtest(a_only, a_only + b_only, 0.5).pvalue)

@@ -30,6 +30,7 @@ __all__ = [
     "boot_p_value",
     "holm",
     "mann_whitney_p",
+    "mcnemar_p",
     "order_stat_ranks",
     "percentile_ci",
     "quantile_rows",
@@ -164,6 +165,18 @@ def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
         warnings.simplefilter("ignore")
         p = float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
     return 1.0 if math.isnan(p) else p
+
+
+def mcnemar_p(a_only: int, b_only: int) -> float:
+    """McNemar's exact test (two-sided) on paired pass/fail: the discordant pairs are Binomial(n, 1/2).
+
+    `a_only`: cases that passed on A and failed on B; `b_only`: the reverse. Concordant pairs carry
+    no information about which arm is better, so they do not enter.
+    """
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    return float(sps.binomtest(min(a_only, b_only), n, 0.5, alternative="two-sided").pvalue)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
