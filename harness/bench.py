@@ -112,6 +112,10 @@ async def _execute(
     if cfg.dataset is None:
         raise HarnessError("--dataset: a dataset is required")
     loaded = load_cases(cfg.dataset, skip_invalid=cfg.skip_invalid)
+    if cfg.arrival == "trace" and not any(c.arrival_offset_s is not None for c in loaded.cases):
+        raise HarnessError(
+            f"--arrival trace: {cfg.dataset} has no arrival_offset_s (see `harness import posthog`)"
+        )
     prices = PriceTable.resolve(cfg.model_names, cfg.prices)
 
     run_id = cfg.resume or cfg.run_id or new_run_id()
@@ -124,6 +128,7 @@ async def _execute(
         rate=cfg.rate,
         arrival=cfg.arrival,
         max_calls=cfg.max_calls,
+        trace_speed=cfg.trace_speed,
     )
 
     target = Target.resolve(cfg, sim)

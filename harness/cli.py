@@ -46,7 +46,16 @@ def run(
     repeats: Annotated[int | None, Opt("--repeats", help="Times each case runs on each model.")] = None,
     concurrency: Annotated[int | None, Opt("--concurrency", help="Closed loop: calls in flight.")] = None,
     rate: Annotated[float | None, Opt("--rate", help="Open loop: calls released per second.")] = None,
-    arrival: Annotated[str | None, Opt("--arrival", help="Open-loop arrivals: poisson or constant.")] = None,
+    arrival: Annotated[
+        str | None, Opt("--arrival", help="Open-loop arrivals: poisson, constant (with --rate) or trace.")
+    ] = None,
+    trace_speed: Annotated[
+        float | None,
+        Opt(
+            "--trace-speed",
+            help="--arrival trace: replay the dataset's recorded offsets this many times faster.",
+        ),
+    ] = None,
     max_in_flight: Annotated[
         int | None, Opt("--max-in-flight", help="Open loop: cap on calls in flight (waiting is recorded).")
     ] = None,

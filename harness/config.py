@@ -20,7 +20,7 @@ from harness.secrets import ANTHROPIC_KEY_ENV, POSTHOG_KEY_ENV, Secret
 
 __all__ = ["OPTIONS", "ModelSpec", "Option", "RunConfig", "build_config", "load_profile", "option_name"]
 
-ARRIVALS = ("closed", "poisson", "constant")
+ARRIVALS = ("closed", "poisson", "constant", "trace")
 TARGETS = ("simulator", "anthropic", "custom")
 
 
@@ -46,6 +46,7 @@ class RunConfig:
     ramp_up_s: float | None = None  # closed loop; None: 4 ms per concurrent call, at most 2 s
     rate: float | None = None
     arrival: str = "closed"
+    trace_speed: float = 1.0  # --arrival trace: replay recorded offsets this many times faster
     max_in_flight: int | None = None
     max_calls: int | None = None
     duration_s: float | None = None
@@ -139,6 +140,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ramp_up_s", "--ramp-up", "run.ramp_up"),
     Option("rate", "--rate", "run.rate"),
     Option("arrival", "--arrival", "run.arrival"),
+    Option("trace_speed", "--trace-speed", "run.trace_speed"),
     Option("max_in_flight", "--max-in-flight", "run.max_in_flight"),
     Option("max_calls", "--max-calls", "run.max_calls"),
     Option("duration_s", "--duration", "run.duration"),
@@ -339,7 +341,11 @@ def validate(c: RunConfig, sources: Mapping[str, str] | None = None) -> RunConfi
     arrival = c.arrival
     if c.rate is not None and arrival == "closed":
         arrival = "poisson"
-    if c.rate is None and arrival != "closed":
+    if arrival == "trace":
+        if c.rate is not None:
+            raise ConfigError(n("rate"), "trace arrivals replay the dataset's offsets: drop --rate")
+        updates["trace_speed"] = _number(n("trace_speed"), c.trace_speed, minimum=0, strict=True)
+    elif c.rate is None and arrival != "closed":
         raise ConfigError(n("arrival"), f"{arrival} arrivals need --rate")
     updates["arrival"] = arrival
     if c.target not in TARGETS:

@@ -57,6 +57,7 @@ FIELDS = (
     "tags",
     "expected",
     "metadata",
+    "arrival_offset_s",
     *FEATURE_FIELDS,
 )
 _JSON_COLUMNS = frozenset(
@@ -374,7 +375,7 @@ def _text_cell(col: str, cell: str, bad: Callable[[str, str], None], where: str)
         except ValueError:
             bad(col, f"must be an integer, got {_show(cell)}")
             return _UNREADABLE
-    if col in ("temperature", "top_p"):
+    if col in ("temperature", "top_p", "arrival_offset_s"):
         try:
             return float(cell.strip())
         except ValueError:
@@ -516,6 +517,14 @@ def _check_row(
     if metadata is not None and not isinstance(metadata, dict):
         r.bad("metadata", f"must be an object, got {_kind(metadata)}")
     params = check_features(raw, r.bad, max_tokens=max_tokens, temperature=temperature)
+    offset = raw.get("arrival_offset_s")
+    if offset is not None and (
+        isinstance(offset, bool)
+        or not isinstance(offset, int | float)
+        or not math.isfinite(offset)
+        or offset < 0
+    ):
+        r.bad("arrival_offset_s", f"must be a number of seconds >= 0, got {offset!r}")
 
     if len(problems) > before or case_id is None:
         return case_id, None
@@ -531,6 +540,7 @@ def _check_row(
         expected=expected,
         metadata=metadata,
         params=params or None,
+        arrival_offset_s=float(offset) if offset is not None else None,
         line=line,
     )
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from harness.records import Case, PlannedCall
 from harness.variants import Variant, expand
 
-__all__ = ["arrival_offsets", "call_id_for", "make_plan"]
+__all__ = ["arrival_offsets", "call_id_for", "make_plan", "trace_order"]
 
 
 def call_id_for(run_id: str, case_id: str, model: str, repeat: int, variant: str | None = None) -> str:
@@ -37,6 +37,24 @@ def arrival_offsets(n: int, rate: float, arrival: str, seed: int) -> list[float]
     return offsets
 
 
+def trace_order(
+    order: list[tuple[Case, str, int, str | None]], speed: float
+) -> tuple[list[tuple[Case, str, int, str | None]], list[float | None]]:
+    """Recorded traffic replayed at its offsets (`speed` times faster): each repeat after the last one ends.
+
+    Every arm of a case is released at the case's offset; the order is by release time (the open
+    loop releases calls in plan order).
+    """
+    span = max((c.arrival_offset_s or 0.0 for c, *_ in order), default=0.0)
+    gap = span / max(1, len({c.id for c, *_ in order}))  # one mean inter-arrival between repeats
+    timed = [
+        ((case.arrival_offset_s or 0.0) + repeat * (span + gap)) / speed
+        for case, _model, repeat, _variant in order
+    ]
+    ranked = sorted(range(len(order)), key=lambda i: timed[i])
+    return [order[i] for i in ranked], [timed[i] for i in ranked]
+
+
 def make_plan(
     cases: Sequence[Case],
     models: Sequence[str],
@@ -47,6 +65,7 @@ def make_plan(
     rate: float | None = None,
     arrival: str = "closed",
     max_calls: int | None = None,
+    trace_speed: float = 1.0,
     variants: Sequence[Variant] = (),
     variants_source: str = "variants",
 ) -> list[PlannedCall]:
@@ -65,7 +84,9 @@ def make_plan(
     if max_calls is not None:
         order = order[:max_calls]
     offsets: list[float | None] = [None] * len(order)
-    if rate is not None and arrival != "closed":
+    if arrival == "trace":
+        order, offsets = trace_order(order, trace_speed)
+    elif rate is not None and arrival != "closed":
         offsets = list(arrival_offsets(len(order), rate, arrival, seed + 1))
     return [
         PlannedCall(

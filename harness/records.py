@@ -33,6 +33,7 @@ class Case:
     expected: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     params: dict[str, Any] | None = None  # API request features (thinking, tools, ...), see harness.features
+    arrival_offset_s: float | None = None  # when the call started in recorded traffic (`--arrival trace`)
     line: int | None = None  # where it came from, for error messages
 
     def prompt_text(self) -> str:
