@@ -322,9 +322,8 @@ class StreamReader:
         self.buffer = b""
         self.parts: list[str] = []
         self.stopped = False
-        self.tools: dict[
-            Any, tuple[Any, list[str], Any]
-        ] = {}  # open tool_use blocks: index → name, pieces, shell input
+        # Open tool_use blocks: index → (name, input_json pieces, the start's input).
+        self.tools: dict[Any, tuple[Any, list[str], Any]] = {}
         self.calls: list[dict[str, Any]] = []
         self.usage: dict[str, Any] = {}
 
@@ -364,6 +363,9 @@ class StreamReader:
         a.ok = True
 
     def _close(self) -> None:
+        for name, pieces, shell in self.tools.values():  # never stopped: kept, input None if cut short
+            self.calls.append({"name": name, "input": _tool_input(pieces, shell)})
+        self.tools.clear()
         self.a.text = "".join(self.parts)
         self.a.tool_calls = self.calls or None
 

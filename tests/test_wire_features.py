@@ -21,6 +21,7 @@ from harness import loops
 from harness.bench import execute_run
 from harness.client import ClaudeClient
 from harness.config import build_config
+from harness.quality import check
 from harness.records import CALL_SCHEMA, Case, PlannedCall
 from tests.helpers import genai_total_usd, make_runner
 from tests.simproc import SimProc, start_simulator
@@ -235,6 +236,45 @@ def test_first_text_and_first_thinking_marks_split_the_ttft(feature_runs):
     unstreamed = feature_runs[False][0]
     assert unstreamed["time_to_first_text_s"].is_null().all()
     assert unstreamed["time_to_first_thinking_s"].is_null().all()
+
+
+# -- the checks themselves -----------------------------------------------------------------------
+
+CALL = [
+    {
+        "name": "get_weather",
+        "input": {"location": "Lisbon", "unit": "celsius", "days": 3, "detail": {"hourly": True}},
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("wanted", "passed"),
+    [
+        ({"name": "get_weather"}, True),
+        ({"name": "get_weather", "input": {}}, True),
+        ({"name": "get_weather", "input": {"location": "Lisbon"}}, True),
+        ({"name": "get_weather", "input": {"detail": {"hourly": True}, "days": 3}}, True),
+        ({"name": "get_weather", "input": {"days": 3.0}}, True),  # JSON numbers
+        ({"name": "get_weather", "input": {"location": "lisbon"}}, False),
+        ({"name": "get_weather", "input": {"detail": {"hourly": 1}}}, False),  # a boolean is not a number
+        ({"name": "get_weather", "input": {"country": "PT"}}, False),
+        ({"name": "get_time"}, False),
+    ],
+)
+def test_tool_call_expectation_is_a_named_call_whose_input_contains_the_expected(wanted, passed):
+    assert check({"tool_call": wanted}, "", tool_calls=CALL, stop_reason="tool_use") is passed
+    assert check({"tool_call": wanted}, "Lisbon", tool_calls=None, stop_reason="end_turn") is False
+
+
+@pytest.mark.parametrize(
+    "expected",
+    [{"regex": "."}, {"contains": "Lisbon"}, {"equals": "Lisbon"}, {"tool_call": {"name": "get_weather"}}],
+)
+def test_a_refusal_fails_every_expectation(expected):
+    assert check(expected, "Lisbon", tool_calls=CALL, stop_reason="end_turn") is True
+    assert check(expected, "Lisbon", tool_calls=CALL, stop_reason="refusal") is False
+    assert check(None, "Lisbon", tool_calls=CALL, stop_reason="refusal") is None
 
 
 # -- time to first text against the simulator's clock, with a thinking phase long enough to see ----------

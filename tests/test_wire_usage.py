@@ -11,6 +11,7 @@ bytes each case needs, which the simulator does not send. Prices are checked aga
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 from collections.abc import Iterator, Mapping
@@ -168,6 +169,90 @@ def _whole(usage: dict[str, Any], stop_reason: str, words: tuple[str, ...]) -> d
     message = _start(usage)["message"]
     content = [{"type": "text", "text": "".join(words)}] if words else []
     return {**message, "content": content, "stop_reason": stop_reason}
+
+
+# -- the reader over any chunking: thinking, server tools, tool inputs ------------------------------
+
+
+def _delta(index: int, delta: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "content_block_delta", "index": index, "delta": delta}
+
+
+def _block(index: int, block: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "content_block_start", "index": index, "content_block": block}
+
+
+def _stop(index: int) -> dict[str, Any]:
+    return {"type": "content_block_stop", "index": index}
+
+
+_TOOL_JSON = '{"city": "S\\u00e3o \\"Paulo\\"", "days": [1, 2], "hourly": true}'
+FEATURE_STREAM = [
+    _start({"input_tokens": 30, "output_tokens": 1}),
+    _block(0, {"type": "thinking", "thinking": "", "signature": ""}),
+    _delta(0, {"type": "thinking_delta", "thinking": "Let me think"}),
+    _delta(0, {"type": "signature_delta", "signature": "c2ln"}),
+    _stop(0),
+    _block(1, {"type": "text", "text": ""}),
+    _text("Checking.", 1),
+    _stop(1),
+    _block(2, {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {}}),
+    _delta(2, {"type": "input_json_delta", "partial_json": '{"query": "weather"}'}),
+    _stop(2),
+    _block(3, {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_01", "content": []}),
+    _stop(3),
+    _block(4, {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}),
+    *[
+        _delta(4, {"type": "input_json_delta", "partial_json": _TOOL_JSON[i : i + 5]})
+        for i in range(0, len(_TOOL_JSON), 5)
+    ],
+    _stop(4),
+    _block(5, {"type": "tool_use", "id": "toolu_02", "name": "get_time", "input": {}}),
+    _delta(5, {"type": "input_json_delta", "partial_json": ""}),
+    _stop(5),
+    _block(6, {"type": "tool_use", "id": "toolu_03", "name": "get_news", "input": {}}),
+    _delta(6, {"type": "input_json_delta", "partial_json": '{"topic": "ra'}),  # max_tokens cut it here
+    _stop(6),
+    {
+        "type": "message_delta",
+        "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+        "usage": {"output_tokens": 40, "server_tool_use": {"web_search_requests": 1}},
+    },
+    {"type": "message_stop"},
+]
+
+
+class _Chunks:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def aiter_bytes(self) -> Any:
+        for chunk in self.chunks:
+            yield chunk
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(0, 100_000), max_size=16), crlf=st.booleans(), bare_end=st.booleans())
+async def test_tool_calls_text_and_marks_from_any_chunking(cuts, crlf, bare_end):
+    wire = b"".join(_event(e) for e in FEATURE_STREAM)
+    if bare_end:
+        wire = wire[:-2]
+    if crlf:
+        wire = wire.replace(b"\n", b"\r\n")
+    points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
+    chunks = [wire[a:b] for a, b in itertools.pairwise(points) if b > a]
+    a = Attempt(sent_ns=1)
+    await ClaudeClient._read_stream(_Chunks(chunks), a)  # type: ignore[arg-type]
+    assert a.ok, a.error_message
+    assert a.text == "Checking." and a.stop_reason == "max_tokens"
+    assert a.tool_calls == [
+        {"name": "get_weather", "input": {"city": 'São "Paulo"', "days": [1, 2], "hourly": True}},
+        {"name": "get_time", "input": {}},
+        {"name": "get_news", "input": None},
+    ]
+    assert (a.web_search_requests, a.output_tokens, a.input_tokens) == (1, 40, 30)
+    assert a.first_token_ns == a.first_thinking_ns is not None
+    assert a.first_text_ns is not None and a.first_text_ns >= a.first_thinking_ns
 
 
 COMPACTION_START = {"input_tokens": 2479, "output_tokens": 1, "cache_read_input_tokens": 55096}
