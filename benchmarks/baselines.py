@@ -10,6 +10,13 @@ prints one JSON line: calls, wall seconds, CPU seconds of the process, deltas re
 - `harness-client`: `harness.client.ClaudeClient.call(stream=True)`: the harness's read path.
 - `sdk-stream`: the SDK's `messages.stream()` helper, iterating `text_stream`.
 
+`--shape` picks the stream read by `aiohttp-lines` and `harness-client`: `text` (plain
+answers), `thinking` (a thinking block of 35-85 % of the deltas, then text) or `tools` (a
+forced tool call whose input streams as ~900 `input_json_delta`s; with `thinking`,
+`--max-tokens` is the thinking budget and the reply may be 100 tokens longer). Deltas are counted as
+output tokens by both (each token-carrying delta is one), and the line reader does what
+the harness does with them: keeps the text, joins a tool's JSON and decodes it once.
+
 This module must not judge figures; `perf.py` does.
 """
 
@@ -29,12 +36,41 @@ from harness import loops
 __all__ = ["MODES"]
 
 MODES = ("sdk-loop", "aiohttp-lines", "harness-client", "sdk-stream")
+SHAPES = ("text", "thinking", "tools")
 MODEL = "claude-haiku-4-5"  # replaced by --model
 _KEY = "sk-ant-bench-key"
+# 16 objects of 16 strings: the simulator fills every property, ~4,500 characters of JSON.
+_WIDE_TOOL = {
+    "name": "record",
+    "description": "Record the answer.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            f"group{g}": {
+                "type": "object",
+                "properties": {f"field{f}": {"type": "string"} for f in range(16)},
+            }
+            for g in range(16)
+        },
+    },
+}
 
 
 def _prompt(i: int) -> list[dict[str, Any]]:
     return [{"role": "user", "content": f"Question {i}: word word word word word word word word?"}]
+
+
+def _features(shape: str, max_tokens: int) -> tuple[int, dict[str, Any]]:
+    """max_tokens and the request features of a stream shape."""
+    if shape == "thinking":
+        budget = max(1024, max_tokens)
+        return budget + 100, {"thinking": {"type": "enabled", "budget_tokens": budget}}
+    if shape == "tools":
+        return max(max_tokens, 2000), {
+            "tools": [_WIDE_TOOL],
+            "tool_choice": {"type": "tool", "name": "record"},
+        }
+    return max_tokens, {}
 
 
 async def _sdk_loop(url: str, calls: int, concurrency: int, max_tokens: int) -> dict[str, Any]:
@@ -63,29 +99,49 @@ async def _sdk_loop(url: str, calls: int, concurrency: int, max_tokens: int) -> 
     return {"calls": calls, "errors": errors, "wall_s": wall, "cpu_s": cpu, "calls_per_s": calls / wall}
 
 
-async def _aiohttp_lines(url: str, calls: int, concurrency: int, max_tokens: int) -> dict[str, Any]:
+async def _aiohttp_lines(
+    url: str, calls: int, concurrency: int, max_tokens: int, shape: str = "text"
+) -> dict[str, Any]:
     import aiohttp
 
     headers = {"x-api-key": _KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
     deltas = 0
     counter = iter(range(calls))
+    max_tokens, features = _features(shape, max_tokens)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
 
         async def worker() -> None:
             nonlocal deltas
             for i in counter:
                 body = orjson.dumps(
-                    {"model": MODEL, "max_tokens": max_tokens, "stream": True, "messages": _prompt(i)}
+                    {
+                        "model": MODEL,
+                        "max_tokens": max_tokens,
+                        "stream": True,
+                        "messages": _prompt(i),
+                        **features,
+                    }
                 )
                 parts: list[str] = []
+                pieces: list[str] = []
                 async with session.post(url + "/v1/messages", data=body, headers=headers) as resp:
                     async for line in resp.content:
                         if line.startswith(b"data: "):
                             event = orjson.loads(line[6:])
                             if event.get("type") == "content_block_delta":
-                                parts.append(event["delta"].get("text", ""))
+                                delta = event["delta"]
+                                if "text" in delta:
+                                    parts.append(delta["text"])
+                                elif "partial_json" in delta:
+                                    if not delta["partial_json"]:
+                                        continue
+                                    pieces.append(delta["partial_json"])
+                                elif "thinking" not in delta:
+                                    continue  # a signature: no token
                                 deltas += 1
                 "".join(parts)
+                if pieces:
+                    orjson.loads("".join(pieces))
 
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -93,7 +149,9 @@ async def _aiohttp_lines(url: str, calls: int, concurrency: int, max_tokens: int
     return {"calls": calls, "deltas": deltas, "wall_s": wall, "cpu_s": cpu}
 
 
-async def _harness_client(url: str, calls: int, concurrency: int, max_tokens: int) -> dict[str, Any]:
+async def _harness_client(
+    url: str, calls: int, concurrency: int, max_tokens: int, shape: str = "text"
+) -> dict[str, Any]:
     from harness.client import ClaudeClient
     from harness.records import Case, PlannedCall
 
@@ -101,11 +159,14 @@ async def _harness_client(url: str, calls: int, concurrency: int, max_tokens: in
     deltas = 0
     errors = 0
     counter = iter(range(calls))
+    max_tokens, features = _features(shape, max_tokens)
 
     async def worker() -> None:
         nonlocal deltas, errors
         for i in counter:
-            case = Case(id=f"c{i}", messages=tuple(_prompt(i)), max_tokens=max_tokens)  # type: ignore[call-arg, arg-type]
+            case = Case(
+                id=f"c{i}", messages=tuple(_prompt(i)), max_tokens=max_tokens, params=features or None
+            )  # type: ignore[call-arg, arg-type]
             call = PlannedCall(call_id=f"k{i}", case=case, model=MODEL, repeat=0, index=i)  # type: ignore[call-arg]
             attempt = await client.call(call, stream=True, attempt=0)
             errors += not attempt.ok
@@ -166,11 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--event-loop", default="auto", choices=loops.EVENT_LOOPS)
+    parser.add_argument(
+        "--shape", default="text", choices=SHAPES, help="aiohttp-lines and harness-client only"
+    )
     args = parser.parse_args(argv)
     _set_model(args.model)
-    coro = _RUNNERS[args.mode](args.url, args.calls, args.concurrency, args.max_tokens)
+    extra = {"shape": args.shape} if args.mode in ("aiohttp-lines", "harness-client") else {}
+    coro = _RUNNERS[args.mode](args.url, args.calls, args.concurrency, args.max_tokens, **extra)
     result = loops.run(coro, args.event_loop)  # the same loop as the harness, for a fair ratio
     result["mode"] = args.mode
+    result["shape"] = args.shape
     print(json.dumps(result), flush=True)
     return 0
 

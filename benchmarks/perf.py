@@ -80,13 +80,13 @@ def _passes(value: float, op: str, target: float) -> bool:
 
 
 def _baseline(
-    mode: str, url: str, calls: int, concurrency: int, max_tokens: int, model: str
+    mode: str, url: str, calls: int, concurrency: int, max_tokens: int, model: str, shape: str = "text"
 ) -> dict[str, Any]:
     out = subprocess.run(
         [
             *(sys.executable, "-m", "benchmarks.baselines", mode, url),
             *("--calls", str(calls), "--concurrency", str(concurrency)),
-            *("--max-tokens", str(max_tokens), "--model", model),
+            *("--max-tokens", str(max_tokens), "--model", model, "--shape", shape),
         ],
         capture_output=True,
         cwd=ROOT,
@@ -259,25 +259,45 @@ def overhead(ctx: Ctx) -> None:
 
 
 def stream_cost(ctx: Ctx) -> None:
-    """Target 2: CPU per streamed content delta: harness client vs bare aiohttp lines vs SDK stream()."""
+    """Target 2: CPU per streamed content delta: harness client vs bare aiohttp lines vs SDK stream(), on text,
+    thinking and tool-input streams."""
     calls = 60 if ctx.quick else 300
     model = "claude-3-5-haiku-20241022"  # 2,000 tokens/s: one delta per write, as a real stream
-    per: dict[str, float] = {}
+    # (shape, modes, calls, max_tokens): thinking streams are ~4,200 deltas long (a 4,096 budget, 35-85 %
+    # thinking, then text), tool streams ~900 input_json deltas; fewer calls keep the delta counts close.
+    loads = [
+        ("text", ("aiohttp-lines", "harness-client", "sdk-stream"), calls, 200),
+        ("thinking", ("aiohttp-lines", "harness-client"), max(4, calls // 20), 4096),
+        ("tools", ("aiohttp-lines", "harness-client"), max(4, calls // 4), 2000),
+    ]
+    per: dict[str, dict[str, float]] = {}
     with SimServer() as sim:
         # Two interleaved rounds, the cheaper of each: a round can lose ~10 % to the machine's noise.
         for rnd in (1, 2):
-            for mode in ("aiohttp-lines", "harness-client", "sdk-stream"):
-                b = _baseline(mode, sim.url, calls, 8, 200, model)
-                us = 1e6 * b["cpu_s"] / max(1, b["deltas"])
-                per[mode] = min(us, per.get(mode, us))
-                _log(
-                    f"  round {rnd} {mode:<15} {b['deltas']:>7} deltas  CPU {b['cpu_s']:.3f} s  {us:.2f} µs/delta"
-                )
-    ratio_lines = per["harness-client"] / per["aiohttp-lines"]
-    ratio_sdk = per["sdk-stream"] / per["harness-client"]
-    ctx.figures["stream_cost"] = {"us_per_delta": per, "vs_lines": ratio_lines, "sdk_over_harness": ratio_sdk}
-    ctx.judge("T2a", "harness CPU/delta ÷ bare aiohttp line reader", ratio_lines, "<=", 1.5, "x")
+            for shape, modes, n, max_tokens in loads:
+                if ctx.quick and rnd == 2 and shape != "text":
+                    continue  # a smoke run: one round of the extra shapes
+                mine = per.setdefault(shape, {})
+                for mode in modes:
+                    b = _baseline(mode, sim.url, n, 8, max_tokens, model, shape)
+                    us = 1e6 * b["cpu_s"] / max(1, b["deltas"])
+                    mine[mode] = min(us, mine.get(mode, us))
+                    _log(
+                        f"  round {rnd} {shape:<8} {mode:<15} {b['deltas']:>7} deltas  CPU {b['cpu_s']:.3f} s  "
+                        f"{us:.2f} µs/delta"
+                    )
+    ratios = {shape: p["harness-client"] / p["aiohttp-lines"] for shape, p in per.items()}
+    ratio_sdk = per["text"]["sdk-stream"] / per["text"]["harness-client"]
+    ctx.figures["stream_cost"] = {
+        "us_per_delta": per["text"],
+        "vs_lines": ratios["text"],
+        "sdk_over_harness": ratio_sdk,
+        "by_shape": {shape: {"us_per_delta": per[shape], "vs_lines": ratios[shape]} for shape in per},
+    }
+    ctx.judge("T2a", "harness CPU/delta ÷ bare aiohttp line reader", ratios["text"], "<=", 1.5, "x")
     ctx.judge("T2b", "SDK messages.stream() CPU/delta ÷ harness", ratio_sdk, ">=", 4.0, "x")
+    ctx.judge("T2c", "harness ÷ aiohttp lines, thinking streams", ratios["thinking"], "<=", 1.5, "x")
+    ctx.judge("T2d", "harness ÷ aiohttp lines, tool-input streams", ratios["tools"], "<=", 1.5, "x")
 
 
 def accuracy(ctx: Ctx) -> None:

@@ -7,10 +7,16 @@ retries, so each attempt is visible and counted.
 
 Streams are read from the SDK's raw streaming response and split into SSE events
 here: the SDK's high-level stream helper costs several times more CPU per token
-(building-blocks, issue #6), and the harness only needs the first delta's time,
-the text, the usage and the stop reason. TTFT is taken at the first content
-delta, never at `message_start`. A stream that ends without `message_stop` or a
-stop reason is a failure even though the SDK would raise nothing.
+(building-blocks, issue #6), and the harness only needs the time marks, the text,
+the tool calls, the usage and the stop reason. TTFT is taken at the first content
+delta of any kind (never at `message_start`); the first `text_delta` and the first
+`thinking_delta` are marked apart, since a thinking stream's first delta is not the
+first text a user sees. A stream that ends without `message_stop` or a stop reason
+is a failure even though the SDK would raise nothing; a complete stream whose last
+event lacks its blank line is accepted at EOF, as the SDK does. An `error` event
+after the 200 carrying a retryable type (`overloaded_error`, `api_error`,
+`rate_limit_error`) is the same failure as that error sent as an HTTP status.
+Usage is merged and read by `harness.usage`.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ import httpx2
 import orjson
 
 from harness.records import PlannedCall
+from harness.usage import apply_usage, merge_usage
 
-__all__ = ["ERROR_KINDS", "Attempt", "ClaudeClient", "max_tokens_of", "request_params"]
+__all__ = ["ERROR_KINDS", "Attempt", "ClaudeClient", "StreamReader", "max_tokens_of", "request_params"]
 
 DEFAULT_MAX_TOKENS = 1024
 
@@ -60,13 +67,23 @@ _STATUS_KINDS = {
     529: "overloaded",
 }
 
+# `error.type` of an `error` event after the 200 → the kind of the same error sent as a status.
+# Any other type ends the call as a final `stream_error`.
+_STREAM_ERROR_KINDS = {
+    "overloaded_error": "overloaded",
+    "api_error": "server_error",
+    "rate_limit_error": "rate_limit",
+}
+
 
 @dataclass(slots=True)
 class Attempt:
     """What one HTTP attempt produced: marks in perf_counter nanoseconds, usage, outcome."""
 
     sent_ns: int = 0
-    first_token_ns: int | None = None
+    first_token_ns: int | None = None  # first content delta of any kind
+    first_text_ns: int | None = None  # first text_delta
+    first_thinking_ns: int | None = None  # first thinking_delta
     last_byte_ns: int = 0
     status: int | None = None
     ok: bool = False
@@ -78,11 +95,18 @@ class Attempt:
     model_reported: str | None = None
     stop_reason: str | None = None
     text: str = ""
+    tool_calls: list[dict[str, Any]] | None = None  # the model's `tool_use` blocks: {"name", "input"}
+    # Usage, as `harness.usage.apply_usage` reads it.
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_1h_input_tokens: int = 0
+    thinking_tokens: int | None = None
+    web_search_requests: int | None = None
+    web_fetch_requests: int | None = None
+    service_tier: str | None = None
+    inference_geo: str | None = None
 
     @property
     def retryable(self) -> bool:
@@ -163,20 +187,6 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
             except ValueError:
                 continue
     return None
-
-
-def _apply_usage(a: Attempt, usage: Mapping[str, Any] | None) -> None:
-    if not usage:
-        return
-    a.input_tokens = int(usage.get("input_tokens") or a.input_tokens or 0)
-    a.output_tokens = int(usage.get("output_tokens") or a.output_tokens or 0)
-    a.cache_creation_input_tokens = int(
-        usage.get("cache_creation_input_tokens") or a.cache_creation_input_tokens or 0
-    )
-    a.cache_read_input_tokens = int(usage.get("cache_read_input_tokens") or a.cache_read_input_tokens or 0)
-    creation = usage.get("cache_creation")
-    if isinstance(creation, Mapping):
-        a.cache_creation_1h_input_tokens = int(creation.get("ephemeral_1h_input_tokens") or 0)
 
 
 class ClaudeClient:
@@ -270,8 +280,17 @@ class ClaudeClient:
             return
         a.model_reported = message.get("model")
         a.stop_reason = message.get("stop_reason")
-        a.text = "".join(b.get("text", "") for b in message.get("content") or () if b.get("type") == "text")
-        _apply_usage(a, message.get("usage"))
+        texts: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for block in message.get("content") or ():
+            kind = block.get("type")
+            if kind == "text":
+                texts.append(block.get("text", ""))
+            elif kind == "tool_use":
+                calls.append({"name": block.get("name"), "input": block.get("input")})
+        a.text = "".join(texts)
+        a.tool_calls = calls or None
+        apply_usage(a, message.get("usage"))  # the body's usage is the only one
         if a.stop_reason is None:
             a.fail("stream_truncated", "message has no stop_reason")
         else:
@@ -279,57 +298,143 @@ class ClaudeClient:
 
     @staticmethod
     async def _read_stream(http: httpx2.Response, a: Attempt) -> None:
-        """Split the SSE body into events; parse only what the record needs."""
-        buffer = b""
-        parts: list[str] = []
-        stopped = False
+        """Feed the SSE body to a `StreamReader`; parse only what the record needs."""
+        reader = StreamReader(a)
         async for chunk in http.aiter_bytes():
-            now = time.perf_counter_ns()
-            buffer += chunk
-            if b"\r" in buffer:  # CRLF framing (allowed by SSE): normalise; a split CRLF waits for its LF
-                buffer = buffer.replace(b"\r\n", b"\n")
-            while True:
-                end = buffer.find(b"\n\n")
-                if end < 0:
-                    break
-                raw, buffer = buffer[:end], buffer[end + 2 :]
-                if raw.startswith(b"event: ping") or not raw:
-                    continue
-                data_at = raw.find(b"data:")
-                if data_at < 0:
-                    continue
-                event = orjson.loads(raw[data_at + 5 :])  # orjson skips the optional leading space
-                kind = event.get("type")
-                if kind == "content_block_delta":
-                    delta = event.get("delta") or {}
-                    text = delta.get("text")
-                    if text is not None:
-                        if a.first_token_ns is None:
-                            a.first_token_ns = now
-                        parts.append(text)
-                    elif a.first_token_ns is None:
-                        a.first_token_ns = now
-                elif kind == "message_start":
-                    message = event.get("message") or {}
-                    a.model_reported = message.get("model")
-                    _apply_usage(a, message.get("usage"))
-                elif kind == "message_delta":
-                    a.stop_reason = (event.get("delta") or {}).get("stop_reason")
-                    _apply_usage(a, event.get("usage"))
-                elif kind == "message_stop":
-                    stopped = True
-                elif kind == "error":
-                    error = event.get("error") or {}
-                    a.text = "".join(parts)
-                    a.last_byte_ns = now
-                    a.fail("stream_error", f"{error.get('type')}: {error.get('message')}")
+            if reader.feed(chunk, time.perf_counter_ns()):
+                return
+        reader.end(time.perf_counter_ns())
+
+
+class StreamReader:
+    """One stream's reading state: framing buffer, answer text, open tool blocks, running usage.
+
+    `feed` takes the body's chunks as they arrive (any cut, LF or CRLF framing) and
+    writes time marks, text, usage and the outcome into the attempt; `end` finishes
+    at EOF. Each event is JSON-decoded once; a tool's `input_json_delta` pieces are
+    joined and decoded once, at its `content_block_stop`.
+    """
+
+    __slots__ = ("a", "buffer", "calls", "parts", "stopped", "tools", "usage")
+
+    def __init__(self, a: Attempt) -> None:
+        self.a = a
+        self.buffer = b""
+        self.parts: list[str] = []
+        self.stopped = False
+        # Open tool_use blocks: index → (name, input_json pieces, the start's input).
+        self.tools: dict[Any, tuple[Any, list[str], Any]] = {}
+        self.calls: list[dict[str, Any]] = []
+        self.usage: dict[str, Any] = {}
+
+    def feed(self, chunk: bytes, now: int) -> bool:
+        """Read the complete events in `chunk`; True when an `error` event ended the attempt."""
+        buffer = self.buffer + chunk if self.buffer else chunk
+        if b"\r" in buffer:  # CRLF framing (allowed by SSE): normalise; a split CRLF waits for its LF
+            buffer = buffer.replace(b"\r\n", b"\n")
+        at = 0
+        while True:
+            end = buffer.find(b"\n\n", at)
+            if end < 0:
+                break
+            raw = buffer[at:end]
+            at = end + 2
+            if raw and self.event(raw, now):
+                return True
+        self.buffer = buffer[at:] if at else buffer
+        self.a.last_byte_ns = now
+        return False
+
+    def end(self, now: int) -> None:
+        """EOF: a last event without its blank line still counts; then judge the stream complete or not."""
+        a = self.a
+        rest = self.buffer.strip()
+        if rest:
+            try:
+                if self.event(rest, now):
                     return
+            except ValueError:  # a torn last event: the stream is incomplete, judged below
+                pass
             a.last_byte_ns = now
-        a.text = "".join(parts)
-        if not stopped or a.stop_reason is None:
+        self._close()
+        if not self.stopped or a.stop_reason is None:
             a.fail("stream_truncated", "stream ended without message_stop")
             return
         a.ok = True
+
+    def _close(self) -> None:
+        for name, pieces, shell in self.tools.values():  # never stopped: kept, input None if cut short
+            self.calls.append({"name": name, "input": _tool_input(pieces, shell)})
+        self.tools.clear()
+        self.a.text = "".join(self.parts)
+        self.a.tool_calls = self.calls or None
+
+    def event(self, raw: bytes, now: int) -> bool:
+        """Handle one event (its lines, without the blank line); True when it is an `error`."""
+        if raw.startswith(b"event: ping"):
+            return False
+        data_at = raw.find(b"data:")
+        if data_at < 0:
+            return False
+        event = orjson.loads(raw[data_at + 5 :])  # orjson skips the optional leading space
+        kind = event.get("type")
+        a = self.a
+        if kind == "content_block_delta":
+            if a.first_token_ns is None:
+                a.first_token_ns = now
+            delta = event.get("delta") or {}
+            text = delta.get("text")
+            if text is not None:  # text_delta: the only delta with a `text`
+                if a.first_text_ns is None:
+                    a.first_text_ns = now
+                self.parts.append(text)
+                return False
+            dtype = delta.get("type")
+            if dtype == "thinking_delta":
+                if a.first_thinking_ns is None:
+                    a.first_thinking_ns = now
+            elif dtype == "input_json_delta":
+                tool = self.tools.get(event.get("index"))
+                if tool is not None:  # a server tool's input (web search query) is not a tool call
+                    tool[1].append(delta.get("partial_json") or "")
+        elif kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                self.tools[event.get("index")] = (block.get("name"), [], block.get("input"))
+        elif kind == "content_block_stop":
+            tool = self.tools.pop(event.get("index"), None)
+            if tool is not None:
+                self.calls.append({"name": tool[0], "input": _tool_input(tool[1], tool[2])})
+        elif kind == "message_start":
+            message = event.get("message") or {}
+            a.model_reported = message.get("model")
+            self.usage = merge_usage(None, message.get("usage"))
+            apply_usage(a, self.usage)
+        elif kind == "message_delta":
+            a.stop_reason = (event.get("delta") or {}).get("stop_reason")
+            self.usage = merge_usage(self.usage, event.get("usage"))
+            apply_usage(a, self.usage)
+        elif kind == "message_stop":
+            self.stopped = True
+        elif kind == "error":
+            error = event.get("error") or {}
+            etype = str(error.get("type"))
+            self._close()
+            a.last_byte_ns = now
+            a.fail(_STREAM_ERROR_KINDS.get(etype, "stream_error"), f"{etype}: {error.get('message')}")
+            return True
+        return False
+
+
+def _tool_input(pieces: list[str], shell: Any) -> Any:
+    """A tool call's input: its streamed JSON decoded once; None when the JSON was cut short (max_tokens)."""
+    joined = "".join(pieces)
+    if not joined:
+        return shell if shell is not None else {}
+    try:
+        return orjson.loads(joined)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _api_message(exc: anthropic.APIStatusError) -> str:

@@ -8,6 +8,10 @@ pre-resolved per-token rates, because `genai_prices.calc_price` costs ~60–110 
 a call (building-blocks §1.8). A test keeps the two equal.
 
 Anthropic's `input_tokens` excludes cache tokens; genai-prices' includes them.
+Cache writes are priced by TTL at genai-prices' own rates (`cache_write_mtok` for
+five-minute writes, 1.25× input; `cache_write_1h_mtok` for one-hour writes, 2× input);
+billed server-tool counts (web searches, `harness.usage.SERVER_TOOL_COUNTS`) at its
+per-request price.
 Here every argument uses Anthropic's meaning, and long-context tiers are a cliff
 on the *total* input (uncached + cache write + cache read): above a tier's start,
 every unit of the call is billed at the tier's price.
@@ -40,7 +44,9 @@ _GENAI_KEYS = (
 )
 _GENAI_PER = (1e6, 1e6, 1e6, 1e6, 1e6, 1e3)
 
-# `[prices]` keys, dollars per token; the cache defaults are Anthropic's usual multiples of input.
+# `[prices]` keys, dollars per token. The cache defaults are Anthropic's documented multiples of
+# the input price (5-minute writes 1.25×, 1-hour writes 2×, reads 0.1×): the one place they are
+# assumed; genai-prices' own cache rates are used for every model it prices.
 _OVERRIDE_REQUIRED = ("input", "output")
 _OVERRIDE_DEFAULTS = {"cache_write": 1.25, "cache_write_1h": 2.0, "cache_read": 0.1}
 _OVERRIDE_KEYS = (*_OVERRIDE_REQUIRED, *_OVERRIDE_DEFAULTS, "web_search")
@@ -50,12 +56,14 @@ _MAX_PER_TOKEN = 1e-3
 
 @dataclass(frozen=True, slots=True)
 class Costs:
-    """One call's cost; `input_usd` is uncached input only, `cache_usd` cache writes + reads."""
+    """One call's cost; `input_usd` is uncached input only, `cache_usd` cache writes + reads,
+    `server_tool_usd` billed server-tool requests (web searches); `total_usd` is their sum."""
 
     input_usd: float
     output_usd: float
     cache_usd: float
     total_usd: float
+    server_tool_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +159,10 @@ class PriceTable:
             + cache_read_input_tokens * band[_CR]
         )
         output_usd = output_tokens * band[_OUT]
-        total = input_usd + cache_usd + output_usd
-        if web_searches:
-            total += web_searches * band[_WEB]
-        return Costs(input_usd, output_usd, cache_usd, total)
+        tools_usd = web_searches * band[_WEB] if web_searches else 0.0
+        return Costs(
+            input_usd, output_usd, cache_usd, input_usd + cache_usd + output_usd + tools_usd, tools_usd
+        )
 
     def worst_case_usd(self, model: str, input_tokens: int, max_tokens: int) -> float:
         """What a call may cost at most if it writes `max_tokens`: the budget guard's reservation."""

@@ -64,12 +64,13 @@ class PlannedCall:
     variant: str | None = None  # the configuration variant (harness.variants), None without variants
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class CallRecord:
     """One row of `calls.parquet`: everything measured about one planned call.
 
     Durations are seconds from monotonic marks; `_at` values are UTC wall times
-    derived from one anchor taken at run start.
+    derived from one anchor taken at run start. Built by keyword only, so a column
+    added with a default sits where it belongs in the table.
     """
 
     run_id: str
@@ -95,6 +96,8 @@ class CallRecord:
     limiter_wait_s: float | None
     retry_wait_s: float
     ttft_s: float | None
+    time_to_first_text_s: float | None = None
+    time_to_first_thinking_s: float | None = None
     latency_s: float | None
     latency_from_schedule_s: float | None
     output_tokens_per_s: float | None
@@ -102,12 +105,21 @@ class CallRecord:
     output_tokens: int
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
+    cache_write_5m_input_tokens: int = 0
+    cache_write_1h_input_tokens: int = 0
+    thinking_tokens: int | None = None
+    web_search_requests: int | None = None
+    web_fetch_requests: int | None = None
+    service_tier: str | None = None
+    inference_geo: str | None = None
     input_cost_usd: float
     output_cost_usd: float
     cache_cost_usd: float
+    server_tool_cost_usd: float = 0.0
     total_cost_usd: float
     passed: bool | None
     response_text: str | None
+    tool_calls: str | None = None  # JSON: [{"name", "input"}, ...] of the model's tool_use blocks
     event_uuid: str | None = None
 
 
@@ -137,6 +149,8 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
     "limiter_wait_s": pl.Float64(),
     "retry_wait_s": pl.Float64(),
     "ttft_s": pl.Float64(),
+    "time_to_first_text_s": pl.Float64(),
+    "time_to_first_thinking_s": pl.Float64(),
     "latency_s": pl.Float64(),
     "latency_from_schedule_s": pl.Float64(),
     "output_tokens_per_s": pl.Float64(),
@@ -144,12 +158,21 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
     "output_tokens": pl.Int64(),
     "cache_creation_input_tokens": pl.Int64(),
     "cache_read_input_tokens": pl.Int64(),
+    "cache_write_5m_input_tokens": pl.Int64(),
+    "cache_write_1h_input_tokens": pl.Int64(),
+    "thinking_tokens": pl.Int64(),
+    "web_search_requests": pl.Int64(),
+    "web_fetch_requests": pl.Int64(),
+    "service_tier": pl.String(),
+    "inference_geo": pl.String(),
     "input_cost_usd": pl.Float64(),
     "output_cost_usd": pl.Float64(),
     "cache_cost_usd": pl.Float64(),
+    "server_tool_cost_usd": pl.Float64(),
     "total_cost_usd": pl.Float64(),
     "passed": pl.Boolean(),
     "response_text": pl.String(),
+    "tool_calls": pl.String(),
     "event_uuid": pl.String(),
 }
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import orjson
+
 from harness.client import Attempt, max_tokens_of
 from harness.errors import HarnessError, StorageError, TargetError
 from harness.limiter import estimate_call_input
@@ -425,18 +427,18 @@ class Runner:
         a = st.last
         case = call.case
         s = 1e-9
-        usage = (
-            (0, 0, 0, 0, 0)
-            if a is None
-            else (
+        if a is None:
+            costs = self.pricer.cost(call.model, 0, 0)
+        else:
+            costs = self.pricer.cost(
+                call.model,
                 a.input_tokens,
                 a.output_tokens,
                 a.cache_creation_input_tokens,
                 a.cache_read_input_tokens,
                 a.cache_creation_1h_input_tokens,
+                web_searches=a.web_search_requests or 0,
             )
-        )
-        costs = self.pricer.cost(call.model, *usage)
         if cancelled:
             status = "cancelled"
         elif a is not None and a.ok:
@@ -448,9 +450,14 @@ class Runner:
         last = a.last_byte_ns if a and a.last_byte_ns else None
         first = a.first_token_ns if a else None
         text = a.text if a else None
+        tool_calls = a.tool_calls if a else None
         tps = None
         if ok and first is not None and last is not None and last > first and a and a.output_tokens:
             tps = a.output_tokens / ((last - first) * s)
+
+        def since_sent(mark: int | None) -> float | None:
+            return (mark - sent) * s if mark is not None and sent is not None else None
+
         record = CallRecord(
             run_id=self.s.run_id,
             call_id=call.call_id,
@@ -474,22 +481,38 @@ class Runner:
             finished_at=self._wall(last),
             limiter_wait_s=(st.admitted_ns - st.scheduled_ns) * s if st.admitted_ns else None,
             retry_wait_s=st.retry_wait_ns * s,
-            ttft_s=(first - sent) * s if first is not None and sent is not None else None,
+            ttft_s=since_sent(first),
+            time_to_first_text_s=since_sent(a.first_text_ns) if a else None,
+            time_to_first_thinking_s=since_sent(a.first_thinking_ns) if a else None,
             latency_s=(last - sent) * s if last is not None and sent is not None and not cancelled else None,
             latency_from_schedule_s=(last - st.scheduled_ns) * s
             if last is not None and not cancelled
             else None,
             output_tokens_per_s=tps,
-            input_tokens=usage[0],
-            output_tokens=usage[1],
-            cache_creation_input_tokens=usage[2],
-            cache_read_input_tokens=usage[3],
+            input_tokens=a.input_tokens if a else 0,
+            output_tokens=a.output_tokens if a else 0,
+            cache_creation_input_tokens=a.cache_creation_input_tokens if a else 0,
+            cache_read_input_tokens=a.cache_read_input_tokens if a else 0,
+            # harness.usage caps the one-hour part at the total: every other write is a 5-minute one.
+            cache_write_5m_input_tokens=a.cache_creation_input_tokens - a.cache_creation_1h_input_tokens
+            if a
+            else 0,
+            cache_write_1h_input_tokens=a.cache_creation_1h_input_tokens if a else 0,
+            thinking_tokens=a.thinking_tokens if a else None,
+            web_search_requests=a.web_search_requests if a else None,
+            web_fetch_requests=a.web_fetch_requests if a else None,
+            service_tier=a.service_tier if a else None,
+            inference_geo=a.inference_geo if a else None,
             input_cost_usd=costs.input_usd,
             output_cost_usd=costs.output_usd,
             cache_cost_usd=costs.cache_usd,
+            server_tool_cost_usd=costs.server_tool_usd,
             total_cost_usd=costs.total_usd,
-            passed=check(case.expected, text) if ok else (False if case.expected else None),
+            passed=check(case.expected, text, tool_calls=tool_calls, stop_reason=a.stop_reason if a else None)
+            if ok
+            else (False if case.expected else None),
             response_text=text,
+            tool_calls=orjson.dumps(tool_calls).decode() if tool_calls else None,
             event_uuid=event_uuid(self.s.run_id, call.call_id),
         )
         return record

@@ -4,6 +4,7 @@
 - `ListSink`, `FreeLimiter`, `FakeClient`, `make_runner`, `plan`: the runner without sockets;
 - `run_args`, `resume_args`, `wait_for`: `harness run` command lines for subprocess tests;
 - `event_settings`: PostHog event settings for a capture endpoint;
+- `genai_total_usd(row)`: genai-prices' own `calc_price` total for a row's usage;
 - `cli_commands()`: the CLI's commands and flags, read from the typer app (imported lazily).
 
 Other helper modules, each imported as `tests.<name>`: `tests.simproc` (the simulator
@@ -15,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import genai_prices
 
 from harness.client import Attempt
 from harness.events.event import EventSettings
@@ -27,6 +31,7 @@ from harness.plan import make_plan
 from harness.pricing import PriceTable
 from harness.records import CallRecord, Case, PlannedCall, event_uuid
 from harness.runner import Runner, RunnerSettings
+from harness.usage import SERVER_TOOL_COUNTS
 from tests import reliability_matrix as rm
 
 POSTHOG_KEY = "phc_test_" + "k" * 24
@@ -240,3 +245,21 @@ def cli_commands() -> dict[str, set[str]]:
                 flags |= {opt for param in sub.params for opt in (*param.opts, *param.secondary_opts)}
         found[name] = {f for f in flags if f.startswith("--")}
     return found
+
+
+def genai_total_usd(row: Mapping[str, Any]) -> float:
+    """genai-prices' own total for a `calls.parquet` row's usage (`dataclasses.asdict` of a record
+    works too), every priced key given explicitly: the reference the fast price path must equal."""
+    counts = {key: row[column] or 0 for column, key in SERVER_TOOL_COUNTS.items() if key is not None}
+    usage = genai_prices.Usage(
+        input_tokens=row["input_tokens"]
+        + row["cache_creation_input_tokens"]
+        + row["cache_read_input_tokens"],
+        output_tokens=row["output_tokens"],
+        cache_read_tokens=row["cache_read_input_tokens"],
+        cache_write_tokens=row["cache_creation_input_tokens"],
+        cache_write_5m_tokens=row["cache_write_5m_input_tokens"],
+        cache_write_1h_tokens=row["cache_write_1h_input_tokens"],
+        **counts,
+    )
+    return float(genai_prices.calc_price(usage, row["model"], provider_id="anthropic").total_price)

@@ -50,7 +50,7 @@ CASES: dict[str, str] = {
     "fault-429": "429 + retry-after: no retry before retry-after; attempts = requests; final kind rate_limit/429",
     "fault-529": "529: retried; attempts = requests; final kind overloaded/529",
     "fault-500": "500: retried; attempts = requests; final kind server_error/500",
-    "fault-midstream-error": "error event after the 200: stream_error/200, never ok, not retried",
+    "fault-midstream-error": "overloaded_error event after the 200: retried like a 529; attempts = requests; final kind overloaded/200",
     "fault-drop": "connection cut mid-stream: stream_dropped/200, never ok",
     "fault-truncate": "stream ends without message_stop: stream_truncated/200, never ok",
     "fault-slow-first-byte": "first byte later than --timeout: timeout/no status, retried",
@@ -75,12 +75,12 @@ FAULT_OUTCOME: dict[str | None, tuple[str | None, int | None]] = {
     "rate_limit": ("rate_limit", 429),
     "overloaded": ("overloaded", 529),
     "api_error": ("server_error", 500),
-    "midstream_error": ("stream_error", 200),
+    "midstream_error": ("overloaded", 200),  # its overloaded_error event: the 529's kind
     "drop": ("stream_dropped", 200),
     "truncate": ("stream_truncated", 200),
     "slow_first_byte": ("timeout", None),
 }
-RETRYABLE_FAULTS = {"rate_limit", "overloaded", "api_error", "slow_first_byte"}
+RETRYABLE_FAULTS = {"rate_limit", "overloaded", "api_error", "slow_first_byte", "midstream_error"}
 
 
 # ---------------------------------------------------------------- datasets
@@ -167,6 +167,8 @@ def check_rows_against_truth(
                 or before["status"] in (429, 500, 529)
                 or (refused_ok and before.get("fault") is None)
             ), ("a non-retryable attempt was retried", row["call_id"], before)
+            if before.get("fault") == "midstream_error":
+                counts["retried_after_midstream_error"] += 1
             if before.get("retry_after") is not None:
                 gap = after["received_unix"] - before["received_unix"]
                 assert gap >= before["retry_after"], ("retried before retry-after", row["call_id"], gap)

@@ -71,13 +71,24 @@ async def test_any_chunking_and_framing_reads_the_same_message(cuts, crlf):
     assert a.first_token_ns is not None
 
 
-async def test_an_error_event_fails_the_call_with_its_type():
+@pytest.mark.parametrize(
+    ("error_type", "kind", "retryable"),
+    [
+        ("overloaded_error", "overloaded", True),
+        ("api_error", "server_error", True),
+        ("rate_limit_error", "rate_limit", True),
+        ("invalid_request_error", "stream_error", False),
+    ],
+)
+async def test_an_error_event_fails_the_call_as_the_same_error_sent_as_a_status(error_type, kind, retryable):
     body = WIRE.split(b"event: content_block_stop")[0] + (
-        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+        b'event: error\ndata: {"type":"error","error":{"type":"'
+        + error_type.encode()
+        + b'","message":"Overloaded"}}\n\n'
     )
     a = await read([body])
-    assert not a.ok and a.error_kind == "stream_error"
-    assert "overloaded_error" in (a.error_message or "")
+    assert not a.ok and a.error_kind == kind and a.retryable is retryable
+    assert error_type in (a.error_message or "")
     assert a.text == "Hello there."
 
 

@@ -32,7 +32,9 @@ def test_quick_stream_cost_section_saves_figures_and_compares(
     figures = data["figures"]["stream_cost"]
     assert set(figures["us_per_delta"]) == {"aiohttp-lines", "harness-client", "sdk-stream"}
     assert all(v > 0 for v in figures["us_per_delta"].values())
-    assert {v[0] for v in data["verdicts"]} == {"T2a", "T2b"}
+    assert {v[0] for v in data["verdicts"]} == {"T2a", "T2b", "T2c", "T2d"}
+    for shape in ("text", "thinking", "tools"):
+        assert figures["by_shape"][shape]["vs_lines"] > 0, shape
     assert code == (1 if data["missed"] else 0)
     assert "[PASS] T2a" in printed or "[MISS] T2a" in printed
     # The previous file is compared figure by figure.

@@ -63,7 +63,7 @@ def test_two_workers_give_every_call_one_row_one_event_and_agree_with_the_server
     calls = pl.read_parquet(result.run_dir / "calls.parquet")
     rm.check_plan_complete(calls, 200, 50, 2, 2)
     counts = rm.check_rows_against_truth(calls, rm.truth_by_call(sim.requests()))
-    assert counts["retried"] > 0 and counts.get("error:stream_error", 0) > 0, counts
+    assert counts["retried"] > 0 and counts.get("retried_after_midstream_error", 0) > 0, counts
     events = sim.events()
     assert events["duplicates"] == 0
     assert {e["uuid"] for e in events["events"]} == set(calls["event_uuid"].to_list())
