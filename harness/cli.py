@@ -61,6 +61,10 @@ def run(
     target: Annotated[str | None, Opt(help="simulator, anthropic or custom (with --base-url).")] = None,
     base_url: Annotated[str | None, Opt(help="Any Anthropic-compatible server.")] = None,
     profile: Annotated[Path | None, Opt(help="TOML profile; flags override it.")] = None,
+    variants: Annotated[
+        Path | None,
+        Opt(help="TOML file of variants.NAME tables of request parameters (replaces the profile's)."),
+    ] = None,
     run_id: Annotated[str | None, Opt(help="Run id (default: UTC timestamp + suffix).")] = None,
     resume: Annotated[str | None, Opt(help="Run id to resume: runs only calls without a row.")] = None,
     results_dir: Annotated[Path | None, Opt(help="Where run directories go.")] = None,
@@ -111,6 +115,7 @@ def run(
         "target": target,
         "base_url": base_url,
         "profile": profile,
+        "variants": variants,
         "run_id": run_id,
         "results_dir": results_dir,
         "stream": stream,

@@ -2,7 +2,8 @@
 
 Every check names the option (flag or profile key) it refuses, so a bad value is
 reported before any call is sent. Keys are held as `harness.secrets.Secret`. This module reads
-no file other than the profile.
+no file other than the profile and, through `harness.variants` (which checks them), the
+`--variants` file.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class RunConfig:
     posthog_flush_timeout_s: float = 10.0
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     select: Mapping[str, float] = field(default_factory=dict)
+    # [variants.NAME] request parameters as given (profile, or --variants FILE which replaces them)
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    variants_source: str | None = None  # "profile P" or "--variants F": where a variant error points
     report: bool = True
     progress: str = "auto"  # auto | bar | plain | off
     profile_path: Path | None = None
@@ -165,7 +169,7 @@ _MODEL_KEYS = {"rpm", "itpm", "otpm", "pool"}
 def _profile_values(profile: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
     """Flatten a profile into RunConfig field values; unknown keys are refused by name."""
     values: dict[str, Any] = {}
-    known_tables = {"run", "target", "posthog", "models", "prices", "select", "store"}
+    known_tables = {"run", "target", "posthog", "models", "prices", "select", "store", "variants"}
     for table in profile:
         if table not in known_tables:
             raise ConfigError(f"profile [{table}]", f"unknown table; expected one of {sorted(known_tables)}")
@@ -200,6 +204,10 @@ def _profile_values(profile: Mapping[str, Any], base: Path | None) -> dict[str, 
         values["prices"] = profile["prices"]
     if "select" in profile:
         values["select"] = profile["select"]
+    if "variants" in profile:
+        if not isinstance(profile["variants"], Mapping):
+            raise ConfigError("profile [variants]", "must be [variants.NAME] tables of request parameters")
+        values["variants"] = profile["variants"]
     for key in ("dataset", "results_dir", "sim_profile"):
         if key in values and base is not None and not Path(values[key]).is_absolute():
             values[key] = Path(os.path.normpath(base / values[key]))
@@ -272,6 +280,11 @@ def build_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     for key in ("dataset", "results_dir", "sim_profile"):
         if key in values and values[key] is not None:
             values[key] = Path(values[key])
+    if values.get("variants"):
+        from_profile = cli.get("variants") is None and profile_path
+        values["variants"], values["variants_source"] = _variants(
+            values["variants"], f"profile {profile_path}" if from_profile else "variants"
+        )
     known = {f.name for f in fields(RunConfig)}
     for key in values:
         if key not in known:
@@ -281,6 +294,23 @@ def build_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     except TypeError as exc:  # pragma: no cover - guarded by the key check above
         raise ConfigError("config", str(exc)) from None
     return validate(config)
+
+
+def _variants(given: Any, source: str) -> tuple[dict[str, dict[str, Any]], str]:
+    """The variants as given and where they came from; `harness.variants` refuses a bad one by name.
+
+    A path is the `--variants` file (it replaces the profile's sections, it does not merge).
+    Imported here only when a run has variants: it brings polars, which a plain run loads later.
+    """
+    from harness.variants import load_variants_file, parse_variants
+
+    if isinstance(given, str | Path):
+        path = Path(given)
+        source = f"--variants {path}"
+        parsed = load_variants_file(path)
+    else:
+        parsed = parse_variants(given, source)
+    return {v.name: dict(v.overrides) for v in parsed}, source
 
 
 # Default closed-loop ramp: about two calls' worth of the harness's CPU per start (make perf, T0a).
