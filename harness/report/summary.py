@@ -1,4 +1,4 @@
-"""`summary.parquet`: one row per model with point estimates and their 95 % intervals.
+"""`summary.parquet`: one row per arm (model, or model and variant) with point estimates and their 95 % intervals.
 
 Percentiles are polars `quantile(q, interpolation="linear")` (numpy's default), one
 expression per quantile; their intervals come from order statistics, means from a
@@ -20,7 +20,7 @@ QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.50), ("p90", 0.90), ("p95"
 
 
 def _point_estimates(prep: Prepared) -> pl.DataFrame:
-    """Counts, percentiles, means and sums per model: one lazy group_by over all rows."""
+    """Counts, percentiles, means and sums per arm: one lazy group_by over all rows."""
     ok = pl.col("status") == "ok"
     aggs: list[pl.Expr] = [
         pl.len().alias("calls"),
@@ -56,42 +56,42 @@ def _point_estimates(prep: Prepared) -> pl.DataFrame:
         pl.col("passed").count().alias("pass_n"),
         pl.col("passed").sum().alias("passes"),
     ]
-    return prep.calls.lazy().group_by("model").agg(aggs).collect()
+    return prep.calls.lazy().group_by("arm").agg(aggs).collect()
 
 
 def _errors_by_kind(prep: Prepared) -> dict[str, str]:
-    """'kind=count; …' per model, most frequent first."""
+    """'kind=count; …' per arm, most frequent first."""
     counts = (
         prep.calls.lazy()
         .filter(pl.col("status") == "error")
-        .group_by("model", pl.col("error_kind").fill_null("unknown"))
+        .group_by("arm", pl.col("error_kind").fill_null("unknown"))
         .len()
-        .sort(["model", "len", "error_kind"], descending=[False, True, False])
+        .sort(["arm", "len", "error_kind"], descending=[False, True, False])
         .collect()
     )
     out: dict[str, str] = {}
-    for model, kind, n in counts.iter_rows():  # one row per (model, kind): a handful
-        out[model] = (out[model] + "; " if model in out else "") + f"{kind}={n}"
+    for arm, kind, n in counts.iter_rows():  # one row per (arm, kind): a handful
+        out[arm] = (out[arm] + "; " if arm in out else "") + f"{kind}={n}"
     return out
 
 
 def summarize(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
-    """The summary table; models with no successful call get nulls, never an exception."""
-    points = {row["model"]: row for row in _point_estimates(prep).iter_rows(named=True)}
+    """The summary table; arms with no successful call get nulls, never an exception."""
+    points = {row["arm"]: row for row in _point_estimates(prep).iter_rows(named=True)}
     kinds = _errors_by_kind(prep)
     boot = Resampler(seed)
     rows: list[dict[str, Any]] = []
-    for model in prep.models:
-        p = points[model]
-        row: dict[str, Any] = {"model": model}
+    for arm in prep.arms:
+        p = points[arm]
+        row: dict[str, Any] = {"model": prep.model_of[arm], "variant": prep.variant_of[arm], "arm": arm}
         for key in ("calls", "ok", "errors", "cancelled"):
             row[key] = int(p[key] or 0)
-        row["errors_by_kind"] = kinds.get(model, "")
+        row["errors_by_kind"] = kinds.get(arm, "")
         attempted = row["ok"] + row["errors"]
         row["error_rate"] = row["errors"] / attempted if attempted else None
         row["error_rate_lo"], row["error_rate_hi"] = wilson(row["errors"], attempted)
         for prefix, col in METRICS:
-            values = prep.values(model, col)
+            values = prep.values(arm, col)
             row[f"{prefix}_n"] = int(p[f"{prefix}_n"] or 0)
             row[f"{prefix}_mean_s"] = p[f"{prefix}_mean_s"]
             got = boot.bootstrap(values)
@@ -117,7 +117,7 @@ def summarize(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
             row[key] = p[key]
         total = float(p["total_cost_usd"] or 0.0)
         row["total_cost_usd"] = total
-        cost = prep.values(model, "total_cost_usd")
+        cost = prep.values(arm, "total_cost_usd")
         got = boot.bootstrap(cost)
         row["mean_cost_per_call_usd"] = p["mean_cost_per_call_usd"]
         lo, hi = boot_interval(got[1]) if got else (None, None)
@@ -148,7 +148,8 @@ def _cache_savings(p: dict[str, Any]) -> float:
 def summary_schema() -> dict[str, pl.DataType]:
     """A fixed schema, so an empty or all-failed run still writes the same columns."""
     f, i, b, s = pl.Float64(), pl.Int64(), pl.Boolean(), pl.String()
-    schema: dict[str, pl.DataType] = {"model": s, "calls": i, "ok": i, "errors": i, "cancelled": i}
+    schema: dict[str, pl.DataType] = {"model": s, "variant": s, "arm": s}
+    schema |= {"calls": i, "ok": i, "errors": i, "cancelled": i}
     schema |= {"errors_by_kind": s, "error_rate": f, "error_rate_lo": f, "error_rate_hi": f}
     for prefix, _ in METRICS:
         schema[f"{prefix}_n"] = i
