@@ -20,6 +20,7 @@ import polars as pl
 
 __all__ = [
     "CALL_SCHEMA",
+    "STOP_REASONS",
     "CallRecord",
     "Case",
     "PlannedCall",
@@ -29,6 +30,17 @@ __all__ = [
     "event_uuid",
     "record_columns",
 ]
+
+# Every `stop_reason` the Messages API documents, in the order the report shows them.
+STOP_REASONS = (
+    "end_turn",
+    "max_tokens",
+    "stop_sequence",
+    "tool_use",
+    "pause_turn",
+    "refusal",
+    "model_context_window_exceeded",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Arms (model + variant) end to end: config, plan → records → events → report → `compare`.
+"""Arms (model + variant) end to end: config, plan → records → events → report → `compare`, and stop reasons.
 
 The runs go over real sockets to the session simulator, which thinks 35-85 % of a thinking
 budget (`harness/simulator/__init__.py`), so a larger budget must show as more output tokens.
@@ -23,6 +23,7 @@ from harness.plan import call_id_for
 from harness.records import CALL_SCHEMA, arm_expr, arm_of
 from harness.report import compare_runs, write_report
 from harness.report.console import print_summary_table
+from harness.report.summary import STOP_COLUMNS
 from tests.helpers import HARNESS_COMMANDS
 from tests.synthetic import ModelSpec, synthetic_calls, write_run
 
@@ -212,6 +213,78 @@ def test_the_cli_prints_arm_names_as_text_not_markup(tmp_path: Path) -> None:
     compare = CliRunner().invoke(app, ["compare", str(runs[0]), str(runs[1])], env=env)
     assert compare.exit_code == 0, compare.output
     assert "| m-1 [v-a] | p50 latency |" in compare.output
+
+
+# ---------------------------------------------------------------- stop reasons
+
+
+def test_stop_reason_counts_cover_every_finished_call_once(tmp_path: Path) -> None:
+    frame = synthetic_calls([ModelSpec("m-1", error_rate=0.2), ModelSpec("m-2")], cases=40, seed=4)
+    reasons = [
+        "end_turn",
+        "max_tokens",
+        "refusal",
+        "tool_use",
+        "surprise",
+        None,
+        "stop_sequence",
+    ]  # 7: both models
+    frame = frame.with_columns(
+        pl.when(pl.col("status") == "error")
+        .then(None)
+        .otherwise(pl.Series([reasons[i % len(reasons)] for i in range(frame.height)]))
+        .alias("stop_reason")
+    )
+    frame = frame.with_columns(  # two cancelled calls: counted in no stop-reason column
+        pl.when(pl.col("call_id").is_in(["c0", "c1"]))
+        .then(pl.lit("cancelled"))
+        .otherwise("status")
+        .alias("status")
+    )
+    summary = write_report(write_run(tmp_path / "run", frame)).summary
+    stop_columns = [column for _, column in STOP_COLUMNS]
+    for r in summary.iter_rows(named=True):
+        assert sum(r[c] for c in stop_columns) == r["ok"] + r["errors"]
+    expected = (
+        frame.filter(pl.col("status") != "cancelled")
+        .group_by("model")
+        .agg(
+            (pl.col("stop_reason") == "refusal").sum().alias("refusal"),
+            (pl.col("stop_reason") == "surprise").sum().alias("surprise"),
+            (pl.col("stop_reason").is_null() & (pl.col("status") == "ok")).sum().alias("ok_without"),
+            (pl.col("status") == "error").sum().alias("errors"),
+        )
+    )
+    for row in expected.iter_rows(named=True):
+        got = summary.filter(pl.col("model") == row["model"]).row(0, named=True)
+        assert got["stop_refusal"] == row["refusal"] > 0
+        assert got["stop_other"] == row["surprise"] + row["ok_without"]
+        assert got["stop_error_no_reason"] == row["errors"]
+
+
+def test_the_report_shows_refusals_and_truncations_from_the_simulator(tmp_path: Path, simulator) -> None:
+    prompts = ["Please answer [[refuse]] this.", *(f"Tell me about topic {i}." for i in range(7))]
+    # max_tokens 1 always truncates (the simulator's answers are at least one token long)
+    dataset = _dataset(tmp_path / "d.jsonl", prompts, max_tokens=[64, 1, 1, 1, 400, 400, 400, 400])
+    result = _run(tmp_path, simulator, dataset)
+    calls = pl.read_parquet(result.run_dir / "calls.parquet")
+    truncated = calls.filter(pl.col("stop_reason") == "max_tokens").height
+    assert calls.filter(pl.col("stop_reason") == "refusal").height == 1 and truncated >= 3
+    report = write_report(result.run_dir)
+    md = report.report_md.read_text()
+    table = md.split("## Stop reasons", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in table.splitlines() if line.startswith("| model |"))
+    assert header.startswith("| model | finished calls | end_turn | max_tokens | stop_sequence | tool_use |")
+    cells = next(line for line in table.splitlines() if line.startswith(f"| {MODEL} |")).split(" | ")
+    columns = header.split(" | ")
+    assert cells[columns.index("refusal")] == "1 (12.5%)"
+    assert cells[columns.index("max_tokens")] == f"{truncated} ({truncated / 8:.1%})"
+    assert cells[columns.index("finished calls")] == "8"
+    assert f"- Refusals: {MODEL} 1 (12.5%)" in md
+    assert f"- Truncated (max_tokens or context window): {MODEL} {truncated} (" in md
+    assert "<h2>Stop reasons</h2>" in report.report_html.read_text()
+    row = report.summary.row(0, named=True)
+    assert (row["stop_refusal"], row["stop_max_tokens"]) == (1, truncated)
 
 
 # ---------------------------------------------------------------- two thinking budgets, end to end

@@ -22,7 +22,7 @@ from harness.report.recommend import Constraints, recommend
 from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
 from harness.report.summary import summarize
-from harness.report.tables import build_tables
+from harness.report.tables import build_tables, stop_reason_facts
 from harness.rundir import RunDir
 
 __all__ = ["ReportResult", "write_report"]
@@ -67,6 +67,7 @@ def _facts(manifest: dict[str, Any], prep: Prepared, summary: pl.DataFrame) -> l
         facts.append(
             f"Target: {manifest['target'] if isinstance(manifest['target'], str) else 'see manifest'}"
         )
+    facts += stop_reason_facts(summary)
     small = [r["arm"] for r in summary.iter_rows(named=True) if r["latency_n"] and not r["latency_p99_ci_ok"]]
     if small:
         facts.append(

@@ -36,6 +36,7 @@ _USED = [
     "variant",
     "status",
     "error_kind",
+    "stop_reason",
     "started_at",
     "finished_at",
     "limiter_wait_s",

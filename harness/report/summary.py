@@ -1,5 +1,9 @@
 """`summary.parquet`: one row per arm (model, or model and variant) with point estimates and their 95 % intervals.
 
+It also counts each call's stop reason per arm (`stop_<reason>`, plus `stop_other` and
+`stop_error_no_reason`; together they sum to ok + errors), because refusals and
+truncations are what a model chooser must see next to speed and price.
+
 Percentiles are polars `quantile(q, interpolation="linear")` (numpy's default), one
 expression per quantile; their intervals come from order statistics, means from a
 seeded bootstrap, rates from Wilson. It must not loop over rows or render anything.
@@ -11,12 +15,31 @@ from typing import Any
 
 import polars as pl
 
+from harness.records import STOP_REASONS
 from harness.report.prepared import METRICS, Prepared
 from harness.report.stats import Resampler, boot_interval, percentile_ci, wilson
 
-__all__ = ["QUANTILES", "summarize"]
+__all__ = ["QUANTILES", "STOP_COLUMNS", "summarize"]
 
 QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.50), ("p90", 0.90), ("p95", 0.95), ("p99", 0.99))
+# (label, summary column): every documented stop reason, then the rest of the finished calls.
+STOP_COLUMNS: tuple[tuple[str, str], ...] = (
+    *((reason, f"stop_{reason}") for reason in STOP_REASONS),
+    ("other", "stop_other"),  # an undocumented stop reason, or a successful call without one
+    ("error, no reason", "stop_error_no_reason"),
+)
+
+
+def _stop_counts() -> list[pl.Expr]:
+    """Finished (ok or error) calls per stop reason, each in exactly one column; cancelled calls in none."""
+    reason, status = pl.col("stop_reason"), pl.col("status")
+    finished = status.is_in(["ok", "error"])
+    known = reason.is_in(list(STOP_REASONS)).fill_null(False)
+    error_without = (status == "error") & reason.is_null()
+    exprs = [(finished & (reason == r).fill_null(False)).sum().alias(f"stop_{r}") for r in STOP_REASONS]
+    exprs.append((finished & ~known & ~error_without).sum().alias("stop_other"))
+    exprs.append(error_without.sum().alias("stop_error_no_reason"))
+    return exprs
 
 
 def _point_estimates(prep: Prepared) -> pl.DataFrame:
@@ -55,6 +78,7 @@ def _point_estimates(prep: Prepared) -> pl.DataFrame:
         .alias("_cache_tokens"),
         pl.col("passed").count().alias("pass_n"),
         pl.col("passed").sum().alias("passes"),
+        *_stop_counts(),
     ]
     return prep.calls.lazy().group_by("arm").agg(aggs).collect()
 
@@ -132,6 +156,8 @@ def summarize(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
         passes = int(p["passes"] or 0)
         row["pass_rate"] = passes / row["pass_n"] if row["pass_n"] else None
         row["pass_rate_lo"], row["pass_rate_hi"] = wilson(passes, row["pass_n"])
+        for _label, column in STOP_COLUMNS:
+            row[column] = int(p[column] or 0)
         rows.append(row)
     return pl.DataFrame(rows, schema=summary_schema(), strict=False)
 
@@ -167,4 +193,5 @@ def summary_schema() -> dict[str, pl.DataType]:
     schema |= {"mean_cost_per_call_hi_usd": f, "cost_per_1k_calls_usd": f, "distinct_users": i}
     schema |= {"avg_cost_per_user_usd": f, "cache_savings_usd": f}
     schema |= {"pass_n": i, "pass_rate": f, "pass_rate_lo": f, "pass_rate_hi": f}
+    schema |= {column: i for _label, column in STOP_COLUMNS}
     return schema

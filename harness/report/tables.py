@@ -1,8 +1,9 @@
 """The report's tables as plain data (title, header, rows, note), shared by the markdown and HTML renderers.
 
 Its job is wording and number formatting: one table per concern, each estimate with
-its interval, one row per arm (named "model" when the run had no variants). Must not
-compute statistics or write files.
+its interval, one row per arm (named "model" when the run had no variants). Also the
+report's one-line stop-reason facts, so the table and the facts show the same shares.
+Must not compute statistics or write files.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 import polars as pl
 
 from harness.records import arm_word
-from harness.report.summary import QUANTILES
+from harness.report.summary import QUANTILES, STOP_COLUMNS
 
-__all__ = ["Table", "build_tables", "ci", "fmt_s"]
+__all__ = ["Table", "build_tables", "ci", "fmt_s", "stop_reason_facts"]
 
 
 @dataclass
@@ -155,6 +156,7 @@ def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict
             ]
         )
     tables.append(err)
+    tables.append(_stop_reason_table(summary, word))
     quality = Table("Quality", [word, "checked calls", "pass rate [95 % Wilson]"])
     for r in summary.iter_rows(named=True):
         quality.rows.append(
@@ -203,6 +205,47 @@ def _diff(r: dict[str, Any], name: str, fmt: Any) -> str:
         return "–"
     mark = " **sig.**" if r[f"{name}_significant"] else ""
     return f"{fmt(est)} [{fmt(r[f'{name}_diff_lo'])} – {fmt(r[f'{name}_diff_hi'])}]{mark}"
+
+
+def _share(n: int, of: int) -> str:
+    return f"{n} ({n / of:.1%})" if of else str(n)
+
+
+def _stop_reason_table(summary: pl.DataFrame, word: str) -> Table:
+    t = Table(
+        "Stop reasons",
+        [word, "finished calls", *(label for label, _ in STOP_COLUMNS)],
+        note=(
+            "Count (share of finished calls: ok + errors) of each `stop_reason`. Refusals and max_tokens "
+            "truncations are answers a user would not accept however fast or cheap they are; "
+            "'error, no reason' are failed calls that ended without one, 'other' any other stop reason."
+        ),
+    )
+    for r in summary.iter_rows(named=True):
+        finished = r["ok"] + r["errors"]
+        t.rows.append([r["arm"], str(finished), *(_share(r[column], finished) for _, column in STOP_COLUMNS)])
+    return t
+
+
+# (what the fact calls them, summary columns): the stop reasons a model chooser must not miss.
+_STOP_FACTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Refusals", ("stop_refusal",)),
+    ("Truncated (max_tokens or context window)", ("stop_max_tokens", "stop_model_context_window_exceeded")),
+)
+
+
+def stop_reason_facts(summary: pl.DataFrame) -> list[str]:
+    """One line per kind of unusable answer that some arm gave, with each such arm's count and share."""
+    facts = []
+    for label, columns in _STOP_FACTS:
+        hits = []
+        for r in summary.iter_rows(named=True):
+            n = sum(r[c] for c in columns)
+            if n:
+                hits.append(f"{r['arm']} {_share(n, r['ok'] + r['errors'])}")
+        if hits:
+            facts.append(f"{label}: " + ", ".join(hits) + " (see Stop reasons)")
+    return facts
 
 
 def _comparison_table(comparison: pl.DataFrame, word: str) -> Table:
