@@ -1,4 +1,4 @@
-"""The composition root: config → dataset → prices → plan → target → runner(sinks) → report.
+"""The composition root: config → dataset → prices → plan (× variants) → target → runner(sinks) → report.
 
 It holds no logic of its own beyond wiring and the order of checks: everything
 that can refuse a run (dataset, prices, config, results directory, unknown model,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import signal
 import subprocess
@@ -38,6 +39,7 @@ from harness.runner import Engine, Runner, RunnerSettings, RunOutcome, Sink
 from harness.simlauncher import SimulatorProcess
 from harness.store import RunStore
 from harness.target import Target, launch_simulator, needs_simulator, preflight
+from harness.variants import parse_variants
 from harness.workers import WorkerPool, auto_workers
 
 __all__ = ["RunResult", "execute_run", "new_run_id"]
@@ -119,6 +121,8 @@ async def _execute(
     prices = PriceTable.resolve(cfg.model_names, cfg.prices)
 
     run_id = cfg.resume or cfg.run_id or new_run_id()
+    source = cfg.variants_source or "variants"
+    # A variant the API would refuse on some case is a ConfigError here, before any call.
     plan = make_plan(
         loaded.cases,
         cfg.model_names,
@@ -129,6 +133,8 @@ async def _execute(
         arrival=cfg.arrival,
         max_calls=cfg.max_calls,
         trace_speed=cfg.trace_speed,
+        variants=parse_variants(cfg.variants, source),
+        variants_source=source,
     )
 
     target = Target.resolve(cfg, sim)
@@ -172,6 +178,11 @@ def _open_run(
             raise StorageError(
                 f"--resume {run_id}: the dataset changed since the run started (sha256 differs)"
             )
+        if not _json_equal(run.manifest.get("variants") or {}, cfg.variants):
+            run.close()
+            raise StorageError(
+                f"--resume {run_id}: the variants changed since the run started (see the manifest's variants)"
+            )
         finished = run.finished_call_ids()
         plan = [c for c in plan if c.call_id not in finished]
         run.update_manifest(resumed_at=datetime.now(UTC).isoformat(), status="running")
@@ -190,6 +201,7 @@ def _open_run(
             "skipped": [str(p) for p in loaded.skipped],
         },
         "models": list(cfg.model_names),
+        "variants": {name: dict(overrides) for name, overrides in cfg.variants.items()},  # as given
         "target": target.kind,
         "base_url_host": target.base_url_host,
         "versions": _versions(),
@@ -318,6 +330,11 @@ async def _run(
     if cfg.report:
         result.report = _write_report(run.path, cfg, console)
     return result
+
+
+def _json_equal(recorded: Any, current: Any) -> bool:
+    """Whether a manifest value (read back from JSON) is the value this run would record."""
+    return bool(json.loads(json.dumps(current, default=str)) == recorded)
 
 
 def _pool(m: Any) -> str:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from harness.errors import HarnessError
 from harness.secrets import POSTHOG_KEY_ENV, env_secrets, redact
@@ -30,8 +31,11 @@ out = Console()
 
 
 def _fail(exc: HarnessError) -> NoReturn:
-    err.print(
-        f"[red]error:[/] {redact(str(exc), env_secrets())}", highlight=False, markup=True, soft_wrap=True
+    err.print(  # the message is escaped: "[variants.NAME]" in it is text, not a style
+        f"[red]error:[/] {escape(redact(str(exc), env_secrets()))}",
+        highlight=False,
+        markup=True,
+        soft_wrap=True,
     )
     raise typer.Exit(exc.exit_code)
 
@@ -78,6 +82,13 @@ def run(
     ] = None,
     base_url: Annotated[str | None, Opt("--base-url", help="Any Anthropic-compatible server.")] = None,
     profile: Annotated[Path | None, Opt("--profile", help="TOML profile; flags override it.")] = None,
+    variants: Annotated[
+        Path | None,
+        Opt(
+            "--variants",
+            help="TOML file of variants.NAME tables of request parameters (replaces the profile's).",
+        ),
+    ] = None,
     run_id: Annotated[str | None, Opt("--run-id", help="Run id (default: UTC timestamp + suffix).")] = None,
     resume: Annotated[
         str | None, Opt("--resume", help="Run id to resume: runs only calls without a row.")
@@ -182,7 +193,7 @@ def run(
             sys.modules["harness.events.pipe"].discard_prestarted()
     d = result.delivery
     if result.report is not None:
-        out.print(result.report.recommendation_text, highlight=False, soft_wrap=True)
+        out.print(result.report.recommendation_text, highlight=False, markup=False, soft_wrap=True)
         out.print(f"report: {result.report.report_html}", highlight=False)
     out.print(f"run directory: {result.run_dir}", highlight=False)
     if d.get("enabled", True) and "delivered" in d:
@@ -214,7 +225,7 @@ def report(
         result = write_report(run_dir, constraints=constraints)
     except HarnessError as exc:
         _fail(exc)
-    out.print(result.recommendation_text, highlight=False, soft_wrap=True)
+    out.print(result.recommendation_text, highlight=False, markup=False, soft_wrap=True)
     out.print(f"report: {result.report_html}", highlight=False)
 
 
@@ -243,7 +254,7 @@ def compare(
         )
     except HarnessError as exc:
         _fail(exc)
-    out.print(result.markdown, highlight=False, soft_wrap=True)
+    out.print(result.markdown, highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(result.exit_code)
 
 

@@ -2,7 +2,8 @@
 
 Every check names the option (flag or profile key) it refuses, so a bad value is
 reported before any call is sent. Keys are held as `harness.secrets.Secret`. This module reads
-no file other than the profile.
+no file other than the profile and, through `harness.variants` (which checks them), the
+`--variants` file.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class RunConfig:
     posthog_flush_timeout_s: float = 10.0
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     select: Mapping[str, float] = field(default_factory=dict)
+    # [variants.NAME] request parameters as given (profile, or --variants FILE which replaces them)
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    variants_source: str | None = None  # "profile P" or "--variants F": where a variant error points
     report: bool = True
     progress: str = "auto"  # auto | bar | plain | off
     profile_path: Path | None = None
@@ -172,11 +176,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("posthog_max_retries", None, "posthog.max_retries"),
     Option("posthog_flush_timeout_s", None, "posthog.flush_timeout"),
     Option("store_text", "--store-text/--no-store-text", "store.text"),
+    Option("variants", "--variants", None),  # also the profile's [variants.NAME] tables
 )
 _BY_FIELD = {o.field: o for o in OPTIONS}
 _FIELDS = {f.name for f in fields(RunConfig)}  # what a caller of build_config may set
 _BY_PROFILE_KEY = {o.profile: o.field for o in OPTIONS if o.profile}
-_PROFILE_TABLES = sorted({key.split(".")[0] for key in _BY_PROFILE_KEY} | {"models", "prices", "select"})
+_OWN_TABLES = ("models", "prices", "select", "variants")  # tables of their own shape, read below
+_PROFILE_TABLES = sorted({key.split(".")[0] for key in _BY_PROFILE_KEY} | set(_OWN_TABLES))
 _MODEL_KEYS = {"rpm", "itpm", "otpm", "pool"}
 
 
@@ -198,7 +204,7 @@ def _profile_values(profile: Mapping[str, Any], base: Path | None) -> dict[str, 
             raise ConfigError(f"profile [{table}]", f"unknown table; expected one of {_PROFILE_TABLES}")
         if not isinstance(section, Mapping):
             raise ConfigError(f"profile [{table}]", "must be a table")
-        if table in ("models", "prices", "select"):
+        if table in _OWN_TABLES:
             continue
         for key, value in section.items():
             field_name = _BY_PROFILE_KEY.get(f"{table}.{key}")
@@ -221,6 +227,10 @@ def _profile_values(profile: Mapping[str, Any], base: Path | None) -> dict[str, 
         values["prices"] = profile["prices"]
     if "select" in profile:
         values["select"] = profile["select"]
+    if "variants" in profile:
+        if not isinstance(profile["variants"], Mapping):
+            raise ConfigError("profile [variants]", "must be [variants.NAME] tables of request parameters")
+        values["variants"] = profile["variants"]
     for key in ("dataset", "results_dir", "sim_profile"):
         if key in values and base is not None and not Path(values[key]).is_absolute():
             values[key] = Path(os.path.normpath(base / values[key]))
@@ -293,7 +303,27 @@ def build_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     for key in ("dataset", "results_dir", "sim_profile"):
         if key in values and values[key] is not None:
             values[key] = Path(values[key])
+    if values.get("variants"):
+        where = f"profile {profile_path}" if sources.get("variants") == "profile" else "variants"
+        values["variants"], values["variants_source"] = _variants(values["variants"], where)
     return validate(RunConfig(**values), sources)
+
+
+def _variants(given: Any, source: str) -> tuple[dict[str, dict[str, Any]], str]:
+    """The variants as given and where they came from; `harness.variants` refuses a bad one by name.
+
+    A path is the `--variants` file (it replaces the profile's sections, it does not merge).
+    Imported here only when a run has variants: it brings polars, which a plain run loads later.
+    """
+    from harness.variants import load_variants_file, parse_variants
+
+    if isinstance(given, str | Path):
+        path = Path(given)
+        source = f"--variants {path}"
+        parsed = load_variants_file(path)
+    else:
+        parsed = parse_variants(given, source)
+    return {v.name: dict(v.overrides) for v in parsed}, source
 
 
 # Default closed-loop ramp: about two calls' worth of the harness's CPU per start (make perf, T0a).

@@ -3,11 +3,14 @@
 The record and its parquet schema sit side by side so they cannot drift (a test
 checks that every `CallRecord` field is a `CALL_SCHEMA` column, in order, and that
 the README's table names the same columns). This module holds no logic beyond
-small derivations.
+small derivations: the event uuid, and the *arm* of a call (its model, or model and
+variant), defined here once for Python values and once as the same polars expression
+so the runner's records, the report, `compare` and the console name an arm alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -15,7 +18,29 @@ from uuid import NAMESPACE_URL, uuid5
 
 import polars as pl
 
-__all__ = ["CALL_SCHEMA", "CallRecord", "Case", "PlannedCall", "event_uuid", "record_columns"]
+__all__ = [
+    "CALL_SCHEMA",
+    "STOP_REASONS",
+    "CallRecord",
+    "Case",
+    "PlannedCall",
+    "arm_expr",
+    "arm_of",
+    "arm_word",
+    "event_uuid",
+    "record_columns",
+]
+
+# Every `stop_reason` the Messages API documents, in the order the report shows them.
+STOP_REASONS = (
+    "end_turn",
+    "max_tokens",
+    "stop_sequence",
+    "tool_use",
+    "pause_turn",
+    "refusal",
+    "model_context_window_exceeded",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +105,7 @@ class CallRecord:
     repeat: int
     tags: list[str]
     model: str
+    variant: str | None  # the configuration variant (harness.variants); None without variants
     model_reported: str | None
     target: str
     status: str  # ok | error | cancelled
@@ -133,6 +159,7 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
     "repeat": pl.Int32(),
     "tags": pl.List(pl.String()),
     "model": pl.String(),
+    "variant": pl.String(),
     "model_reported": pl.String(),
     "target": pl.String(),
     "status": pl.String(),
@@ -185,3 +212,26 @@ def record_columns() -> list[str]:
 def event_uuid(run_id: str, call_id: str) -> str:
     """The PostHog event uuid of a call: deterministic, so a re-send is deduplicated."""
     return str(uuid5(NAMESPACE_URL, f"claude-bench:{run_id}:{call_id}"))
+
+
+def arm_of(model: str, variant: str | None) -> str:
+    """What a run compares: the model alone without variants, else `model [variant]`.
+
+    Without variants an arm is exactly the model id, so runs without variants read as before.
+    """
+    return model if variant is None else f"{model} [{variant}]"
+
+
+def arm_expr() -> pl.Expr:
+    """`arm_of` over the `model` and `variant` columns, as the column `arm`."""
+    return (
+        pl.when(pl.col("variant").is_null())
+        .then(pl.col("model"))
+        .otherwise(pl.format("{} [{}]", "model", "variant"))
+        .alias("arm")
+    )
+
+
+def arm_word(variants: Iterable[str | None]) -> str:
+    """How tables and sentences name what they compare: "model" unless a call had a variant."""
+    return "arm" if any(v is not None for v in variants) else "model"

@@ -466,6 +466,7 @@ class Runner:
             repeat=call.repeat,
             tags=list(case.tags),
             model=call.model,
+            variant=call.variant,
             model_reported=a.model_reported if a else None,
             target=self.s.target,
             status=status,

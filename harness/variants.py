@@ -1,10 +1,11 @@
 """Configuration variants: named sets of request parameters that override every case, so a run compares arms.
 
-An arm is a model plus a variant (`claude-sonnet-4-6+think-4k`): teams choose between the
-configurations they will run in production (thinking budget, effort, temperature, tools on
-or off, a system prompt prefix), not only between models. A variant is applied to each case
-before planning and the result is checked by the same rules as a dataset row, so a variant
-the API would refuse stops the run before its first call, naming the variant and the case.
+An arm is a model plus a variant (`claude-sonnet-4-6 [think-4k]`, named by `records.arm_of`):
+teams choose between the configurations they will run in production (thinking budget,
+effort, temperature, tools on or off, a system prompt prefix), not only between models. A
+variant is applied to each case before planning and the result is checked by the same rules
+as a dataset row, so a variant the API would refuse stops the run before its first call,
+naming the variant and the case.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.features import FEATURE_FIELDS, check_features
-from harness.records import Case
+from harness.records import Case, arm_of
 
 __all__ = [
     "VARIANT_KEYS",
@@ -39,11 +40,6 @@ class Variant:
 
     name: str
     overrides: Mapping[str, Any]
-
-
-def arm_of(model: str, variant: str | None) -> str:
-    """The arm's name: the model alone without variants, else `model+variant`."""
-    return model if variant is None else f"{model}+{variant}"
 
 
 def parse_variants(table: Mapping[str, Any], source: str) -> tuple[Variant, ...]:

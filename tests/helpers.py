@@ -51,6 +51,7 @@ def make_record(i: int, *, run_id: str = "run-t", status: str = "ok", **over: ob
         repeat=i % 2,
         tags=["t1", f"t{i % 4}"],
         model=("claude-haiku-4-5", "claude-sonnet-4-5")[i % 2],
+        variant=None,
         model_reported="claude-haiku-4-5-20251001" if ok else None,
         target="simulator",
         status=status,

@@ -128,6 +128,7 @@ def build_event(record: CallRecord, settings: EventSettings, case: Case | None =
         "case_id": record.case_id,
         "dataset": settings.dataset,
         "model_reported": record.model_reported,
+        "variant": record.variant,
         "ttft_ms": _ms(record.ttft_s),
         "time_to_first_text_ms": _ms(record.time_to_first_text_s),
         "thinking_tokens": record.thinking_tokens,

@@ -7,6 +7,7 @@ Must not call the API.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,12 @@ import polars as pl
 from harness.report.charts import render_charts
 from harness.report.compare_models import compare_models
 from harness.report.insights import posthog_insights_from_calls
-from harness.report.prepared import prepare
+from harness.report.prepared import Prepared, prepare
 from harness.report.recommend import Constraints, recommend
 from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
 from harness.report.summary import summarize
-from harness.report.tables import build_tables
+from harness.report.tables import build_tables, stop_reason_facts
 from harness.rundir import RunDir
 
 __all__ = ["ReportResult", "write_report"]
@@ -30,14 +31,16 @@ __all__ = ["ReportResult", "write_report"]
 @dataclass(frozen=True)
 class ReportResult:
     recommendation_text: str
-    recommended_model: str | None
+    recommended_model: str | None  # the recommended arm's model
+    recommended_arm: str | None  # the model id itself when the run had no variants
     report_md: Path
     report_html: Path
     summary: pl.DataFrame
 
 
-def _facts(manifest: dict[str, Any], prep_calls: pl.DataFrame, summary: pl.DataFrame) -> list[str]:
+def _facts(manifest: dict[str, Any], prep: Prepared, summary: pl.DataFrame) -> list[str]:
     facts = []
+    prep_calls, word = prep.calls, prep.word
     ds = manifest.get("dataset")
     if isinstance(ds, dict):
         name = ds.get("path") or ds.get("name")
@@ -47,7 +50,14 @@ def _facts(manifest: dict[str, Any], prep_calls: pl.DataFrame, summary: pl.DataF
         facts.append(f"Dataset: {ds}")
     n = prep_calls.height
     ok = int(summary.get_column("ok").sum() or 0) if summary.height else 0
-    facts.append(f"Calls: {n:,} ({ok:,} successful) across {summary.height} model(s)")
+    facts.append(f"Calls: {n:,} ({ok:,} successful) across {summary.height} {word}(s)")
+    variants = manifest.get("variants")
+    if word == "arm" and isinstance(variants, dict):
+        facts.append(
+            "Arms: every model × variant ("
+            + "; ".join(f"{name}: {_given(given)}" for name, given in variants.items())
+            + ")"
+        )
     if n:
         start = prep_calls.get_column("started_at").min()
         end = prep_calls.get_column("finished_at").max()
@@ -57,15 +67,21 @@ def _facts(manifest: dict[str, Any], prep_calls: pl.DataFrame, summary: pl.DataF
         facts.append(
             f"Target: {manifest['target'] if isinstance(manifest['target'], str) else 'see manifest'}"
         )
-    small = [
-        r["model"] for r in summary.iter_rows(named=True) if r["latency_n"] and not r["latency_p99_ci_ok"]
-    ]
+    facts += stop_reason_facts(summary)
+    small = [r["arm"] for r in summary.iter_rows(named=True) if r["latency_n"] and not r["latency_p99_ci_ok"]]
     if small:
         facts.append(
             f"Too few successful calls for a bounded p99 on {', '.join(small)} "
-            "(needs ≥ 368 per model): read p95 and max instead."
+            f"(needs ≥ 368 per {word}): read p95 and max instead."
         )
     return facts
+
+
+def _given(overrides: Any) -> str:
+    """A variant's parameters as `key = value` pairs (values as JSON), for the facts line."""
+    if not isinstance(overrides, dict):
+        return str(overrides)
+    return ", ".join(f"{k} = {json.dumps(v, separators=(', ', ': '))}" for k, v in overrides.items())
 
 
 def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed: int = 0) -> ReportResult:
@@ -83,7 +99,7 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
         prep.calls.get_column("run_id")[0] if prep.calls.height else run.path.name
     )
     title = f"Model selection report — run {run_id!s}"
-    facts = _facts(manifest, prep.calls, summary)
+    facts = _facts(manifest, prep, summary)
     if constraints is not None and not constraints.is_empty():
         facts.insert(
             0, f"Constraints: {constraints.describe()} (met when the 95 % interval's worse end meets them)"
@@ -103,6 +119,7 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
     return ReportResult(
         recommendation_text=rec.text,
         recommended_model=rec.model,
+        recommended_arm=rec.arm,
         report_md=run.write_atomic("report.md", md.encode()),
         report_html=run.write_atomic("report.html", html.encode()),
         summary=summary,

@@ -1,8 +1,8 @@
 """The report's charts as PNG bytes (matplotlib, Agg backend), drawn from a bounded subsample.
 
-Each function returns (file name, PNG bytes); the caller writes them beside report.md
-and embeds them in report.html. Must not compute the report's statistics (it only
-plots) or touch the network.
+Each function returns (file name, title, PNG bytes); the caller writes them beside report.md
+and embeds them in report.html. One series per arm (titled "per model" when the run had
+no variants). Must not compute the report's statistics (it only plots) or touch the network.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from harness.report.prepared import Prepared
 
 __all__ = ["CHART_POINTS", "render_charts"]
 
-CHART_POINTS = 5_000  # per model: enough for a smooth CDF, bounded at any run size
+CHART_POINTS = 5_000  # per arm: enough for a smooth CDF, bounded at any run size
 Chart = tuple[str, str, bytes]  # file name, title, PNG
 
 
@@ -49,37 +49,39 @@ def _empty(ax: Axes, what: str) -> None:
 def latency_cdf(prep: Prepared) -> Chart:
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     drawn = False
-    for model in prep.models:
-        v = _thin(prep.values(model, "latency_s"))
+    for arm in prep.arms:
+        v = _thin(prep.values(arm, "latency_s"))
         if len(v):
-            ax.plot(v, np.linspace(0, 1, len(v)), label=model, drawstyle="steps-post")
+            ax.plot(v, np.linspace(0, 1, len(v)), label=arm, drawstyle="steps-post")
             drawn = True
     if drawn:
         ax.set_xscale("log")
         ax.legend()
     else:
         _empty(ax, "successful calls")
-    ax.set(xlabel="latency (s, log scale)", ylabel="fraction of calls ≤ x", title="Latency CDF per model")
+    title = f"Latency CDF per {prep.word}"
+    ax.set(xlabel="latency (s, log scale)", ylabel="fraction of calls ≤ x", title=title)
     ax.grid(alpha=0.3)
-    return "latency_cdf.png", "Latency CDF per model", _png(fig)
+    return "latency_cdf.png", title, _png(fig)
 
 
 def ttft_distribution(prep: Prepared) -> Chart:
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
-    series = {m: _thin(prep.values(m, "ttft_s")) for m in prep.models}
+    series = {a: _thin(prep.values(a, "ttft_s")) for a in prep.arms}
     series = {m: v for m, v in series.items() if len(v)}
     if series:
         hi = max(float(np.quantile(v, 0.99)) for v in series.values())
         lo = min(float(v[0]) for v in series.values())
         bins = np.linspace(lo, hi if hi > lo else lo + 1e-3, 60)
-        for model, v in series.items():
-            ax.hist(v, bins=bins.tolist(), histtype="step", density=True, label=model, linewidth=1.5)
+        for arm, v in series.items():
+            ax.hist(v, bins=bins.tolist(), histtype="step", density=True, label=arm, linewidth=1.5)
         ax.legend()
     else:
         _empty(ax, "time-to-first-token measurements (streaming off?)")
-    ax.set(xlabel="TTFT (s), up to the p99", ylabel="density", title="Time to first token per model")
+    title = f"Time to first token per {prep.word}"
+    ax.set(xlabel="TTFT (s), up to the p99", ylabel="density", title=title)
     ax.grid(alpha=0.3)
-    return "ttft_distribution.png", "Time to first token per model", _png(fig)
+    return "ttft_distribution.png", title, _png(fig)
 
 
 def cost_vs_p95(summary: pl.DataFrame, pareto: list[str]) -> Chart:
@@ -88,17 +90,17 @@ def cost_vs_p95(summary: pl.DataFrame, pareto: list[str]) -> Chart:
         pl.col("cost_per_1k_calls_usd").is_not_null() & pl.col("latency_p95_s").is_not_null()
     )
     if pts.height:
-        for r in pts.iter_rows(named=True):  # one point per model
-            on = r["model"] in pareto
+        for r in pts.iter_rows(named=True):  # one point per arm
+            on = r["arm"] in pareto
             ax.scatter(
                 r["latency_p95_s"],
                 r["cost_per_1k_calls_usd"],
                 s=90 if on else 50,
                 marker="*" if on else "o",
-                label=r["model"] + (" (Pareto)" if on else ""),
+                label=r["arm"] + (" (Pareto)" if on else ""),
             )
-            ax.annotate(r["model"], (r["latency_p95_s"], r["cost_per_1k_calls_usd"]), fontsize=8)
-        front = pts.filter(pl.col("model").is_in(pareto)).sort("latency_p95_s")
+            ax.annotate(r["arm"], (r["latency_p95_s"], r["cost_per_1k_calls_usd"]), fontsize=8)
+        front = pts.filter(pl.col("arm").is_in(pareto)).sort("latency_p95_s")
         if front.height > 1:
             ax.plot(
                 front["latency_p95_s"], front["cost_per_1k_calls_usd"], "k--", alpha=0.5, label="Pareto front"
@@ -112,7 +114,7 @@ def cost_vs_p95(summary: pl.DataFrame, pareto: list[str]) -> Chart:
 
 
 def latency_over_time(prep: Prepared) -> Chart:
-    """p95 per time bin per model: spikes show as peaks shared across models (service) or not."""
+    """p95 per time bin per arm: spikes show as peaks shared across arms (service) or not."""
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     ok = prep.calls.lazy().filter((pl.col("status") == "ok") & pl.col("started_at").is_not_null())
     span = ok.select(
@@ -123,15 +125,15 @@ def latency_over_time(prep: Prepared) -> Chart:
         every = max(1, int(total_us // 60) or 1)
         binned = (
             ok.with_columns(pl.col("started_at").dt.truncate(f"{every}us").alias("bin"))
-            .group_by("model", "bin")
+            .group_by("arm", "bin")
             .agg(pl.col("latency_s").quantile(0.95, interpolation="linear").alias("p95"))
             .sort("bin")
             .collect()
         )
-        for model in prep.models:
-            part = binned.filter(pl.col("model") == model)
+        for arm in prep.arms:
+            part = binned.filter(pl.col("arm") == arm)
             if part.height:
-                ax.plot(part["bin"].to_list(), part["p95"].to_numpy(), marker=".", label=model)
+                ax.plot(part["bin"].to_list(), part["p95"].to_numpy(), marker=".", label=arm)
         ax.legend()
         fig.autofmt_xdate()
     else:
@@ -141,16 +143,16 @@ def latency_over_time(prep: Prepared) -> Chart:
     return "latency_over_time.png", "Latency over the run's time (p95 per bin)", _png(fig)
 
 
-def cost_per_user(summary: pl.DataFrame) -> Chart:
+def cost_per_user(summary: pl.DataFrame, word: str) -> Chart:
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     pts = summary.filter(pl.col("avg_cost_per_user_usd").is_not_null())
     if pts.height:
-        ax.bar(pts["model"].to_list(), pts["avg_cost_per_user_usd"].to_numpy(), color="tab:blue")
+        ax.bar(pts["arm"].to_list(), pts["avg_cost_per_user_usd"].to_numpy(), color="tab:blue")
     else:
         _empty(ax, "costs")
     ax.set(ylabel="USD per distinct user", title="Average cost per user (total cost / distinct users)")
     ax.grid(alpha=0.3, axis="y")
-    return "cost_per_user.png", "Average cost per user per model", _png(fig)
+    return "cost_per_user.png", f"Average cost per user per {word}", _png(fig)
 
 
 def render_charts(prep: Prepared, summary: pl.DataFrame, pareto: list[str]) -> list[Chart]:
@@ -160,6 +162,6 @@ def render_charts(prep: Prepared, summary: pl.DataFrame, pareto: list[str]) -> l
         lambda: ttft_distribution(prep),
         lambda: cost_vs_p95(summary, pareto),
         lambda: latency_over_time(prep),
-        lambda: cost_per_user(summary),
+        lambda: cost_per_user(summary, prep.word),
     ]
     return [make() for make in makers]

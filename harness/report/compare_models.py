@@ -1,7 +1,9 @@
-"""`comparison.parquet`: every ordered pair of models, with intervals and Holm-adjusted significance.
+"""`comparison.parquet`: every ordered pair of arms, with intervals and Holm-adjusted significance.
 
-Medians (latency, TTFT), mean cost and pass rate are compared **paired by case** when
-the same cases ran on both models: per-case log ratios (or differences), bootstrap
+An arm is a model, or a model and a variant (`records.arm_of`), so two thinking budgets of
+one model are compared exactly like two models. Medians (latency, TTFT), mean cost and pass
+rate are compared **paired by case** when the same cases ran on both arms (every arm of a
+run runs every case): per-case log ratios (or differences), bootstrap
 over cases, Wilcoxon signed-rank for the p50s. p95 latency is compared as a tail:
 the ratio of the two p95s with a bootstrap interval, because a rank test can call A
 faster while A's tail is twice B's. p-values are Holm-adjusted across the unordered
@@ -34,7 +36,7 @@ __all__ = ["MIN_PAIRED_CASES", "compare_models", "comparison_schema"]
 
 MIN_PAIRED_CASES = 10
 COMPARE_CAP = 2000  # bootstrap subsample per sample (rescaled to the full n; see stats.py)
-# (name in the table, column, kind): ratio metrics are reported as model / versus.
+# (name in the table, column, kind): ratio metrics are reported as arm / versus.
 _METRICS: tuple[tuple[str, str, str], ...] = (
     ("latency_p50", "latency_s", "median"),
     ("latency_p95", "latency_s", "p95"),
@@ -61,14 +63,14 @@ _STAT = {"median": _median, "p95": _p95, "mean": _mean, "rate": _mean}
 
 
 class _Pairs:
-    """Per-(model, case) aggregates, built with one group_by, for paired comparisons."""
+    """Per-(arm, case) aggregates, built with one group_by, for paired comparisons (repeats averaged)."""
 
     def __init__(self, prep: Prepared) -> None:
         self.prep = prep
         ok = pl.col("status") == "ok"
         self.by_case = (
             prep.calls.lazy()
-            .group_by("model", "case_id")
+            .group_by("arm", "case_id")
             .agg(
                 pl.col("latency_s").filter(ok & (pl.col("latency_s") > 0)).log().mean().alias("latency_s"),
                 pl.col("ttft_s").filter(ok & (pl.col("ttft_s") > 0)).log().mean().alias("ttft_s"),
@@ -79,10 +81,10 @@ class _Pairs:
         )
         self._cache: dict[str, pl.DataFrame] = {}
 
-    def _of(self, model: str) -> pl.DataFrame:
-        if model not in self._cache:
-            self._cache[model] = self.by_case.filter(pl.col("model") == model)
-        return self._cache[model]
+    def _of(self, arm: str) -> pl.DataFrame:
+        if arm not in self._cache:
+            self._cache[arm] = self.by_case.filter(pl.col("arm") == arm)
+        return self._cache[arm]
 
     def differences(self, a: str, b: str, column: str) -> np.ndarray:
         """Per-case value of `a` minus that of `b` (logs for latency: a log ratio)."""
@@ -95,23 +97,23 @@ class _Pairs:
         return (joined.get_column("x") - joined.get_column("y")).to_numpy().astype(np.float64)
 
 
-def _values(prep: Prepared, model: str, column: str) -> np.ndarray:
+def _values(prep: Prepared, arm: str, column: str) -> np.ndarray:
     if column == "passed":
-        return prep.outcomes(model, "passed")
-    return prep.values(model, column)
+        return prep.outcomes(arm, "passed")
+    return prep.values(arm, column)
 
 
 def compare_models(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
-    """One row per ordered pair (model, versus); empty (with the schema) below two models."""
+    """One row per ordered pair of arms (arm, versus); empty (with the schema) below two arms."""
     rng = Resampler(seed + 1, cap=COMPARE_CAP)
-    pairs = _Pairs(prep) if len(prep.models) > 1 else None
-    unordered = list(combinations(prep.models, 2))
+    pairs = _Pairs(prep) if len(prep.arms) > 1 else None
+    unordered = list(combinations(prep.arms, 2))
     marginal: dict[tuple[str, str], tuple[float, np.ndarray] | None] = {}
 
-    def reps(model: str, column: str, kind: str) -> tuple[float, np.ndarray] | None:
-        key = (model, f"{column}:{kind}")
+    def reps(arm: str, column: str, kind: str) -> tuple[float, np.ndarray] | None:
+        key = (arm, f"{column}:{kind}")
         if key not in marginal:
-            marginal[key] = rng.bootstrap(_values(prep, model, column), _STAT[kind])
+            marginal[key] = rng.bootstrap(_values(prep, arm, column), _STAT[kind])
         return marginal[key]
 
     results: dict[tuple[str, str], dict[str, Any]] = {(a, b): {} for a, b in unordered}
@@ -130,8 +132,8 @@ def compare_models(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
             f["significant"] = bool(excludes and p_adj < ALPHA)
     rows: list[dict[str, Any]] = []
     for (a, b), metrics in results.items():
-        rows.append(_row(a, b, metrics, flip=False))
-        rows.append(_row(b, a, metrics, flip=True))
+        rows.append(_row(prep, a, b, metrics, flip=False))
+        rows.append(_row(prep, b, a, metrics, flip=True))
     return pl.DataFrame(rows, schema=comparison_schema(), strict=False)
 
 
@@ -172,8 +174,17 @@ def _one(pairs: _Pairs, a: str, b: str, column: str, kind: str, reps: Any, rng: 
     return out
 
 
-def _row(model: str, versus: str, metrics: dict[str, dict[str, Any]], *, flip: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {"model": model, "versus": versus}
+def _row(
+    prep: Prepared, arm: str, versus: str, metrics: dict[str, dict[str, Any]], *, flip: bool
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "model": prep.model_of[arm],
+        "variant": prep.variant_of[arm],
+        "arm": arm,
+        "versus_model": prep.model_of[versus],
+        "versus_variant": prep.variant_of[versus],
+        "versus": versus,
+    }
     for name, _column, kind in _METRICS:
         m = metrics[name]
         est, lo, hi = m["est"], m["lo"], m["hi"]
@@ -193,8 +204,11 @@ def _row(model: str, versus: str, metrics: dict[str, dict[str, Any]], *, flip: b
 
 
 def comparison_schema() -> dict[str, pl.DataType]:
-    """Fixed columns: `<metric>_ratio` (model / versus) or `<metric>_diff` (model − versus)."""
-    schema: dict[str, pl.DataType] = {"model": pl.String(), "versus": pl.String()}
+    """Fixed columns: the two arms (`arm`, `versus`) and their models and variants, then per metric
+    `<metric>_ratio` (arm / versus) or `<metric>_diff` (arm − versus)."""
+    schema: dict[str, pl.DataType] = {
+        name: pl.String() for name in ("model", "variant", "arm", "versus_model", "versus_variant", "versus")
+    }
     for name, _column, kind in _METRICS:
         suffix = "ratio" if kind in _RATIO else "diff"
         for part in ("", "_lo", "_hi"):

@@ -1,14 +1,18 @@
 """The end-of-run table on the console, rendered from the report's summary (never recomputed here).
 
 Why: the console and `report.md` once computed "$ / 1k calls" two ways; now both show
-`summarize()`'s figures, so one name means one number everywhere.
+`summarize()`'s figures, so one name means one number everywhere. One row per arm, named
+as the report names it (`arm`, which is the model id when the run had no variants).
 """
 
 from __future__ import annotations
 
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from harness.records import arm_word
 
 __all__ = ["print_summary_table"]
 
@@ -43,13 +47,15 @@ def _cell(value: object, fmt: str) -> str:
 
 
 def print_summary_table(summary: pl.DataFrame, console: Console) -> None:
-    """One row per model of `summary.parquet`'s figures."""
+    """One row per arm of `summary.parquet`'s figures."""
     if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
         console = Console(file=console.file, width=170)
-    table = Table(title="Per model")
-    table.add_column("model", justify="left")
+    word = arm_word(summary.get_column("variant"))
+    table = Table(title=f"Per {word}")
+    table.add_column(word, justify="left")
     for header, _, _ in _COLUMNS:
         table.add_column(header, justify="right")
     for row in summary.iter_rows(named=True):
-        table.add_row(str(row["model"]), *(_cell(row.get(col), fmt) for _, col, fmt in _COLUMNS))
+        # An arm's "[variant]" is text, not rich markup.
+        table.add_row(escape(str(row["arm"])), *(_cell(row.get(col), fmt) for _, col, fmt in _COLUMNS))
     console.print(table)

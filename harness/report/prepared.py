@@ -1,8 +1,10 @@
-"""The calls of one run, collected once and cut per model for the report's statistics.
+"""The calls of one run, collected once and cut per arm for the report's statistics.
 
 Its job is projection and partitioning: read only the columns the report uses, add
-the PostHog `distinct_id` and `response_time_in_ms`, and hold per-model sorted arrays
-so no statistic re-reads the frame. It computes no statistic itself.
+the PostHog `distinct_id` and the call's `arm` (`records.arm_expr`: the model, or the
+model and its variant), and hold per-arm sorted arrays so no statistic re-reads the
+frame. Everything downstream (summary, comparison, charts, `compare`) groups by `arm`,
+which is the model id when the run had no variants. It computes no statistic itself.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
+from harness.records import arm_expr, arm_of, arm_word
 
 __all__ = ["METRICS", "Prepared", "distinct_id_expr", "prepare"]
 
@@ -29,8 +33,10 @@ _USED = [
     "case_id",
     "user_id",
     "model",
+    "variant",
     "status",
     "error_kind",
+    "stop_reason",
     "started_at",
     "finished_at",
     "limiter_wait_s",
@@ -61,37 +67,43 @@ def distinct_id_expr() -> pl.Expr:
 
 @dataclass
 class Prepared:
-    """One run's rows plus per-model views; `models` keeps the manifest's order when known."""
+    """One run's rows plus per-arm views; `arms` follows the manifest's models × variants when known.
+
+    `word` is how tables and sentences name an arm: "model" when no call had a variant.
+    """
 
     calls: pl.DataFrame
-    models: list[str]
+    arms: list[str]
+    word: str = "model"
+    model_of: dict[str, str] = field(default_factory=dict)
+    variant_of: dict[str, str | None] = field(default_factory=dict)
     ok: dict[str, pl.DataFrame] = field(default_factory=dict)
     _sorted: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     _outcomes: dict[str, pl.DataFrame] | None = None
 
-    def outcomes(self, model: str, column: str) -> np.ndarray:
+    def outcomes(self, arm: str, column: str) -> np.ndarray:
         """0/1 per call: `passed` (calls with a check) or `is_error` (ok + error calls); one partition, cached."""
         if self._outcomes is None:
             frame = self.calls.select(
-                "model",
+                "arm",
                 pl.col("passed").cast(pl.Float64),
                 pl.when(pl.col("status").is_in(["ok", "error"]))
                 .then((pl.col("status") == "error").cast(pl.Float64))
                 .alias("is_error"),
             )
             self._outcomes = {
-                str(k[0]): v for k, v in frame.partition_by("model", as_dict=True).items() if k[0] is not None
+                str(k[0]): v for k, v in frame.partition_by("arm", as_dict=True).items() if k[0] is not None
             }
-        got = self._outcomes.get(model)
+        got = self._outcomes.get(arm)
         if got is None:
             return np.empty(0)
         return got.get_column(column).drop_nulls().to_numpy().astype(np.float64)
 
-    def values(self, model: str, column: str) -> np.ndarray:
-        """Sorted non-null values of a numeric `column` over the model's successful calls (cached)."""
-        key = (model, column)
+    def values(self, arm: str, column: str) -> np.ndarray:
+        """Sorted non-null values of a numeric `column` over the arm's successful calls (cached)."""
+        key = (arm, column)
         if key not in self._sorted:
-            frame = self.ok.get(model)
+            frame = self.ok.get(arm)
             if frame is None or frame.height == 0:
                 arr = np.empty(0)
             else:
@@ -102,17 +114,33 @@ class Prepared:
 
 
 def prepare(lazy: pl.LazyFrame, manifest: dict[str, Any] | None = None) -> Prepared:
-    """Collect the used columns once and split them by model."""
-    calls = lazy.select(_USED).with_columns(distinct_id_expr()).collect()
-    seen = calls.get_column("model").drop_nulls().unique(maintain_order=True).to_list()
-    order = [m for m in _manifest_models(manifest or {}) if m in seen]
-    models = order + sorted(m for m in seen if m not in order)
-    prepared = Prepared(calls=calls, models=models)
-    numeric = calls.filter(pl.col("status") == "ok").select("model", *_NUMERIC)
-    for key, frame in numeric.partition_by("model", as_dict=True, maintain_order=True).items():
+    """Collect the used columns once and split them by arm."""
+    calls = lazy.select(_USED).with_columns(distinct_id_expr(), arm_expr()).collect()
+    kinds = calls.select("arm", "model", "variant").unique(maintain_order=True).drop_nulls("arm")
+    model_of = dict(zip(kinds["arm"].to_list(), kinds["model"].to_list(), strict=True))
+    variant_of = dict(zip(kinds["arm"].to_list(), kinds["variant"].to_list(), strict=True))
+    manifest = manifest or {}
+    variants: list[str | None] = [*_manifest_variants(manifest)] or [None]
+    planned = [arm_of(m, v) for m in _manifest_models(manifest) for v in variants]
+    order = [a for a in planned if a in model_of]
+    arms = order + sorted(a for a in model_of if a not in order)
+    prepared = Prepared(
+        calls=calls,
+        arms=arms,
+        word=arm_word(variant_of.values()),
+        model_of=model_of,
+        variant_of=variant_of,
+    )
+    numeric = calls.filter(pl.col("status") == "ok").select("arm", *_NUMERIC)
+    for key, frame in numeric.partition_by("arm", as_dict=True, maintain_order=True).items():
         if key[0] is not None:
             prepared.ok[str(key[0])] = frame
     return prepared
+
+
+def _manifest_variants(manifest: dict[str, Any]) -> list[str]:
+    variants = manifest.get("variants")
+    return [str(name) for name in variants] if isinstance(variants, dict | list) else []
 
 
 def _manifest_models(manifest: dict[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The recommendation: the cheapest model that meets the constraints *with confidence*.
+"""The recommendation: the cheapest arm (model, or model + variant) meeting the constraints *with confidence*.
 
 "With confidence" means the 95 % interval's pessimistic end meets the limit: the upper
 bound of p95 latency, p95 TTFT and error rate, the lower bound of pass rate. Also the
@@ -16,13 +16,14 @@ from typing import Any
 import polars as pl
 
 from harness.errors import ConfigError
+from harness.records import arm_word
 
 __all__ = ["Constraints", "Recommendation", "pareto_set", "recommend"]
 
 
 @dataclass(frozen=True)
 class Constraints:
-    """Limits a model must meet; None means no limit. Latencies in seconds, rates as 0–1."""
+    """Limits an arm must meet; None means no limit. Latencies in seconds, rates as 0–1."""
 
     max_p95_s: float | None = None
     max_ttft_p95_s: float | None = None
@@ -65,14 +66,15 @@ class Constraints:
 
 @dataclass(frozen=True)
 class Recommendation:
-    model: str | None
+    arm: str | None
+    model: str | None  # the recommended arm's model
     text: str
-    pareto: list[str]
-    failures: dict[str, list[str]]  # model -> reasons it was not eligible
+    pareto: list[str]  # arms
+    failures: dict[str, list[str]]  # arm -> reasons it was not eligible
 
 
 def _check(row: dict[str, Any], c: Constraints) -> list[str]:
-    """Why a model does not meet the constraints with confidence (empty: it does)."""
+    """Why an arm does not meet the constraints with confidence (empty: it does)."""
     why: list[str] = []
     if not row["ok"]:
         return ["no successful calls"]
@@ -109,9 +111,9 @@ def _check(row: dict[str, Any], c: Constraints) -> list[str]:
 
 
 def pareto_set(summary: pl.DataFrame) -> list[str]:
-    """Models not dominated on (mean cost per call, p95 latency): nothing cheaper *and* faster."""
+    """Arms not dominated on (mean cost per call, p95 latency): nothing cheaper *and* faster."""
     points = [
-        (r["model"], r["mean_cost_per_call_usd"], r["latency_p95_s"])
+        (r["arm"], r["mean_cost_per_call_usd"], r["latency_p95_s"])
         for r in summary.iter_rows(named=True)
         if r["mean_cost_per_call_usd"] is not None and r["latency_p95_s"] is not None
     ]
@@ -126,26 +128,31 @@ def pareto_set(summary: pl.DataFrame) -> list[str]:
 
 
 def recommend(summary: pl.DataFrame, constraints: Constraints | None = None) -> Recommendation:
-    """Pick the cheapest eligible model (ties: lower p95) and explain the choice in one paragraph."""
+    """Pick the cheapest eligible arm (ties: lower p95) and explain the choice in one paragraph.
+
+    Sentences say "model" when the run had no variants and "arm" when it had: the same text as
+    before variants existed, and no "model" that is really a model with a thinking budget.
+    """
     c = constraints or Constraints()
     rows = list(summary.iter_rows(named=True))
     if not rows:
-        return Recommendation(None, "No calls were recorded, so there is nothing to recommend.", [], {})
-    failures = {r["model"]: _check(r, c) for r in rows}
-    eligible = [r for r in rows if not failures[r["model"]]]
+        return Recommendation(None, None, "No calls were recorded, so there is nothing to recommend.", [], {})
+    word = arm_word(summary.get_column("variant"))
+    failures = {r["arm"]: _check(r, c) for r in rows}
+    eligible = [r for r in rows if not failures[r["arm"]]]
     pareto = pareto_set(summary)
     if not eligible:
         lines = "; ".join(f"{m}: {', '.join(w)}" for m, w in failures.items())
         text = (
-            f"No model meets the constraints ({c.describe()}) with 95 % confidence. "
-            f"Why each model fails — {lines}."
+            f"No {word} meets the constraints ({c.describe()}) with 95 % confidence. "
+            f"Why each {word} fails — {lines}."
         )
-        return Recommendation(None, text, pareto, failures)
+        return Recommendation(None, None, text, pareto, failures)
     eligible.sort(key=lambda r: (r["mean_cost_per_call_usd"] or 0.0, r["latency_p95_s"] or math.inf))
     best = eligible[0]
-    name = best["model"]
+    name = best["arm"]
     parts = [
-        f"Recommended: {name}. It is the cheapest of the {len(eligible)} model(s) "
+        f"Recommended: {name}. It is the cheapest of the {len(eligible)} {word}(s) "
         + (
             "with successful calls (no constraints given)"
             if c.is_empty()
@@ -172,7 +179,7 @@ def recommend(summary: pl.DataFrame, constraints: Constraints | None = None) -> 
     if faster:
         f = min(faster, key=lambda r: r["latency_p95_s"])
         text += (
-            f" If latency matters more than cost, {f['model']} has a lower p95 ({f['latency_p95_s']:.3g} s) "
+            f" If latency matters more than cost, {f['arm']} has a lower p95 ({f['latency_p95_s']:.3g} s) "
             f"at ${f['mean_cost_per_call_usd']:.6f} per call."
         )
     text += f" Cost–latency Pareto set: {', '.join(pareto) if pareto else 'none'}."
@@ -180,5 +187,5 @@ def recommend(summary: pl.DataFrame, constraints: Constraints | None = None) -> 
     if excluded:
         text += " Not eligible: " + "; ".join(f"{m} ({', '.join(w)})" for m, w in excluded.items()) + "."
     if len(rows) == 1:
-        text += " Only one model was run, so this is a check against the constraints, not a comparison."
-    return Recommendation(name, text, pareto, failures)
+        text += f" Only one {word} was run, so this is a check against the constraints, not a comparison."
+    return Recommendation(name, best["model"], text, pareto, failures)

@@ -1,10 +1,12 @@
-"""`harness compare BASELINE CURRENT`: per model in both runs, flag significant regressions.
+"""`harness compare BASELINE CURRENT`: per arm in both runs, flag significant regressions.
 
-A regression is a change beyond its threshold **and** significant: the 95 % bootstrap
-interval of the change (the two runs' rows resampled independently) lies wholly on
-the worse side of "no change". Unusable input raises a `HarnessError` (the CLI exits
-2); a model missing on one side or a different dataset is reported, not fatal.
-Must not call the API.
+An arm is a model, or a model and a variant (`records.arm_of`); runs without variants
+compare model by model as before, and two runs with the same variants compare each
+model × variant with itself. A regression is a change beyond its threshold **and**
+significant: the 95 % bootstrap interval of the change (the two runs' rows resampled
+independently) lies wholly on the worse side of "no change". Unusable input raises a
+`HarnessError` (the CLI exits 2); an arm missing on one side or a different dataset is
+reported, not fatal. Must not call the API.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from harness.errors import HarnessError, StorageError
+from harness.records import arm_word
 from harness.report.prepared import Prepared, prepare
 from harness.report.render_md import md_table
 from harness.report.stats import Resampler, boot_interval, quantile_rows
@@ -64,10 +67,10 @@ _CHECKS: tuple[tuple[str, str, Any, str], ...] = (
 )
 
 
-def _values(prep: Prepared, model: str, column: str) -> np.ndarray:
+def _values(prep: Prepared, arm: str, column: str) -> np.ndarray:
     if column in ("is_error", "passed"):
-        return prep.outcomes(model, column)
-    return prep.values(model, column)
+        return prep.outcomes(arm, column)
+    return prep.values(arm, column)
 
 
 def _load(run_dir: Path, role: str) -> tuple[Prepared, dict[str, Any]]:
@@ -107,34 +110,29 @@ def compare_runs(
         warnings.append(
             "the two runs used different datasets: differences may come from the prompts, not the models"
         )
-    common = [m for m in cur.models if m in base.models]
-    for m in base.models:
-        if m not in common:
-            warnings.append(f"model {m} is in the baseline only: not compared")
-    for m in cur.models:
-        if m not in common:
-            warnings.append(f"model {m} is in the current run only: not compared")
+    word = arm_word([*base.variant_of.values(), *cur.variant_of.values()])
+    common = [a for a in cur.arms if a in base.arms]
+    for a in base.arms:
+        if a not in common:
+            warnings.append(f"{word} {a} is in the baseline only: not compared")
+    for a in cur.arms:
+        if a not in common:
+            warnings.append(f"{word} {a} is in the current run only: not compared")
     if not common:
-        raise HarnessError(f"no model in common between {baseline_dir} and {current_dir}: nothing to compare")
+        raise HarnessError(
+            f"no {word} in common between {baseline_dir} and {current_dir}: nothing to compare"
+        )
     boot = Resampler(seed + 7)
     rows: list[dict[str, Any]] = []
-    for model in common:
+    for arm in common:
         for name, column, stat, kind in _CHECKS:
-            rows.append(
-                _check(
-                    model,
-                    name,
-                    kind,
-                    stat,
-                    _values(base, model, column),
-                    _values(cur, model, column),
-                    th,
-                    boot,
-                )
+            row = _check(
+                arm, name, kind, stat, _values(base, arm, column), _values(cur, arm, column), th, boot
             )
+            rows.append({"model": cur.model_of[arm], "variant": cur.variant_of[arm], **row})
     table = pl.DataFrame(rows, schema=_schema(), strict=False)
-    regressions = [f"{r['model']}: {r['metric']}" for r in rows if r["regression"]]
-    markdown = _markdown(table, warnings, regressions, baseline_dir, current_dir)
+    regressions = [f"{r['arm']}: {r['metric']}" for r in rows if r["regression"]]
+    markdown = _markdown(table, warnings, regressions, baseline_dir, current_dir, word)
     if out_dir is None:  # into the current run's directory, through its owner
         run = RunDir.read(current_dir)
         run.write_atomic("compare.md", markdown.encode())
@@ -151,10 +149,10 @@ def compare_runs(
 
 
 def _check(
-    model: str, name: str, kind: str, stat: Any, b: np.ndarray, c: np.ndarray, th: Thresholds, boot: Resampler
+    arm: str, name: str, kind: str, stat: Any, b: np.ndarray, c: np.ndarray, th: Thresholds, boot: Resampler
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "model": model,
+        "arm": arm,
         "metric": name,
         "baseline": None,
         "current": None,
@@ -208,6 +206,8 @@ def _schema() -> dict[str, pl.DataType]:
     f = pl.Float64()
     return {
         "model": pl.String(),
+        "variant": pl.String(),
+        "arm": pl.String(),
         "metric": pl.String(),
         "baseline": f,
         "current": f,
@@ -237,7 +237,9 @@ def _change(metric: str, v: float | None) -> str:
     return f"{v * 100:+.1f} pts" if metric in ("error rate", "pass rate") else f"{v:+.1%}"
 
 
-def _markdown(table: pl.DataFrame, warnings: list[str], regressions: list[str], base: Path, cur: Path) -> str:
+def _markdown(
+    table: pl.DataFrame, warnings: list[str], regressions: list[str], base: Path, cur: Path, word: str
+) -> str:
     head = (
         (f"**{len(regressions)} regression(s)**: " + ", ".join(regressions))
         if regressions
@@ -259,7 +261,7 @@ def _markdown(table: pl.DataFrame, warnings: list[str], regressions: list[str], 
         )
         rows.append(
             [
-                r["model"],
+                r["arm"],
                 r["metric"],
                 _fmt(r["metric"], r["baseline"]),
                 _fmt(r["metric"], r["current"]),
@@ -275,7 +277,7 @@ def _markdown(table: pl.DataFrame, warnings: list[str], regressions: list[str], 
         out.append("")
     out.append(
         md_table(
-            ["model", "metric", "baseline", "current", "change", "95 % CI of change", "threshold", "verdict"],
+            [word, "metric", "baseline", "current", "change", "95 % CI of change", "threshold", "verdict"],
             rows,
         )
     )

@@ -1,4 +1,8 @@
-"""`summary.parquet`: one row per model with point estimates and their 95 % intervals.
+"""`summary.parquet`: one row per arm (model, or model and variant) with point estimates and their 95 % intervals.
+
+It also counts each call's stop reason per arm (`stop_<reason>`, plus `stop_other` and
+`stop_error_no_reason`; together they sum to ok + errors), because refusals and
+truncations are what a model chooser must see next to speed and price.
 
 Percentiles are polars `quantile(q, interpolation="linear")` (numpy's default), one
 expression per quantile; their intervals come from order statistics, means from a
@@ -11,16 +15,35 @@ from typing import Any
 
 import polars as pl
 
+from harness.records import STOP_REASONS
 from harness.report.prepared import METRICS, Prepared
 from harness.report.stats import Resampler, boot_interval, percentile_ci, wilson
 
-__all__ = ["QUANTILES", "summarize"]
+__all__ = ["QUANTILES", "STOP_COLUMNS", "summarize"]
 
 QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.50), ("p90", 0.90), ("p95", 0.95), ("p99", 0.99))
+# (label, summary column): every documented stop reason, then the rest of the finished calls.
+STOP_COLUMNS: tuple[tuple[str, str], ...] = (
+    *((reason, f"stop_{reason}") for reason in STOP_REASONS),
+    ("other", "stop_other"),  # an undocumented stop reason, or a successful call without one
+    ("error, no reason", "stop_error_no_reason"),
+)
+
+
+def _stop_counts() -> list[pl.Expr]:
+    """Finished (ok or error) calls per stop reason, each in exactly one column; cancelled calls in none."""
+    reason, status = pl.col("stop_reason"), pl.col("status")
+    finished = status.is_in(["ok", "error"])
+    known = reason.is_in(list(STOP_REASONS)).fill_null(False)
+    error_without = (status == "error") & reason.is_null()
+    exprs = [(finished & (reason == r).fill_null(False)).sum().alias(f"stop_{r}") for r in STOP_REASONS]
+    exprs.append((finished & ~known & ~error_without).sum().alias("stop_other"))
+    exprs.append(error_without.sum().alias("stop_error_no_reason"))
+    return exprs
 
 
 def _point_estimates(prep: Prepared) -> pl.DataFrame:
-    """Counts, percentiles, means and sums per model: one lazy group_by over all rows."""
+    """Counts, percentiles, means and sums per arm: one lazy group_by over all rows."""
     ok = pl.col("status") == "ok"
     aggs: list[pl.Expr] = [
         pl.len().alias("calls"),
@@ -55,43 +78,44 @@ def _point_estimates(prep: Prepared) -> pl.DataFrame:
         .alias("_cache_tokens"),
         pl.col("passed").count().alias("pass_n"),
         pl.col("passed").sum().alias("passes"),
+        *_stop_counts(),
     ]
-    return prep.calls.lazy().group_by("model").agg(aggs).collect()
+    return prep.calls.lazy().group_by("arm").agg(aggs).collect()
 
 
 def _errors_by_kind(prep: Prepared) -> dict[str, str]:
-    """'kind=count; …' per model, most frequent first."""
+    """'kind=count; …' per arm, most frequent first."""
     counts = (
         prep.calls.lazy()
         .filter(pl.col("status") == "error")
-        .group_by("model", pl.col("error_kind").fill_null("unknown"))
+        .group_by("arm", pl.col("error_kind").fill_null("unknown"))
         .len()
-        .sort(["model", "len", "error_kind"], descending=[False, True, False])
+        .sort(["arm", "len", "error_kind"], descending=[False, True, False])
         .collect()
     )
     out: dict[str, str] = {}
-    for model, kind, n in counts.iter_rows():  # one row per (model, kind): a handful
-        out[model] = (out[model] + "; " if model in out else "") + f"{kind}={n}"
+    for arm, kind, n in counts.iter_rows():  # one row per (arm, kind): a handful
+        out[arm] = (out[arm] + "; " if arm in out else "") + f"{kind}={n}"
     return out
 
 
 def summarize(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
-    """The summary table; models with no successful call get nulls, never an exception."""
-    points = {row["model"]: row for row in _point_estimates(prep).iter_rows(named=True)}
+    """The summary table; arms with no successful call get nulls, never an exception."""
+    points = {row["arm"]: row for row in _point_estimates(prep).iter_rows(named=True)}
     kinds = _errors_by_kind(prep)
     boot = Resampler(seed)
     rows: list[dict[str, Any]] = []
-    for model in prep.models:
-        p = points[model]
-        row: dict[str, Any] = {"model": model}
+    for arm in prep.arms:
+        p = points[arm]
+        row: dict[str, Any] = {"model": prep.model_of[arm], "variant": prep.variant_of[arm], "arm": arm}
         for key in ("calls", "ok", "errors", "cancelled"):
             row[key] = int(p[key] or 0)
-        row["errors_by_kind"] = kinds.get(model, "")
+        row["errors_by_kind"] = kinds.get(arm, "")
         attempted = row["ok"] + row["errors"]
         row["error_rate"] = row["errors"] / attempted if attempted else None
         row["error_rate_lo"], row["error_rate_hi"] = wilson(row["errors"], attempted)
         for prefix, col in METRICS:
-            values = prep.values(model, col)
+            values = prep.values(arm, col)
             row[f"{prefix}_n"] = int(p[f"{prefix}_n"] or 0)
             row[f"{prefix}_mean_s"] = p[f"{prefix}_mean_s"]
             got = boot.bootstrap(values)
@@ -117,7 +141,7 @@ def summarize(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
             row[key] = p[key]
         total = float(p["total_cost_usd"] or 0.0)
         row["total_cost_usd"] = total
-        cost = prep.values(model, "total_cost_usd")
+        cost = prep.values(arm, "total_cost_usd")
         got = boot.bootstrap(cost)
         row["mean_cost_per_call_usd"] = p["mean_cost_per_call_usd"]
         lo, hi = boot_interval(got[1]) if got else (None, None)
@@ -132,6 +156,8 @@ def summarize(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
         passes = int(p["passes"] or 0)
         row["pass_rate"] = passes / row["pass_n"] if row["pass_n"] else None
         row["pass_rate_lo"], row["pass_rate_hi"] = wilson(passes, row["pass_n"])
+        for _label, column in STOP_COLUMNS:
+            row[column] = int(p[column] or 0)
         rows.append(row)
     return pl.DataFrame(rows, schema=summary_schema(), strict=False)
 
@@ -148,7 +174,8 @@ def _cache_savings(p: dict[str, Any]) -> float:
 def summary_schema() -> dict[str, pl.DataType]:
     """A fixed schema, so an empty or all-failed run still writes the same columns."""
     f, i, b, s = pl.Float64(), pl.Int64(), pl.Boolean(), pl.String()
-    schema: dict[str, pl.DataType] = {"model": s, "calls": i, "ok": i, "errors": i, "cancelled": i}
+    schema: dict[str, pl.DataType] = {"model": s, "variant": s, "arm": s}
+    schema |= {"calls": i, "ok": i, "errors": i, "cancelled": i}
     schema |= {"errors_by_kind": s, "error_rate": f, "error_rate_lo": f, "error_rate_hi": f}
     for prefix, _ in METRICS:
         schema[f"{prefix}_n"] = i
@@ -166,4 +193,5 @@ def summary_schema() -> dict[str, pl.DataType]:
     schema |= {"mean_cost_per_call_hi_usd": f, "cost_per_1k_calls_usd": f, "distinct_users": i}
     schema |= {"avg_cost_per_user_usd": f, "cache_savings_usd": f}
     schema |= {"pass_n": i, "pass_rate": f, "pass_rate_lo": f, "pass_rate_hi": f}
+    schema |= {column: i for _label, column in STOP_COLUMNS}
     return schema

@@ -1,7 +1,9 @@
 """The report's tables as plain data (title, header, rows, note), shared by the markdown and HTML renderers.
 
 Its job is wording and number formatting: one table per concern, each estimate with
-its interval. Must not compute statistics or write files.
+its interval, one row per arm (named "model" when the run had no variants). Also the
+report's one-line stop-reason facts, so the table and the facts show the same shares.
+Must not compute statistics or write files.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from typing import Any
 
 import polars as pl
 
-from harness.report.summary import QUANTILES
+from harness.records import arm_word
+from harness.report.summary import QUANTILES, STOP_COLUMNS
 
-__all__ = ["Table", "build_tables", "ci", "fmt_s"]
+__all__ = ["Table", "build_tables", "ci", "fmt_s", "stop_reason_facts"]
 
 
 @dataclass
@@ -49,11 +52,15 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v:.1%}"
 
 
+def _word(summary: pl.DataFrame) -> str:
+    return arm_word(summary.get_column("variant"))
+
+
 def _latency_table(summary: pl.DataFrame, prefix: str, title: str, note: str) -> Table:
     names = [name for name, _ in QUANTILES]
-    t = Table(title, ["model", "n", "mean", *names, "max"], note=note)
+    t = Table(title, [_word(summary), "n", "mean", *names, "max"], note=note)
     for r in summary.iter_rows(named=True):
-        row = [r["model"], str(r[f"{prefix}_n"])]
+        row = [r["arm"], str(r[f"{prefix}_n"])]
         row.append(ci(r[f"{prefix}_mean_s"], r[f"{prefix}_mean_lo_s"], r[f"{prefix}_mean_hi_s"]))
         for name in names:
             key = f"{prefix}_{name}"
@@ -65,6 +72,7 @@ def _latency_table(summary: pl.DataFrame, prefix: str, title: str, note: str) ->
 
 def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict[str, Any]) -> list[Table]:
     """Every table of the report, in reading order."""
+    word = _word(summary)
     ci_note = (
         "Percentiles use linear interpolation (numpy's default). [lo–hi] is a 95 % interval: "
         "distribution-free order statistics for percentiles, a seeded bootstrap for means. "
@@ -84,7 +92,7 @@ def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict
     thr = Table(
         "Throughput and tokens",
         [
-            "model",
+            word,
             "calls/s",
             "output tok/s (run)",
             "output tok/s per call p50",
@@ -95,7 +103,7 @@ def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict
     for r in summary.iter_rows(named=True):
         thr.rows.append(
             [
-                r["model"],
+                r["arm"],
                 "–" if r["throughput_calls_per_s"] is None else f"{r['throughput_calls_per_s']:.2f}",
                 "–"
                 if r["throughput_output_tokens_per_s"] is None
@@ -108,13 +116,13 @@ def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict
     tables.append(thr)
     cost = Table(
         "Cost",
-        ["model", "total", "mean per call", "per 1,000 calls", "distinct users", "per user", "cache savings"],
+        [word, "total", "mean per call", "per 1,000 calls", "distinct users", "per user", "cache savings"],
         note="Mean per call is over successful calls, with a bootstrap 95 % interval.",
     )
     for r in summary.iter_rows(named=True):
         cost.rows.append(
             [
-                r["model"],
+                r["arm"],
                 _usd(r["total_cost_usd"]),
                 ci(
                     r["mean_cost_per_call_usd"],
@@ -131,13 +139,14 @@ def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict
     tables.append(cost)
     err = Table(
         "Errors",
-        ["model", "calls", "ok", "errors", "cancelled", "error rate [95 % Wilson]", "by kind"],
-        note="Error rate = errors / (ok + errors); cancelled calls are not counted against a model.",
+        [word, "calls", "ok", "errors", "cancelled", "error rate [95 % Wilson]", "by kind"],
+        note="Error rate = errors / (ok + errors); cancelled calls are not counted against "
+        + ("an arm." if word == "arm" else "a model."),
     )
     for r in summary.iter_rows(named=True):
         err.rows.append(
             [
-                r["model"],
+                r["arm"],
                 str(r["calls"]),
                 str(r["ok"]),
                 str(r["errors"]),
@@ -147,11 +156,12 @@ def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict
             ]
         )
     tables.append(err)
-    quality = Table("Quality", ["model", "checked calls", "pass rate [95 % Wilson]"])
+    tables.append(_stop_reason_table(summary, word))
+    quality = Table("Quality", [word, "checked calls", "pass rate [95 % Wilson]"])
     for r in summary.iter_rows(named=True):
         quality.rows.append(
             [
-                r["model"],
+                r["arm"],
                 str(r["pass_n"]),
                 ci(r["pass_rate"], r["pass_rate_lo"], r["pass_rate_hi"], _pct)
                 if r["pass_n"]
@@ -160,13 +170,18 @@ def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict
         )
     tables.append(quality)
     if comparison.height:
-        tables.append(_comparison_table(comparison))
+        tables.append(_comparison_table(comparison, word))
     ph = Table(
         "PostHog insights (as the Claude tutorial computes them)",
         ["model", "total cost", "average response time"],
         note=(
             f"Average cost per user (A/B: total cost / distinct users): "
             f"{_usd(insights.get('avg_cost_per_user'))} over {insights.get('distinct_users', 0)} users."
+            + (
+                " Grouped by the events' `model` property, as PostHog does: variants together."
+                if word == "arm"
+                else ""
+            )
         ),
     )
     for model, total in insights.get("total_cost_per_model", {}).items():
@@ -192,11 +207,52 @@ def _diff(r: dict[str, Any], name: str, fmt: Any) -> str:
     return f"{fmt(est)} [{fmt(r[f'{name}_diff_lo'])} – {fmt(r[f'{name}_diff_hi'])}]{mark}"
 
 
-def _comparison_table(comparison: pl.DataFrame) -> Table:
+def _share(n: int, of: int) -> str:
+    return f"{n} ({n / of:.1%})" if of else str(n)
+
+
+def _stop_reason_table(summary: pl.DataFrame, word: str) -> Table:
     t = Table(
-        "Model vs model",
+        "Stop reasons",
+        [word, "finished calls", *(label for label, _ in STOP_COLUMNS)],
+        note=(
+            "Count (share of finished calls: ok + errors) of each `stop_reason`. Refusals and max_tokens "
+            "truncations are answers a user would not accept however fast or cheap they are; "
+            "'error, no reason' are failed calls that ended without one, 'other' any other stop reason."
+        ),
+    )
+    for r in summary.iter_rows(named=True):
+        finished = r["ok"] + r["errors"]
+        t.rows.append([r["arm"], str(finished), *(_share(r[column], finished) for _, column in STOP_COLUMNS)])
+    return t
+
+
+# (what the fact calls them, summary columns): the stop reasons a model chooser must not miss.
+_STOP_FACTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Refusals", ("stop_refusal",)),
+    ("Truncated (max_tokens or context window)", ("stop_max_tokens", "stop_model_context_window_exceeded")),
+)
+
+
+def stop_reason_facts(summary: pl.DataFrame) -> list[str]:
+    """One line per kind of unusable answer that some arm gave, with each such arm's count and share."""
+    facts = []
+    for label, columns in _STOP_FACTS:
+        hits = []
+        for r in summary.iter_rows(named=True):
+            n = sum(r[c] for c in columns)
+            if n:
+                hits.append(f"{r['arm']} {_share(n, r['ok'] + r['errors'])}")
+        if hits:
+            facts.append(f"{label}: " + ", ".join(hits) + " (see Stop reasons)")
+    return facts
+
+
+def _comparison_table(comparison: pl.DataFrame, word: str) -> Table:
+    t = Table(
+        f"{word.capitalize()} vs {word}",
         [
-            "model",
+            word,
             "versus",
             "p50 latency",
             "p95 latency",
@@ -206,8 +262,8 @@ def _comparison_table(comparison: pl.DataFrame) -> Table:
             "paired cases",
         ],
         note=(
-            "Ratios are model / versus (×0.8 = 20 % faster); differences are model − versus. "
-            "p50s, cost and pass rate are paired by case where both models ran the same cases "
+            f"Ratios are {word} / versus (×0.8 = 20 % faster); differences are {word} − versus. "
+            f"p50s, cost and pass rate are paired by case where both {word}s ran the same cases "
             "(bootstrap over cases; Wilcoxon for p50s); p95 is compared as a tail (ratio of p95s, bootstrap). "
             "**sig.** = Holm-adjusted p < 0.05 and the 95 % interval excludes no difference."
         ),
@@ -217,7 +273,7 @@ def _comparison_table(comparison: pl.DataFrame) -> Table:
     for r in comparison.iter_rows(named=True):
         t.rows.append(
             [
-                r["model"],
+                r["arm"],
                 r["versus"],
                 _ratio(r, "latency_p50"),
                 _ratio(r, "latency_p95"),
