@@ -208,7 +208,12 @@ def run(
 def report(
     run_dir: Path,
     max_p95_s: Annotated[float | None, Opt(help="Latency p95 limit (s).")] = None,
-    max_ttft_p95_s: Annotated[float | None, Opt(help="TTFT p95 limit (s).")] = None,
+    max_ttft_p95_s: Annotated[
+        float | None, Opt(help="First-token p95 limit (s), of the kind --first-token names.")
+    ] = None,
+    first_token: Annotated[
+        str, Opt(help="What the first-token limit measures: text (first text delta, default) or any (TTFT).")
+    ] = "text",
     max_error_rate: Annotated[float | None, Opt(help="Error-rate limit (0–1).")] = None,
     min_pass_rate: Annotated[float | None, Opt(help="Quality pass-rate floor (0–1).")] = None,
 ) -> None:
@@ -216,11 +221,15 @@ def report(
     from harness.report import Constraints, write_report
 
     try:
-        constraints = Constraints(
-            max_p95_s=max_p95_s,
-            max_ttft_p95_s=max_ttft_p95_s,
-            max_error_rate=max_error_rate,
-            min_pass_rate=min_pass_rate,
+        constraints = Constraints.from_mapping(
+            {
+                "max_p95_s": max_p95_s,
+                "max_ttft_p95_s": max_ttft_p95_s,
+                "first_token": first_token,
+                "max_error_rate": max_error_rate,
+                "min_pass_rate": min_pass_rate,
+            },
+            name=lambda key: "--" + key.replace("_", "-"),
         )
         result = write_report(run_dir, constraints=constraints)
     except HarnessError as exc:

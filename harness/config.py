@@ -203,7 +203,8 @@ def _profile_values(profile: Mapping[str, Any], base: Path | None) -> dict[str, 
         if table not in _PROFILE_TABLES:
             raise ConfigError(f"profile [{table}]", f"unknown table; expected one of {_PROFILE_TABLES}")
         if not isinstance(section, Mapping):
-            raise ConfigError(f"profile [{table}]", "must be a table")
+            shape = "[variants.NAME] tables of request parameters" if table == "variants" else "a table"
+            raise ConfigError(f"profile [{table}]", f"must be {shape}")
         if table in _OWN_TABLES:
             continue
         for key, value in section.items():
@@ -228,8 +229,6 @@ def _profile_values(profile: Mapping[str, Any], base: Path | None) -> dict[str, 
     if "select" in profile:
         values["select"] = profile["select"]
     if "variants" in profile:
-        if not isinstance(profile["variants"], Mapping):
-            raise ConfigError("profile [variants]", "must be [variants.NAME] tables of request parameters")
         values["variants"] = profile["variants"]
     for key in ("dataset", "results_dir", "sim_profile"):
         if key in values and base is not None and not Path(values[key]).is_absolute():

@@ -15,7 +15,7 @@ dedup rule and the layout belong to `RunDir`.
 
 This module computes no statistics and stores no secret: values equal to a known
 secret become `[secure]` (`harness.secrets`). With `store_text` off, the answer's
-text is left out of the row (a store setting: the events still carry it).
+text and tool calls are left out of the row (a store setting: the events still carry them).
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ class RunStore:
         row = {c: getattr(record, c) for c in _COLUMNS}
         if not self._store_text:
             row["response_text"] = None
+            row["tool_calls"] = None  # a tool's input can quote the prompt
         line = orjson.dumps(row, option=_JSON_OPTS)
         if self._secret_bytes:
             line = redact_bytes(line, self._secret_bytes)

@@ -24,7 +24,7 @@ from harness.records import CALL_SCHEMA, arm_expr, arm_of
 from harness.report import compare_runs, write_report
 from harness.report.console import print_summary_table
 from harness.report.summary import STOP_COLUMNS
-from tests.helpers import HARNESS_COMMANDS
+from tests.helpers import cli_commands
 from tests.synthetic import ModelSpec, synthetic_calls, write_run
 
 MODEL = "claude-haiku-4-5"
@@ -128,7 +128,7 @@ def test_the_cli_takes_variants_and_refuses_a_bad_file_before_any_call(tmp_path:
 
     from harness.cli import app
 
-    assert "--variants" in HARNESS_COMMANDS["run"]
+    assert "--variants" in cli_commands()["run"]
     bad = _write(tmp_path / "v.toml", "[variants.hot]\ntemperature = 0.5\ntop_p = 2\nfoo = 1\n")
     dataset = _dataset(tmp_path / "d.jsonl", ["hi"])
     results = tmp_path / "results"

@@ -125,7 +125,9 @@ def test_measurements_match_ground_truth(tmp_path, event_loop):
         latency_diffs.append(row["latency_s"] - t["intended_total_s"])
         # What the simulator actually did, by its own clock, is never after what the client saw.
         assert t["sent_ttft_s"] >= t["intended_ttft_s"] - 1e-4
-        assert row["ttft_s"] >= t["sent_ttft_s"] - 0.002 and row["latency_s"] >= t["sent_total_s"] - 0.002
+        # The simulator stamps "sent" after its write returns; on a loaded 2-core machine it can be
+        # descheduled in between, so the client may see the bytes a few ms before that stamp.
+        assert row["ttft_s"] >= t["sent_ttft_s"] - 0.010 and row["latency_s"] >= t["sent_total_s"] - 0.010
     # The harness measures from its send to its receipt; the simulator's intention starts at its receipt.
     assert abs(statistics.median(ttft_diffs)) < 0.005
     assert abs(statistics.median(latency_diffs)) < 0.006

@@ -224,3 +224,27 @@ def test_posthog_insights_from_events_equal_calls() -> None:
     assert from_calls["avg_cost_per_user"] == pytest.approx(total / 7)
     ok_ms = frame.filter(pl.col("model") == "model-a")["latency_s"].drop_nulls().mean() * 1000
     assert from_calls["avg_response_time_ms_per_model"]["model-a"] == pytest.approx(ok_ms)
+
+
+def test_the_first_token_limit_reads_time_to_first_text_unless_told_otherwise(tmp_path: Path) -> None:
+    """A model that thinks first has a fast TTFT and a slow first text: the default limit sees the wait."""
+    frame = synthetic_calls([FAST, SLOW], cases=120, seed=5)
+    thinking_first = pl.col("model") == "model-a"  # cheaper, but thinks ~2 s before its first text
+    frame = frame.with_columns(
+        pl.when(thinking_first)
+        .then(pl.col("ttft_s") + 2.0)
+        .otherwise(pl.col("ttft_s"))
+        .alias("time_to_first_text_s")
+    )
+    run = write_run(tmp_path / "run", frame)
+    by_text = write_report(run, constraints=Constraints(max_ttft_p95_s=1.5))
+    assert by_text.recommended_model == "model-b", by_text.recommendation_text
+    assert "p95 time to first text" in by_text.recommendation_text
+    summary = by_text.summary.sort("arm")
+    assert summary["first_text_p50_s"][0] > summary["ttft_p50_s"][0] + 1.9
+    by_any = write_report(run, constraints=Constraints(max_ttft_p95_s=1.5, first_token="any"))
+    assert by_any.recommended_model == "model-a", "on TTFT (any content) the cheaper model qualifies"
+    md = by_text.report_md.read_text()
+    assert "Time to first text" in md and "Time to first token" in md
+    with pytest.raises(ConfigError, match="select.first_token"):
+        Constraints.from_mapping({"first_token": "thinking"})

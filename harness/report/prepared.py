@@ -23,6 +23,7 @@ __all__ = ["METRICS", "Prepared", "distinct_id_expr", "prepare"]
 METRICS: tuple[tuple[str, str], ...] = (
     ("latency", "latency_s"),
     ("ttft", "ttft_s"),
+    ("first_text", "time_to_first_text_s"),
     ("sched_latency", "latency_from_schedule_s"),
     ("limiter_wait", "limiter_wait_s"),
 )
@@ -41,6 +42,7 @@ _USED = [
     "finished_at",
     "limiter_wait_s",
     "ttft_s",
+    "time_to_first_text_s",
     "latency_s",
     "latency_from_schedule_s",
     "output_tokens_per_s",

@@ -9,7 +9,7 @@ alone; must not compute statistics over calls or render files.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,7 +18,9 @@ import polars as pl
 from harness.errors import ConfigError
 from harness.records import arm_word
 
-__all__ = ["Constraints", "Recommendation", "pareto_set", "recommend"]
+__all__ = ["FIRST_TOKENS", "Constraints", "Recommendation", "pareto_set", "recommend"]
+
+FIRST_TOKENS = ("text", "any")
 
 
 @dataclass(frozen=True)
@@ -26,37 +28,56 @@ class Constraints:
     """Limits an arm must meet; None means no limit. Latencies in seconds, rates as 0–1."""
 
     max_p95_s: float | None = None
-    max_ttft_p95_s: float | None = None
+    max_ttft_p95_s: float | None = None  # applies to the first token of `first_token`'s kind
     max_error_rate: float | None = None
     min_pass_rate: float | None = None
+    # What "first token" means for max_ttft_p95_s: "text" (default: what a reader of the answer waits
+    # for; later than TTFT when the model thinks or calls a tool first) or "any" (TTFT, any content).
+    first_token: str = "text"
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> Constraints:
-        """From a profile's [select] table; an unknown key or a bad value names `select.<key>`."""
+    def from_mapping(
+        cls, data: Mapping[str, Any], name: Callable[[str], str] = lambda key: f"select.{key}"
+    ) -> Constraints:
+        """From a profile's [select] table (or flags); an unknown key or a bad value is named by `name`."""
         known = {f.name for f in fields(cls)}
-        values: dict[str, float | None] = {}
+        values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
-                raise ConfigError(f"select.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+                raise ConfigError(name(key), f"unknown key (known: {', '.join(sorted(known))})")
+            if key == "first_token":
+                if value not in FIRST_TOKENS:
+                    raise ConfigError(name(key), f"must be one of {', '.join(FIRST_TOKENS)}, got {value!r}")
+                values[key] = value
+                continue
             if value is None:
                 values[key] = None
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ConfigError(f"select.{key}", f"must be a number, got {value!r}")
+                raise ConfigError(name(key), f"must be a number, got {value!r}")
             if value < 0 or (key.endswith("rate") and value > 1):
-                raise ConfigError(f"select.{key}", f"out of range: {value!r}")
+                raise ConfigError(name(key), f"out of range: {value!r}")
             values[key] = float(value)
         return cls(**values)
 
     def is_empty(self) -> bool:
-        return all(getattr(self, f.name) is None for f in fields(self))
+        return all(getattr(self, f.name) is None for f in fields(self) if f.name != "first_token")
+
+    @property
+    def first_token_prefix(self) -> str:
+        """The summary columns the first-token limit reads."""
+        return "first_text" if self.first_token == "text" else "ttft"
+
+    @property
+    def first_token_label(self) -> str:
+        return "p95 time to first text" if self.first_token == "text" else "p95 TTFT"
 
     def describe(self) -> str:
         parts = []
         if self.max_p95_s is not None:
             parts.append(f"p95 latency ≤ {self.max_p95_s:g} s")
         if self.max_ttft_p95_s is not None:
-            parts.append(f"p95 TTFT ≤ {self.max_ttft_p95_s:g} s")
+            parts.append(f"{self.first_token_label} ≤ {self.max_ttft_p95_s:g} s")
         if self.max_error_rate is not None:
             parts.append(f"error rate ≤ {self.max_error_rate:.1%}")
         if self.min_pass_rate is not None:
@@ -79,18 +100,18 @@ def _check(row: dict[str, Any], c: Constraints) -> list[str]:
     if not row["ok"]:
         return ["no successful calls"]
     checks = (
-        (c.max_p95_s, "latency_p95", "p95 latency", "s"),
-        (c.max_ttft_p95_s, "ttft_p95", "p95 TTFT", "s"),
+        (c.max_p95_s, "latency", "p95 latency"),
+        (c.max_ttft_p95_s, c.first_token_prefix, c.first_token_label),
     )
-    for limit, prefix, label, _unit in checks:
+    for limit, metric, label in checks:
         if limit is None:
             continue
-        est, hi = row[f"{prefix}_s"], row[f"{prefix}_hi_s"]
+        est, hi = row[f"{metric}_p95_s"], row[f"{metric}_p95_hi_s"]
         if est is None:
             why.append(f"{label}: not measured")
         elif hi is None:
             why.append(
-                f"{label}: {est:.3g} s but only {row[prefix.split('_')[0] + '_n']} samples, "
+                f"{label}: {est:.3g} s but only {row[f'{metric}_n']} samples, "
                 f"too few to bound it at 95 % (limit {limit:g} s)"
             )
         elif hi > limit:

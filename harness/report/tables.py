@@ -87,7 +87,19 @@ def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict
             "Latency from schedule (intended start → last byte: what a user waits)",
             "Includes limiter wait and retries; differs from latency when the harness queued calls.",
         ),
-        _latency_table(summary, "ttft", "Time to first token", "Only streamed calls have a TTFT."),
+        _latency_table(
+            summary,
+            "ttft",
+            "Time to first token (any content: thinking, text or a tool call)",
+            "Only streamed calls have a TTFT.",
+        ),
+        _latency_table(
+            summary,
+            "first_text",
+            "Time to first text (what a reader of the answer waits for)",
+            "The first text delta; equal to TTFT without thinking or tool calls first. "
+            "Only streamed calls that sent text have one.",
+        ),
     ]
     thr = Table(
         "Throughput and tokens",
