@@ -246,5 +246,5 @@ def test_the_first_token_limit_reads_time_to_first_text_unless_told_otherwise(tm
     assert by_any.recommended_model == "model-a", "on TTFT (any content) the cheaper model qualifies"
     md = by_text.report_md.read_text()
     assert "Time to first text" in md and "Time to first token" in md
-    with pytest.raises(ConfigError, match="select.first_token"):
+    with pytest.raises(ConfigError, match=r"select\.first_token"):
         Constraints.from_mapping({"first_token": "thinking"})
