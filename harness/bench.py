@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,13 @@ from rich.console import Console
 
 from harness import __version__, loops
 from harness.client import ClaudeClient
-from harness.config import RunConfig
+from harness.config import ModelSpec, RunConfig
 from harness.dataset import load_cases
-from harness.errors import HarnessError, Interrupted, StorageError
+from harness.errors import ConfigError, HarnessError, Interrupted, StorageError
 from harness.events.event import EventSettings
 from harness.events.sink import EventSink
+from harness.graders import judge_specs
+from harness.judge import JUDGE_PROMPT_VERSION
 from harness.limiter import Limiter, PoolLimits, default_pool_key
 from harness.plan import make_plan
 from harness.pricing import PriceTable
@@ -118,7 +120,8 @@ async def _execute(
         raise HarnessError(
             f"--arrival trace: {cfg.dataset} has no arrival_offset_s (see `harness import posthog`)"
         )
-    prices = PriceTable.resolve(cfg.model_names, cfg.prices)
+    judge = _judge_of(cfg, loaded.cases)
+    prices = PriceTable.resolve([*cfg.model_names, *([judge.name] if judge else [])], cfg.prices)
 
     run_id = cfg.resume or cfg.run_id or new_run_id()
     source = cfg.variants_source or "variants"
@@ -149,10 +152,10 @@ async def _execute(
         try:
             # With worker processes each worker opens its own connections; here only the checks run.
             warm = 1 if workers > 1 else min(64, cfg.max_in_flight or cfg.concurrency)
-            await preflight(client, cfg.model_names, warm=warm)
-            run, plan = _open_run(cfg, run_id, loaded, prices, plan, target, cli_args)
+            await preflight(client, (*cfg.model_names, *([judge.name] if judge else [])), warm=warm)
+            run, plan = _open_run(cfg, run_id, loaded, prices, plan, target, cli_args, judge)
             with run:
-                engine = _engine(cfg, run_id, target, client, workers, prices)
+                engine = _engine(cfg, run_id, target, client, workers, prices, judge)
                 cases = {case.id: case for case in loaded.cases}
                 return await _run(cfg, run, plan, cases, engine, target, extra_sinks, console)
         finally:
@@ -169,6 +172,7 @@ def _open_run(
     plan: list[PlannedCall],
     target: Target,
     cli_args: dict[str, Any] | None,
+    judge: ModelSpec | None,
 ) -> tuple[RunDir, list[PlannedCall]]:
     if cfg.resume:
         run = RunDir.resume(cfg.results_dir, run_id)
@@ -208,17 +212,40 @@ def _open_run(
         "git_sha": _git_sha(),
         "prices": prices.source(),
         "planned": len(plan),
+        "judge": {"model": judge.name, "repeats": cfg.judge_repeats, "prompt": JUDGE_PROMPT_VERSION}
+        if judge
+        else None,
     }
     return RunDir.create(cfg.results_dir, run_id, manifest), plan
 
 
+def _judge_of(cfg: RunConfig, cases: Sequence[Case]) -> ModelSpec | None:
+    """The judge when some case needs one; refused when it is an arm under test (unless allowed)."""
+    if not any(judge_specs(c.expected) for c in cases):
+        return None
+    if cfg.judge_model in cfg.model_names and not cfg.allow_self_judge:
+        raise ConfigError(
+            "--judge-model",
+            f"{cfg.judge_model} is also a model under test: a judge grading its own answers is biased; "
+            "choose another judge model or pass --allow-self-judge",
+        )
+    return cfg.judge or ModelSpec(name=cfg.judge_model)
+
+
 def _engine(
-    cfg: RunConfig, run_id: str, target: Target, client: ClaudeClient, workers: int, prices: PriceTable
+    cfg: RunConfig,
+    run_id: str,
+    target: Target,
+    client: ClaudeClient,
+    workers: int,
+    prices: PriceTable,
+    judge: ModelSpec | None,
 ) -> _EngineParts:
     """This process's runner, or `workers` processes each with a client built from the target."""
-    pools = {_pool(m): PoolLimits(rpm=m.rpm, itpm=m.itpm, otpm=m.otpm) for m in cfg.models}
-    model_pool = {m.name: _pool(m) for m in cfg.models}
-    settings = RunnerSettings.from_config(cfg, run_id)
+    limited = [*cfg.models, *([judge] if judge and judge.name not in cfg.model_names else [])]
+    pools = {_pool(m): PoolLimits(rpm=m.rpm, itpm=m.itpm, otpm=m.otpm) for m in limited}
+    model_pool = {m.name: _pool(m) for m in limited}
+    settings = replace(RunnerSettings.from_config(cfg, run_id), judge_model=judge.name if judge else None)
     limiter = Limiter(pools, model_pool)
     if workers <= 1:
         return _EngineParts(lambda sinks: Runner(settings, client, limiter, prices, sinks), limiter, 1)

@@ -148,6 +148,18 @@ def run(
     report: Annotated[
         bool | None, Opt("--report/--no-report", help="Write the report at the end (default).")
     ] = None,
+    judge_model: Annotated[
+        str | None,
+        Opt("--judge-model", help="The model that grades `judge` expectations (default: a current Sonnet)."),
+    ] = None,
+    judge_repeats: Annotated[
+        int | None,
+        Opt("--judge-repeats", help="Verdicts per judged answer; their mean counts, their spread is kept."),
+    ] = None,
+    allow_self_judge: Annotated[
+        bool | None,
+        Opt("--allow-self-judge/--no-allow-self-judge", help="Let a model under test also be the judge."),
+    ] = None,
 ) -> None:
     """Replay a dataset against Claude models; write parquet, events and a report."""
     from harness.config import build_config

@@ -21,6 +21,7 @@ Usage is merged and read by `harness.usage`.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -176,6 +177,25 @@ def request_params(call: PlannedCall, stream: bool) -> dict[str, Any]:
     return params
 
 
+def simulator_quality_headers(call: PlannedCall) -> dict[str, str]:
+    """What the project's simulator needs to answer like a model of a given quality, and nothing else.
+
+    Sent only to a tagged target (the simulator; never the real API): the case's expectation
+    (base64url JSON, so it can pass or fail it as a model of the profile's quality would) and
+    tags, or that the call is a judge's. A test checks they never reach another target.
+    """
+    if call.judge:
+        return {"x-harness-judge": "1"}
+    case = call.case
+    headers: dict[str, str] = {}
+    if case.expected:
+        raw = orjson.dumps(case.expected, option=orjson.OPT_SORT_KEYS)
+        headers["x-harness-expected"] = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    if case.tags:
+        headers["x-harness-tags"] = ",".join(case.tags)
+    return headers
+
+
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     if not headers:
         return None
@@ -234,7 +254,11 @@ class ClaudeClient:
         """Send one attempt and measure it; never raises for a failed call."""
         params = request_params(call, stream)
         if self._tag:
-            params["extra_headers"] = {"x-harness-call-id": call.call_id, "x-harness-attempt": str(attempt)}
+            params["extra_headers"] = {
+                "x-harness-call-id": call.call_id,
+                "x-harness-attempt": str(attempt),
+                **simulator_quality_headers(call),
+            }
         a = Attempt()
         a.sent_ns = time.perf_counter_ns()  # replaced by the request hook when the request leaves
         token = _current_attempt.set(a)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,10 @@ class RunConfig:
     # [variants.NAME] request parameters as given (profile, or --variants FILE which replaces them)
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     variants_source: str | None = None  # "profile P" or "--variants F": where a variant error points
+    judge_model: str = "claude-sonnet-5-5"  # grades `judge` expectations; not an arm unless allowed
+    judge_repeats: int = 1
+    allow_self_judge: bool = False
+    judge: ModelSpec | None = None  # the judge with its client-side limits (profile [models.<judge>])
     report: bool = True
     progress: str = "auto"  # auto | bar | plain | off
     profile_path: Path | None = None
@@ -102,10 +106,9 @@ class RunConfig:
             elif isinstance(value, Path):
                 value = str(value)
             elif f.name == "models":
-                value = [
-                    {"name": m.name, "rpm": m.rpm, "itpm": m.itpm, "otpm": m.otpm, "pool": m.pool}
-                    for m in value
-                ]
+                value = [asdict(m) for m in value]
+            elif isinstance(value, ModelSpec):
+                value = asdict(value)
             elif isinstance(value, Mapping):
                 value = {k: dict(v) if isinstance(v, Mapping) else v for k, v in value.items()}
             out[f.name] = value
@@ -177,6 +180,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("posthog_flush_timeout_s", None, "posthog.flush_timeout"),
     Option("store_text", "--store-text/--no-store-text", "store.text"),
     Option("variants", "--variants", None),  # also the profile's [variants.NAME] tables
+    Option("judge_model", "--judge-model", "judge.model"),
+    Option("judge_repeats", "--judge-repeats", "judge.repeats"),
+    Option("allow_self_judge", "--allow-self-judge/--no-allow-self-judge", "judge.allow_self"),
 )
 _BY_FIELD = {o.field: o for o in OPTIONS}
 _FIELDS = {f.name for f in fields(RunConfig)}  # what a caller of build_config may set
@@ -302,6 +308,9 @@ def build_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     for key in ("dataset", "results_dir", "sim_profile"):
         if key in values and values[key] is not None:
             values[key] = Path(values[key])
+    judge = values.get("judge_model", RunConfig.judge_model)
+    if isinstance(judge, str) and judge:
+        values["judge"] = ModelSpec(name=judge, **model_limits.get(judge, {}))
     if values.get("variants"):
         where = f"profile {profile_path}" if sources.get("variants") == "profile" else "variants"
         values["variants"], values["variants_source"] = _variants(values["variants"], where)
@@ -350,7 +359,10 @@ def validate(c: RunConfig, sources: Mapping[str, str] | None = None) -> RunConfi
         "timeout_s": _number(n("timeout_s"), c.timeout_s, minimum=0, strict=True),
         "grace_s": _number(n("grace_s"), c.grace_s, minimum=0),
         "sim_time_scale": _number(n("sim_time_scale"), c.sim_time_scale, minimum=0),
+        "judge_repeats": _number(n("judge_repeats"), c.judge_repeats, minimum=1, integer=True),
     }
+    if not isinstance(c.judge_model, str) or not c.judge_model.strip():
+        raise ConfigError(n("judge_model"), f"must be a model id, got {c.judge_model!r}")
     if c.rate is not None:
         updates["rate"] = _number(n("rate"), c.rate, minimum=0, strict=True)
     concurrency = updates["concurrency"]

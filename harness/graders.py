@@ -337,7 +337,16 @@ def _tool_verdict(spec: Mapping[str, Any], calls: Sequence[Mapping[str, Any]]) -
 
 
 def _contains(got: Any, wanted: Any) -> bool:
-    """`got` has everything `wanted` has (objects: a superset, recursively; everything else: equal)."""
-    if isinstance(wanted, dict):
-        return isinstance(got, dict) and all(k in got and _contains(got[k], v) for k, v in wanted.items())
+    """`got` matches `wanted`: objects a superset (recursively), lists element by element, other
+    values equal, and a JSON boolean never equal to a number (`True == 1` in Python)."""
+    if isinstance(wanted, Mapping):
+        return isinstance(got, Mapping) and all(k in got and _contains(got[k], v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (
+            isinstance(got, list)
+            and len(got) == len(wanted)
+            and all(_contains(g, w) for g, w in zip(got, wanted, strict=True))
+        )
+    if isinstance(wanted, bool) or isinstance(got, bool):
+        return got is wanted
     return bool(got == wanted)

@@ -86,7 +86,8 @@ class PlannedCall:
     repeat: int
     index: int
     offset_s: float | None = None
-    variant: str | None = None  # the configuration variant (harness.variants), None without variants
+    variant: str | None = None
+    judge: bool = False  # a judge's request about another call's answer, not a planned call  # the configuration variant (harness.variants), None without variants
 
 
 @dataclass(slots=True, kw_only=True)
@@ -144,6 +145,16 @@ class CallRecord:
     server_tool_cost_usd: float = 0.0
     total_cost_usd: float
     passed: bool | None
+    score: float | None = None  # the grader's score in [0, 1] (harness.graders)
+    grader: str | None = None  # the expectation's top-level kind
+    judge_model: str | None = None
+    judge_score: float | None = None
+    judge_spread: float | None = None  # population sd of the verdicts with --judge-repeats > 1
+    judge_rationale: str | None = None
+    judge_error: str | None = None  # the judge could not give a verdict: `passed` is null
+    judge_cost_usd: float = 0.0  # never part of total_cost_usd
+    judge_input_tokens: int = 0
+    judge_output_tokens: int = 0
     response_text: str | None
     tool_calls: str | None = None  # JSON: [{"name", "input"}, ...] of the model's tool_use blocks
     event_uuid: str | None = None
@@ -198,6 +209,16 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
     "server_tool_cost_usd": pl.Float64(),
     "total_cost_usd": pl.Float64(),
     "passed": pl.Boolean(),
+    "score": pl.Float64(),
+    "grader": pl.String(),
+    "judge_model": pl.String(),
+    "judge_score": pl.Float64(),
+    "judge_spread": pl.Float64(),
+    "judge_rationale": pl.String(),
+    "judge_error": pl.String(),
+    "judge_cost_usd": pl.Float64(),
+    "judge_input_tokens": pl.Int64(),
+    "judge_output_tokens": pl.Int64(),
     "response_text": pl.String(),
     "tool_calls": pl.String(),
     "event_uuid": pl.String(),

@@ -27,10 +27,12 @@ import orjson
 
 from harness.client import Attempt, max_tokens_of
 from harness.errors import HarnessError, StorageError, TargetError
+from harness.graders import judge_specs
+from harness.judge import Judge, JudgeCall
 from harness.limiter import estimate_call_input
-from harness.quality import check
+from harness.quality import NO_VERDICT, Quality, Verdicts
 from harness.quantiles import summarize_ms
-from harness.records import CallRecord, PlannedCall, event_uuid
+from harness.records import CallRecord, Case, PlannedCall, event_uuid
 from harness.secrets import ANTHROPIC_KEY_ENV
 
 if TYPE_CHECKING:
@@ -110,6 +112,8 @@ class RunnerSettings:
     # Open loop: the plan's time zero (perf_counter_ns), shared by worker processes.
     start_ns: int | None = None
     ramp_up_s: float = 0.0  # closed loop: the workers start evenly spread over this long
+    judge_model: str | None = None  # None: no case of the run needs a judge
+    judge_repeats: int = 1
 
     @classmethod
     def from_config(cls, cfg: RunConfig, run_id: str) -> RunnerSettings:
@@ -128,6 +132,8 @@ class RunnerSettings:
             max_cost_usd=cfg.max_cost_usd,
             grace_s=cfg.grace_s,
             seed=cfg.seed,
+            judge_model=cfg.judge_model,
+            judge_repeats=cfg.judge_repeats,
         )
 
 
@@ -154,7 +160,7 @@ class RunOutcome:
             self.cancelled += 1
         else:
             self.finished += 1
-        self.spent_usd += record.total_cost_usd
+        self.spent_usd += record.total_cost_usd + record.judge_cost_usd
 
 
 class LoopLagMonitor:
@@ -212,6 +218,12 @@ class Runner:
         self._grace_s = settings.grace_s
         self._no_grace = asyncio.Event()
         self.on_stop: Callable[[str], None] | None = None  # told once, when the run starts stopping
+        judge = (
+            Judge(settings.judge_model, self._judge_send, repeats=settings.judge_repeats)
+            if settings.judge_model
+            else None
+        )
+        self._verdicts = Verdicts(judge)
 
     # -- public control --------------------------------------------------------------
     def request_stop(self, reason: StopReason, *, now: bool = False) -> None:
@@ -350,20 +362,76 @@ class Runner:
             self._inflight_worst += worst
             state.reserved = worst
             await self._attempts(call, limiter, est_input, max_tokens, state)
-            self._emit(self._record(call, state))
+            if judge_specs(call.case.expected) and state.last is not None and state.last.ok:
+                # Judged in a task of its own: the arm's concurrency slot is free while the judge works.
+                self._spawn(self._judge_then_emit(call, state))
+            else:
+                self._emit(self._record(call, state, await self._quality(call, state)))
         except asyncio.CancelledError:
-            self._emit(self._record(call, state, cancelled=True))
+            self._emit(self._record(call, state, NO_VERDICT, cancelled=True))
             raise
         except Exception as exc:  # noqa: BLE001 - a bug in one call must cost one row, not the run
             if state.last is None:
                 state.last = Attempt()
             state.last.fail("harness_error", f"{type(exc).__name__}: {exc}")
-            self._emit(self._record(call, state))
+            self._emit(self._record(call, state, await self._quality(call, state)))
         finally:
             self._inflight_worst -= state.reserved
             state.reserved = 0.0
             if cap is not None:
                 cap.release()
+
+    async def _quality(self, call: PlannedCall, st: _CallState) -> Quality:
+        a = st.last
+        ok = a is not None and a.ok
+        return await self._verdicts.of(
+            call.case,
+            ok,
+            a.text if a else None,
+            a.tool_calls if a else None,
+            a.stop_reason if a else None,
+            call.call_id,
+        )
+
+    async def _judge_then_emit(self, call: PlannedCall, st: _CallState) -> None:
+        """The judged call's row, written once with its verdict (or the judge's error)."""
+        try:
+            quality = await self._quality(call, st)
+        except asyncio.CancelledError:
+            self._emit(
+                self._record(call, st, Quality(judge_error="the run stopped before the judge answered"))
+            )
+            raise
+        except Exception as exc:  # noqa: BLE001 - a judging bug costs this row its verdict, not the run
+            quality = Quality(judge_error=f"harness error while judging: {type(exc).__name__}: {exc}"[:300])
+        self._emit(self._record(call, st, quality))
+
+    async def _judge_send(self, case: Case, call_id: str) -> JudgeCall:
+        """One judge request through the same client, retries and prices, in the judge model's own pool."""
+        model = self.s.judge_model
+        assert model is not None
+        call = PlannedCall(call_id=call_id, case=case, model=model, repeat=0, index=-1, judge=True)
+        limiter = self.limiter.pool_for(model)
+        est_input, max_tokens = estimate_call_input(call), max_tokens_of(call)
+        await limiter.acquire(est_input, max_tokens)
+        state = _CallState(scheduled_ns=time.perf_counter_ns())
+        await self._attempts(call, limiter, est_input, max_tokens, state, stream=False)
+        a = state.last
+        if a is None:
+            return JudgeCall(
+                ok=False, text=None, cost_usd=0.0, input_tokens=0, output_tokens=0, error="not sent"
+            )
+        cost = self.pricer.cost(
+            model, a.input_tokens, a.output_tokens, a.cache_creation_input_tokens, a.cache_read_input_tokens
+        )
+        return JudgeCall(
+            ok=a.ok,
+            text=a.text,
+            cost_usd=cost.total_usd,
+            input_tokens=a.input_tokens,
+            output_tokens=a.output_tokens,
+            error=None if a.ok else f"{a.error_kind}: {a.error_message}"[:300],
+        )
 
     def _saturated(self) -> bool:
         """Open loop only: calls left later than their schedule (release loop, cap or limiter).
@@ -380,11 +448,19 @@ class Runner:
         return limit is not None and self.outcome.spent_usd + self._inflight_worst + worst > limit
 
     async def _attempts(
-        self, call: PlannedCall, limiter: PoolLimiterLike, est_input: int, max_tokens: int, state: _CallState
+        self,
+        call: PlannedCall,
+        limiter: PoolLimiterLike,
+        est_input: int,
+        max_tokens: int,
+        state: _CallState,
+        *,
+        stream: bool | None = None,
     ) -> None:
+        stream = self.s.stream if stream is None else stream
         for number in range(self.s.max_retries + 1):
             state.attempts = number + 1
-            attempt = await self.client.call(call, stream=self.s.stream, attempt=number)
+            attempt = await self.client.call(call, stream=stream, attempt=number)
             state.last = attempt
             if state.first_sent_ns is None:
                 state.first_sent_ns = attempt.sent_ns
@@ -423,7 +499,9 @@ class Runner:
             return None
         return self._anchor_wall + timedelta(microseconds=(ns - self._anchor_ns) / 1000)
 
-    def _record(self, call: PlannedCall, st: _CallState, *, cancelled: bool = False) -> CallRecord:
+    def _record(
+        self, call: PlannedCall, st: _CallState, q: Quality, *, cancelled: bool = False
+    ) -> CallRecord:
         a = st.last
         case = call.case
         s = 1e-9
@@ -509,9 +587,17 @@ class Runner:
             cache_cost_usd=costs.cache_usd,
             server_tool_cost_usd=costs.server_tool_usd,
             total_cost_usd=costs.total_usd,
-            passed=check(case.expected, text, tool_calls=tool_calls, stop_reason=a.stop_reason if a else None)
-            if ok
-            else (False if case.expected else None),
+            passed=q.passed if not cancelled else (False if case.expected else None),
+            score=q.score,
+            grader=q.grader,
+            judge_model=q.judge_model,
+            judge_score=q.judge_score,
+            judge_spread=q.judge_spread,
+            judge_rationale=q.judge_rationale,
+            judge_error=q.judge_error,
+            judge_cost_usd=q.judge_cost_usd,
+            judge_input_tokens=q.judge_input_tokens,
+            judge_output_tokens=q.judge_output_tokens,
             response_text=text,
             tool_calls=orjson.dumps(tool_calls).decode() if tool_calls else None,
             event_uuid=event_uuid(self.s.run_id, call.call_id),

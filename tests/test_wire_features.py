@@ -21,7 +21,7 @@ from harness import loops
 from harness.bench import execute_run
 from harness.client import ClaudeClient
 from harness.config import build_config
-from harness.quality import check
+from harness.graders import Answer, grade_now
 from harness.records import CALL_SCHEMA, Case, PlannedCall
 from tests.helpers import genai_total_usd, make_runner
 from tests.simproc import SimProc, start_simulator
@@ -239,6 +239,14 @@ def test_first_text_and_first_thinking_marks_split_the_ttft(feature_runs):
 
 
 # -- the checks themselves -----------------------------------------------------------------------
+
+
+def check(expected, text, *, tool_calls, stop_reason):
+    """The graders' verdict on one answer (None without an expectation)."""
+    if not expected:
+        return None
+    return grade_now(expected, Answer(text=text, tool_calls=tool_calls or (), stop_reason=stop_reason)).passed
+
 
 CALL = [
     {
