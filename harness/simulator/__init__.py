@@ -6,8 +6,9 @@ tested and profiled on its own. Public entry points: `cli_main(argv) -> int` (wh
 `Simulator(config)` for use inside an existing event loop.
 
 Control endpoints (same port): `GET /_sim/requests` (ground truth, JSON lines),
-`POST /_sim/reset` (forget requests, events, buckets, outages; restore the startup faults
-and the request counter), `GET /_sim/events[?summary=1]` (PostHog events: received,
+`GET /_sim/batches[?custom_ids=1]` (every Message Batch created, JSON lines, see below),
+`POST /_sim/reset` (forget requests, batches, events, buckets, outages; restore the
+startup faults and the request counter), `GET /_sim/events[?summary=1]` (PostHog events: received,
 unique, duplicates, events), `GET|POST /_sim/faults` (`{"rates": {name: p}, "model"?,
 "retry_after_s"?, "slow_first_byte_s"?}` replaces the rates of every model or of one),
 `POST /_sim/outage` (`{"target": "anthropic"|"posthog", "mode": "refuse"|"500",
@@ -80,12 +81,39 @@ choice is a function of the seed, the model and the request content, see `blocks
   tool_choice without tools or naming no offered tool; duplicate tool names; custom
   tool names outside `^[a-zA-Z0-9_-]{1,128}$`; a web search tool not named web_search.
 
+Message Batches (`batches.py` over HTTP, `batchstore.py` for state and timing):
+`POST /v1/messages/batches` `{"requests": [{"custom_id", "params"}]}` → MessageBatch;
+`GET /v1/messages/batches/{id}`; `GET /v1/messages/batches?limit&after_id&before_id`
+(newest first, `{data, has_more, first_id, last_id}`); `POST …/{id}/cancel`;
+`DELETE …/{id}` (ended batches only; `message_batch_deleted`); `GET …/{id}/results`
+(`application/x-jsonl`, streamed, one `{"custom_id", "result"}` line per request in a
+seeded shuffle). Batches are visible to the API key that created them. The envelope is
+judged at create (400 `invalid_request_error`: 1-100,000 requests, custom_id 1-64 of
+`[a-zA-Z0-9_-]` and unique; 413 above 256 MB); each request's params are judged as a
+Messages body when the batch is built and a bad one becomes an `errored` result, as the
+real API validates params asynchronously. Counts stay `processing` until the whole batch
+ends. Timing: each model's share is processed within (`batch_base_s` +
+`batch_per_request_s` × its requests) × lognormal(0, `batch_sigma`) simulated seconds
+(profile keys, defaults 120 / 0.06 / 0.25: about 3 minutes for 1,000 requests), times
+`--time-scale`; the batch ends with its longest window, at the latest at the 24-hour
+expiry (also scaled; later requests `expired`). A cancel answers `canceling`; in-flight
+requests still finish for 10 simulated seconds, then the batch ends and the rest are
+`canceled`. A succeeded result is the non-streamed answer the same params get live
+(`usage.service_tier` "batch"). Limits (profile `[batch_limits]`, per key, shared by
+every model): `rpm` over all batch endpoints and `queue` (requests waiting to be
+processed), each 429 `rate_limit_error` with `retry-after`; batch responses carry
+`anthropic-ratelimit-requests-*`. Ground truth per batch: id, key_id, call_id /
+attempt (headers), created_unix, request_count, models, custom_ids_sha256 (of the
+custom_ids joined by newlines, as submitted; the list itself with `?custom_ids=1`), processing_status, request_counts, intended_end_s, ended_unix,
+cancel_initiated_unix, deleted_unix.
+
 Keys: any non-empty key is accepted, except the test hooks `sk-ant-revoked…` (401
 authentication_error) and `sk-ant-noperm…` (403 permission_error).
 
 Fault names: rate_limit, overloaded, api_error, midstream_error, drop, truncate,
-slow_first_byte (see `faults.py`). Delays are multiplied by `--time-scale` except
-`slow_first_byte_s`.
+slow_first_byte (see `faults.py`), and for single requests of a Message Batch
+batch_errored (an `errored` result: overloaded_error or api_error) and batch_expired.
+Delays are multiplied by `--time-scale` except `slow_first_byte_s`.
 """
 
 from harness.simulator.app import SimConfig, Simulator, cli_main, main, run_simulator

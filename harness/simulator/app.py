@@ -1,6 +1,6 @@
 """The server: builds the aiohttp app, owns the listening socket, and runs until a signal.
 
-Also serves the `/_sim/*` control endpoints (ground truth, events, faults, outages) and
+Also serves the `/_sim/*` control endpoints (ground truth, batches, events, faults, outages) and
 the command line (`python -m harness.simulator`, `harness simulate` via `cli_main`). The
 listening socket is managed here, not by aiohttp's sites, so an outage can close it and
 re-open it on the same port. This module must not import anything of the harness
@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from harness.simulator import capture, messages
+from harness.simulator import batches, capture, messages
 from harness.simulator.faults import FaultSettings, parse_fault_spec
 from harness.simulator.messages import STATE
 from harness.simulator.profiles import Profiles, SimulatorConfigError, load_profiles
@@ -80,6 +80,15 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 async def _requests(request: web.Request) -> web.Response:
     records = request.app[STATE].records
     body = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    return web.Response(body=body, content_type="application/x-ndjson")
+
+
+async def _batches(request: web.Request) -> web.Response:
+    """Ground truth of the Message Batches: one JSON line per batch created, oldest first."""
+    state = request.app[STATE]
+    now = time.monotonic()
+    with_ids = request.query.get("custom_ids") in ("1", "true")
+    body = b"".join(orjson.dumps(b.truth(now, with_ids=with_ids)) + b"\n" for b in state.batches.batches)
     return web.Response(body=body, content_type="application/x-ndjson")
 
 
@@ -148,10 +157,12 @@ def build_app(state: SimState, *, posthog_only: bool = False) -> web.Application
     app[STATE] = state
     if not posthog_only:
         app.add_routes(messages.routes())
+        app.add_routes(batches.routes())
     app.add_routes(capture.routes())
     app.add_routes(
         [
             web.get("/_sim/requests", _requests),
+            web.get("/_sim/batches", _batches),
             web.post("/_sim/reset", _reset),
             web.get("/_sim/events", _events),
             web.get("/_sim/faults", _get_faults),

@@ -31,6 +31,7 @@ __all__ = [
     "Reply",
     "content_json",
     "plan_reply",
+    "reply_inputs",
     "stream_frames",
 ]
 
@@ -270,6 +271,27 @@ def _results(query: str, rng: random.Random) -> list[dict[str, Any]]:
 
 def _preamble(words: list[str]) -> list[str]:
     return [" " + w if i else w for i, w in enumerate(words)]
+
+
+# What `plan_reply` (and the answer's stop sequences) read of a body besides its last user turn.
+_REPLY_FIELDS = ("max_tokens", "stop_sequences", "thinking", "tools", "tool_choice", "output_config")
+
+
+def reply_inputs(body: dict[str, Any]) -> dict[str, Any]:
+    """The part of a valid body that decides its reply, small enough to keep for every request
+    of a large Message Batch until its results are read.
+
+    The conversation shrinks to the last user turn's text, and to nothing when that text
+    cannot change the reply: without tools it only matters through a refusal marker.
+    `plan_reply` gives the same reply for this as for the whole body (with the digest of the
+    whole body); a unit test holds the two together, so keep this next to `plan_reply`.
+    """
+    kept = {name: body[name] for name in _REPLY_FIELDS if name in body}
+    text = _last_user_text(body)
+    if not body.get("tools") and _refusal(text) is None:
+        text = ""
+    kept["messages"] = ({"role": "user", "content": text},) if text else ()
+    return kept
 
 
 def plan_reply(

@@ -3,6 +3,11 @@
 The fault names are a contract with the engine and the reliability tests. This module
 parses `--faults` specs and `POST /_sim/faults` bodies and picks a fault for a request
 from a uniform draw it is given; it must not touch the network or keep a random state.
+
+Two independent groups share the settings: `FAULT_NAMES` strike a `POST /v1/messages`
+(their rates add up to at most 1), `BATCH_FAULTS` strike one request inside a Message
+Batch (their rates add up to at most 1 on their own). Keeping the batch faults out of
+`FAULT_NAMES` keeps `pick` and its callers exactly as they were.
 """
 
 from __future__ import annotations
@@ -10,13 +15,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BEFORE_STREAM", "FAULT_NAMES", "IN_STREAM", "FaultSettings", "parse_fault_spec"]
+__all__ = [
+    "BATCH_FAULTS",
+    "BEFORE_STREAM",
+    "FAULT_NAMES",
+    "IN_STREAM",
+    "KNOWN_FAULTS",
+    "FaultSettings",
+    "parse_fault_spec",
+]
 
 # Decided before the response starts (an HTTP status, or a silent wait).
 BEFORE_STREAM = ("rate_limit", "overloaded", "api_error", "slow_first_byte")
 # Happen inside a streamed body, after some deltas.
 IN_STREAM = ("midstream_error", "drop", "truncate")
 FAULT_NAMES = BEFORE_STREAM + IN_STREAM
+# Per request of a Message Batch: an `errored` result (overloaded_error or api_error), or
+# `expired` (as if the batch's 24 hours ran out before the request was reached).
+BATCH_FAULTS = ("batch_errored", "batch_expired")
+KNOWN_FAULTS = FAULT_NAMES + BATCH_FAULTS
 _NUMERIC = ("retry_after_s", "slow_first_byte_s")
 
 
@@ -33,11 +50,12 @@ def _rate(where: str, value: Any) -> float:
 def _rates(where: str, rates: dict[str, Any]) -> dict[str, float]:
     out = {}
     for name, value in rates.items():
-        if name not in FAULT_NAMES:
-            raise ValueError(f"{where}: unknown fault {name!r} (known: {', '.join(FAULT_NAMES)})")
+        if name not in KNOWN_FAULTS:
+            raise ValueError(f"{where}: unknown fault {name!r} (known: {', '.join(KNOWN_FAULTS)})")
         out[name] = _rate(f"{where}.{name}", value)
-    if sum(out.values()) > 1.0 + 1e-9:
-        raise ValueError(f"{where}: fault rates add up to more than 1")
+    for group in (FAULT_NAMES, BATCH_FAULTS):
+        if sum(rate for name, rate in out.items() if name in group) > 1.0 + 1e-9:
+            raise ValueError(f"{where}: fault rates ({', '.join(group)}) add up to more than 1")
     return out
 
 
@@ -64,10 +82,18 @@ class FaultSettings:
         return {**self.rates, **own} if own else self.rates
 
     def pick(self, model: str, u: float) -> str | None:
-        """The fault for a request given a uniform draw `u` in [0, 1), or None."""
+        """The fault for a Messages request given a uniform draw `u` in [0, 1), or None."""
+        return self._pick(FAULT_NAMES, model, u)
+
+    def pick_batch(self, model: str, u: float) -> str | None:
+        """The fault for one request of a Message Batch (a `BATCH_FAULTS` name), or None."""
+        return self._pick(BATCH_FAULTS, model, u)
+
+    def _pick(self, names: tuple[str, ...], model: str, u: float) -> str | None:
+        rates = self.rates_for(model)
         edge = 0.0
-        for name in FAULT_NAMES:
-            edge += self.rates_for(model).get(name, 0.0)
+        for name in names:
+            edge += rates.get(name, 0.0)
             if u < edge:
                 return name
         return None

@@ -2,8 +2,11 @@
 
 Decides everything about a request at receipt (status, fault, answer, delays), records
 it as ground truth, then paces the reply against absolute deadlines measured from the
-receipt so delays never drift. Survives clients that hang up. This module must not
-import anything of the harness outside `harness.simulator`.
+receipt so delays never drift. Survives clients that hang up. Also owns what the other
+Anthropic endpoints share with it (`preamble`: outage, key and version checks;
+`error_response`; `plan_for` / `base_message` / `finish_message`, so a Message Batch
+result is built exactly as a non-streamed reply). This module must not import anything
+of the harness outside `harness.simulator`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,17 @@ from harness.simulator.textgen import Answer, content_digest, count_input_tokens
 from harness.simulator.timing import draw_timing, request_rng
 from harness.simulator.validate import check_count_tokens, check_messages, model_of
 
-__all__ = ["MAX_BODY_BYTES", "STATE", "routes"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "STATE",
+    "base_message",
+    "error_response",
+    "finish_message",
+    "new_id",
+    "plan_for",
+    "preamble",
+    "routes",
+]
 
 STATE: web.AppKey[SimState] = web.AppKey("sim_state", SimState)
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -40,11 +53,71 @@ _ERROR_MESSAGES = {
 }
 
 
-def _new_id(prefix: str) -> str:
+def new_id(prefix: str) -> str:
     return prefix + "01" + secrets.token_hex(11)
 
 
-def _error(status: int, kind: str, message: str, headers: dict[str, str]) -> web.Response:
+def plan_for(seed: int, profile: ModelProfile, body: dict[str, Any], digest: bytes) -> Reply:
+    """The reply to a valid body (`digest` = `content_digest` of the whole body): one function
+    for live calls and batch results, so a batch result equals the live answer."""
+
+    def answer(tokens: int) -> Answer:
+        return make_answer(
+            seed=seed,
+            model=profile.id,
+            digest=digest,
+            max_tokens=tokens,
+            verbosity=profile.verbosity,
+            verbosity_sigma=profile.verbosity_sigma,
+            answer_tokens_max=profile.answer_tokens_max,
+            stop_sequences=body.get("stop_sequences"),
+        )
+
+    return plan_reply(
+        seed=seed,
+        model=profile.id,
+        digest=digest,
+        body=body,
+        answer=answer,
+        web_search_s=profile.web_search_s,
+    )
+
+
+def base_message(message_id: str, model: str, input_tokens: int, service_tier: str) -> dict[str, Any]:
+    """A Message before its content: what message_start carries, and the base of the whole reply."""
+    usage: dict[str, Any] = {
+        "input_tokens": input_tokens,
+        "output_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "service_tier": service_tier,
+    }
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+
+
+def finish_message(message: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    """Fill in a `base_message` with the whole reply (content, stop, final usage); returns it."""
+    message["content"] = content_json(reply)
+    message["stop_reason"] = reply.stop_reason
+    message["stop_sequence"] = reply.stop_sequence
+    if reply.stop_details is not None:
+        message["stop_details"] = reply.stop_details
+    message["usage"]["output_tokens"] = reply.output_tokens
+    reply.add_usage(message["usage"])
+    return message
+
+
+def error_response(status: int, kind: str, message: str, headers: dict[str, str]) -> web.Response:
     body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": headers["request-id"]}
     return web.Response(
         status=status, body=orjson.dumps(body), headers=headers, content_type="application/json"
@@ -64,47 +137,49 @@ def _api_key(request: web.Request) -> str | None:
 async def _read_json(request: web.Request, headers: dict[str, str]) -> tuple[Any, web.Response | None]:
     """The parsed body, or the error response (413 above 32 MB, 400 for bad JSON)."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
-        return None, _error(
+        return None, error_response(
             413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", headers
         )
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return None, _error(
+        return None, error_response(
             413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", headers
         )
     if len(raw) > MAX_BODY_BYTES:
-        return None, _error(
+        return None, error_response(
             413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", headers
         )
     try:
         return orjson.loads(raw), None
     except orjson.JSONDecodeError:
-        return None, _error(400, "invalid_request_error", "body: Input should be valid JSON", headers)
+        return None, error_response(400, "invalid_request_error", "body: Input should be valid JSON", headers)
 
 
 REVOKED_KEY_PREFIX = "sk-ant-revoked"
 NO_PERMISSION_KEY_PREFIX = "sk-ant-noperm"
 
 
-def _preamble(
+def preamble(
     request: web.Request, state: SimState, headers: dict[str, str]
 ) -> tuple[str | None, web.Response | None]:
     """Outage, key and version checks shared by the Anthropic endpoints."""
     if state.outage("anthropic") == "500":
-        return None, _error(500, "api_error", "Internal server error", headers)
+        return None, error_response(500, "api_error", "Internal server error", headers)
     key = _api_key(request)
     if key is None:
-        return None, _error(401, "authentication_error", "x-api-key header is required", headers)
+        return None, error_response(401, "authentication_error", "x-api-key header is required", headers)
     # Test hooks: keys with these prefixes are refused the way the real API refuses bad keys.
     if key.startswith(REVOKED_KEY_PREFIX):
-        return None, _error(401, "authentication_error", "invalid x-api-key", headers)
+        return None, error_response(401, "authentication_error", "invalid x-api-key", headers)
     if key.startswith(NO_PERMISSION_KEY_PREFIX):
-        return None, _error(
+        return None, error_response(
             403, "permission_error", "Your API key does not have permission to use this resource.", headers
         )
     if not request.headers.get("anthropic-version"):
-        return None, _error(400, "invalid_request_error", "anthropic-version: header is required", headers)
+        return None, error_response(
+            400, "invalid_request_error", "anthropic-version: header is required", headers
+        )
     return key, None
 
 
@@ -119,7 +194,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     """`POST /v1/messages`."""
     t0 = time.perf_counter()
     state = request.app[STATE]
-    headers = {"request-id": _new_id("req_")}
+    headers = {"request-id": new_id("req_")}
     record: dict[str, Any] = {
         "request_id": headers["request-id"],
         "model": None,
@@ -151,7 +226,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         state.records.append(record)
         return response
 
-    key, failure = _preamble(request, state, headers)
+    key, failure = preamble(request, state, headers)
     if failure is not None:
         return reject(failure, "outage" if failure.status == 500 else None)
     assert key is not None
@@ -163,15 +238,17 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     record["model"] = model
     record["stream"] = isinstance(body, dict) and body.get("stream") is True
     if model is not None and profile is None:
-        return reject(_error(404, "not_found_error", f"model: {model}", headers))
+        return reject(error_response(404, "not_found_error", f"model: {model}", headers))
     problem = check_messages(body, profile.max_tokens if profile else None)
     if problem is not None or profile is None:
-        return reject(_error(400, "invalid_request_error", problem or "model: Field required", headers))
+        return reject(
+            error_response(400, "invalid_request_error", problem or "model: Field required", headers)
+        )
     input_tokens = count_input_tokens(body)
     record["input_tokens"] = input_tokens
     if input_tokens > profile.max_input_tokens:
         message = f"prompt is too long: {input_tokens} tokens > {profile.max_input_tokens} maximum"
-        return reject(_error(400, "invalid_request_error", message, headers))
+        return reject(error_response(400, "invalid_request_error", message, headers))
     return await _serve(request, state, profile, key_id(key), body, input_tokens, headers, record, t0)
 
 
@@ -200,11 +277,11 @@ async def _serve(
             text = f"{retry_after:g}"
             headers["retry-after"] = text
             record["retry_after"] = float(text)
-            response = _error(429, "rate_limit_error", _ERROR_MESSAGES["rate_limit_error"], headers)
+            response = error_response(429, "rate_limit_error", _ERROR_MESSAGES["rate_limit_error"], headers)
         elif fault == "overloaded":
-            response = _error(529, "overloaded_error", "Overloaded", headers)
+            response = error_response(529, "overloaded_error", "Overloaded", headers)
         else:
-            response = _error(500, "api_error", "Internal server error", headers)
+            response = error_response(500, "api_error", "Internal server error", headers)
         record["status"] = response.status
         state.records.append(record)
         return response
@@ -217,30 +294,9 @@ async def _serve(
         record["limited"] = admission.limited
         state.records.append(record)
         reason = f"This request would exceed your rate limit for {admission.limited} per minute."
-        return _error(429, "rate_limit_error", reason, headers)
+        return error_response(429, "rate_limit_error", reason, headers)
 
-    digest = content_digest(body)
-
-    def answer(tokens: int) -> Answer:
-        return make_answer(
-            seed=state.seed,
-            model=profile.id,
-            digest=digest,
-            max_tokens=tokens,
-            verbosity=profile.verbosity,
-            verbosity_sigma=profile.verbosity_sigma,
-            answer_tokens_max=profile.answer_tokens_max,
-            stop_sequences=body.get("stop_sequences"),
-        )
-
-    reply = plan_reply(
-        seed=state.seed,
-        model=profile.id,
-        digest=digest,
-        body=body,
-        answer=answer,
-        web_search_s=profile.web_search_s,
-    )
+    reply = plan_for(state.seed, profile, body, content_digest(body))
     frames = stream_frames(reply)
     count = len(frames.frames)
     timing = draw_timing(
@@ -279,24 +335,8 @@ async def _serve(
     elif not stream and fault in ("drop", "truncate"):
         record["status"] = None  # the connection is cut before any response
     state.records.append(record)
-    usage: dict[str, Any] = {
-        "input_tokens": input_tokens,
-        "output_tokens": reply.output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
-        "service_tier": "standard",
-    }
-    message: dict[str, Any] = {
-        "id": _new_id("msg_"),
-        "type": "message",
-        "role": "assistant",
-        "model": profile.id,
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": usage,
-    }
+    message = base_message(new_id("msg_"), profile.id, input_tokens, "standard")
+    message["usage"]["output_tokens"] = reply.output_tokens
     try:
         if shift:
             await asyncio.sleep(shift)
@@ -344,13 +384,8 @@ async def _whole(
             request.transport.abort()
         return web.Response(status=200)
     if fault == "midstream_error":
-        return _error(529, "overloaded_error", "Overloaded", headers)
-    message["content"] = content_json(reply)
-    message["stop_reason"] = reply.stop_reason
-    message["stop_sequence"] = reply.stop_sequence
-    if reply.stop_details is not None:
-        message["stop_details"] = reply.stop_details
-    reply.add_usage(message["usage"])
+        return error_response(529, "overloaded_error", "Overloaded", headers)
+    finish_message(message, reply)
     return web.Response(body=orjson.dumps(message), headers=headers, content_type="application/json")
 
 
@@ -441,8 +476,8 @@ async def _stream(
 async def count_tokens(request: web.Request) -> web.Response:
     """`POST /v1/messages/count_tokens`: the same estimate as Messages usage."""
     state = request.app[STATE]
-    headers = {"request-id": _new_id("req_")}
-    _, failure = _preamble(request, state, headers)
+    headers = {"request-id": new_id("req_")}
+    _, failure = preamble(request, state, headers)
     if failure is not None:
         return failure
     body, failure = await _read_json(request, headers)
@@ -450,10 +485,10 @@ async def count_tokens(request: web.Request) -> web.Response:
         return failure
     model = model_of(body)
     if model is not None and state.profiles.resolve(model) is None:
-        return _error(404, "not_found_error", f"model: {model}", headers)
+        return error_response(404, "not_found_error", f"model: {model}", headers)
     problem = check_count_tokens(body)
     if problem is not None:
-        return _error(400, "invalid_request_error", problem, headers)
+        return error_response(400, "invalid_request_error", problem, headers)
     payload = orjson.dumps({"input_tokens": count_input_tokens(body)})
     return web.Response(body=payload, headers=headers, content_type="application/json")
 
@@ -461,8 +496,8 @@ async def count_tokens(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     """`GET /v1/models`, newest first, with `limit`/`after_id`/`before_id` paging."""
     state = request.app[STATE]
-    headers = {"request-id": _new_id("req_")}
-    _, failure = _preamble(request, state, headers)
+    headers = {"request-id": new_id("req_")}
+    _, failure = preamble(request, state, headers)
     if failure is not None:
         return failure
     models = state.profiles.newest_first()
@@ -471,7 +506,9 @@ async def list_models(request: web.Request) -> web.Response:
     except ValueError:
         limit = -1
     if not 1 <= limit <= 1000:
-        return _error(400, "invalid_request_error", "limit: Input should be between 1 and 1000", headers)
+        return error_response(
+            400, "invalid_request_error", "limit: Input should be between 1 and 1000", headers
+        )
     ids = [m.id for m in models]
     after, before = request.query.get("after_id"), request.query.get("before_id")
     if after is not None:
@@ -498,14 +535,14 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     """`GET /v1/models/{id}` (aliases resolve to the dated id)."""
     state = request.app[STATE]
-    headers = {"request-id": _new_id("req_")}
-    _, failure = _preamble(request, state, headers)
+    headers = {"request-id": new_id("req_")}
+    _, failure = preamble(request, state, headers)
     if failure is not None:
         return failure
     model_id = request.match_info["model_id"]
     profile = state.profiles.resolve(model_id)
     if profile is None:
-        return _error(404, "not_found_error", f"model: {model_id}", headers)
+        return error_response(404, "not_found_error", f"model: {model_id}", headers)
     return web.Response(body=orjson.dumps(profile.info()), headers=headers, content_type="application/json")
 
 

@@ -12,13 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.simulator.faults import FAULT_NAMES
+from harness.simulator.faults import KNOWN_FAULTS
 
 __all__ = [
+    "DEFAULT_BATCH_BASE_S",
+    "DEFAULT_BATCH_LIMITS",
+    "DEFAULT_BATCH_PER_REQUEST_S",
+    "DEFAULT_BATCH_SIGMA",
     "DEFAULT_LIMITS",
     "DEFAULT_PROFILE_PATH",
     "OPTIONAL_TIMING_KEYS",
     "TIMING_KEYS",
+    "BatchLimits",
     "Limits",
     "ModelProfile",
     "Profiles",
@@ -27,6 +32,10 @@ __all__ = [
 ]
 
 DEFAULT_PROFILE_PATH = Path(__file__).with_name("profiles.toml")
+# A 1,000-request batch of one model ends after about 3 simulated minutes.
+DEFAULT_BATCH_BASE_S = 120.0
+DEFAULT_BATCH_PER_REQUEST_S = 0.06
+DEFAULT_BATCH_SIGMA = 0.25
 
 TIMING_KEYS: dict[str, type] = {
     "ttft_median_s": float,
@@ -45,10 +54,16 @@ TIMING_KEYS: dict[str, type] = {
 OPTIONAL_TIMING_KEYS: dict[str, type] = {
     "thinking_tokens_per_s": float,  # thinking speed; 0 or unset: the model's output speed
     "web_search_s": float,  # how long one web search takes, before its results block
+    # Message Batches: a model's share of a batch is processed within
+    # (batch_base_s + batch_per_request_s x its requests) x lognormal(0, batch_sigma) seconds.
+    "batch_base_s": float,
+    "batch_per_request_s": float,
+    "batch_sigma": float,
 }
 _ALL_TIMING_KEYS = {**TIMING_KEYS, **OPTIONAL_TIMING_KEYS}
 _MODEL_KEYS = {"family", "pool", "display_name", "created_at", "aliases", "lifecycle", "limits", "faults"}
 _LIMIT_KEYS = ("rpm", "itpm", "otpm")
+_BATCH_LIMIT_KEYS = ("rpm", "queue")
 
 
 class SimulatorConfigError(ValueError):
@@ -65,6 +80,18 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits(rpm=50_000, itpm=20_000_000, otpm=4_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """The Message Batches API's own limits, per API key and shared by every model: requests
+    per minute to all batch endpoints, and batch requests waiting in the processing queue."""
+
+    rpm: int
+    queue: int
+
+
+DEFAULT_BATCH_LIMITS = BatchLimits(rpm=50_000, queue=1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +120,9 @@ class ModelProfile:
     faults: dict[str, float] = field(default_factory=dict)
     thinking_tokens_per_s: float = 0.0
     web_search_s: float = 0.8
+    batch_base_s: float = DEFAULT_BATCH_BASE_S
+    batch_per_request_s: float = DEFAULT_BATCH_PER_REQUEST_S
+    batch_sigma: float = DEFAULT_BATCH_SIGMA
 
     def info(self) -> dict[str, Any]:
         """The `ModelInfo` object of `GET /v1/models`."""
@@ -116,6 +146,7 @@ class Profiles:
     faults: dict[str, float]
     retry_after_s: float = 1.0
     slow_first_byte_s: float = 30.0
+    batch_limits: BatchLimits = DEFAULT_BATCH_LIMITS
 
     def resolve(self, model: str) -> ModelProfile | None:
         """The profile for an id or alias, or None when the model is unknown."""
@@ -160,11 +191,24 @@ def _limits(where: str, table: dict[str, Any], base: Limits | None) -> Limits:
     return Limits(**values)
 
 
+def _batch_limits(table: Any) -> BatchLimits:
+    if not isinstance(table, dict):
+        raise SimulatorConfigError("batch_limits: must be a table")
+    _check_keys("batch_limits", table, set(_BATCH_LIMIT_KEYS))
+    values: dict[str, int] = {}
+    for key in _BATCH_LIMIT_KEYS:
+        value = table.get(key, getattr(DEFAULT_BATCH_LIMITS, key))
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise SimulatorConfigError(f"batch_limits.{key}: must be a positive integer")
+        values[key] = value
+    return BatchLimits(**values)
+
+
 def _fault_rates(where: str, table: dict[str, Any]) -> dict[str, float]:
     rates: dict[str, float] = {}
     for name, value in table.items():
-        if name not in FAULT_NAMES:
-            raise SimulatorConfigError(f"{where}.{name}: unknown fault (known: {', '.join(FAULT_NAMES)})")
+        if name not in KNOWN_FAULTS:
+            raise SimulatorConfigError(f"{where}.{name}: unknown fault (known: {', '.join(KNOWN_FAULTS)})")
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             raise SimulatorConfigError(f"{where}.{name}: must be a probability between 0 and 1")
         rates[name] = float(value)
@@ -180,7 +224,7 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
         raise SimulatorConfigError(f"profile {source}: cannot read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SimulatorConfigError(f"profile {source}: not valid TOML ({exc})") from None
-    _check_keys("profile", data, {"defaults", "families", "pools", "models", "faults"})
+    _check_keys("profile", data, {"defaults", "families", "pools", "models", "faults", "batch_limits"})
 
     defaults = dict(data.get("defaults", {}))
     limits_table = defaults.pop("limits", {})
@@ -245,4 +289,5 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
         faults=faults,
         retry_after_s=retry_after_s,
         slow_first_byte_s=slow_first_byte_s,
+        batch_limits=_batch_limits(data.get("batch_limits", {})),
     )

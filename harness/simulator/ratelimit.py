@@ -3,7 +3,9 @@
 Continuously refilling token buckets, as Anthropic documents them: output tokens are
 reserved from `max_tokens` on admission and the unused part is given back when the reply
 ends. Produces the `anthropic-ratelimit-*` headers and `retry-after`. Keys are held only as
-a hash, never in clear. This module must not know about HTTP handlers or models' timing.
+a hash, never in clear. `RequestLimiter` is the requests-only variant the Message Batches
+endpoints use (their own limit, shared by every model). This module must not know about
+HTTP handlers or models' timing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import UTC, datetime
 
 from harness.simulator.profiles import Limits
 
-__all__ = ["Admission", "Bucket", "RateLimiter", "key_id"]
+__all__ = ["Admission", "Bucket", "RateLimiter", "RequestLimiter", "key_id"]
 
 
 def key_id(api_key: str) -> str:
@@ -133,6 +135,38 @@ class RateLimiter:
             wall + max(inputs.reset_in(), outputs.reset_in())
         )
         return headers
+
+
+class RequestLimiter:
+    """One requests-per-minute bucket per key (the Message Batches API's limit on its endpoints)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, Bucket] = {}
+
+    def clear(self) -> None:
+        self._buckets.clear()
+
+    def admit(self, key: str, rpm: int) -> Admission:
+        """Take one request, or refuse with 429 data; the `anthropic-ratelimit-requests-*` headers."""
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.limit != rpm:
+            bucket = self._buckets[key] = Bucket(rpm, now)
+        bucket.refill(now)
+        wait = bucket.wait_for(1)
+        if wait > 0:
+            return Admission(False, self._headers(bucket), "requests", max(1, math.ceil(wait)))
+        bucket.take(1)
+        return Admission(True, self._headers(bucket))
+
+    @staticmethod
+    def _headers(bucket: Bucket) -> dict[str, str]:
+        return {
+            "anthropic-ratelimit-requests-limit": str(bucket.limit),
+            "anthropic-ratelimit-requests-remaining": str(max(0, math.floor(bucket.level))),
+            "anthropic-ratelimit-requests-reset": _rfc3339(time.time() + bucket.reset_in()),
+        }
 
 
 def _rfc3339(unix: float) -> str:

@@ -1,4 +1,4 @@
-"""The simulator's mutable state: settings, ground truth, buckets, events, outages.
+"""The simulator's mutable state: settings, ground truth, buckets, events, outages, batches.
 
 One `SimState` per server, shared by the handlers. Ground-truth records are plain dicts
 appended in order of receipt, once everything about a request has been decided. This
@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.simulator.batchstore import BatchStore
 from harness.simulator.faults import FaultSettings
 from harness.simulator.profiles import Profiles
-from harness.simulator.ratelimit import RateLimiter
+from harness.simulator.ratelimit import RateLimiter, RequestLimiter
 
 __all__ = ["EventStore", "SimState"]
 
@@ -57,6 +58,8 @@ class SimState:
         self._initial_faults = faults.copy()
         self.faults = faults.copy()
         self.limiter = RateLimiter()
+        self.batches = BatchStore()
+        self.batch_limiter = RequestLimiter()
         self.records: list[dict[str, Any]] = []
         self.events = EventStore()
         self.counter = 0
@@ -79,9 +82,11 @@ class SimState:
         return mode
 
     def reset(self) -> None:
-        """Forget requests, events, buckets, outages; restore the startup faults and counter."""
+        """Forget requests, events, batches, buckets, outages; restore the startup faults and counter."""
         self.records.clear()
         self.events.clear()
+        self.batches.clear()
+        self.batch_limiter.clear()
         self.limiter.clear()
         self.outages.clear()
         self.faults = self._initial_faults.copy()

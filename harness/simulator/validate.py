@@ -1,4 +1,4 @@
-"""Validation of Messages and count_tokens bodies, with the API's `<json.path>: <reason>` messages.
+"""Validation of Messages, count_tokens and batch-create bodies, with the API's `<json.path>: <reason>` messages.
 
 Returns the first problem as a message (the caller answers 400 `invalid_request_error`);
 an unknown model is reported separately because it is a 404. This module must not know
@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Any, NoReturn
 
-__all__ = ["MIN_THINKING_BUDGET", "check_count_tokens", "check_messages", "model_of", "thinking_on"]
+__all__ = [
+    "MAX_BATCH_REQUESTS",
+    "MIN_THINKING_BUDGET",
+    "check_batch_create",
+    "check_count_tokens",
+    "check_messages",
+    "model_of",
+    "thinking_on",
+]
 
 _MESSAGES_FIELDS = {
     "model", "max_tokens", "messages", "system", "stop_sequences", "stream", "metadata", "tools",
@@ -29,6 +37,8 @@ _DISPLAYS = {"summarized", "omitted"}
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 MAX_MESSAGES = 100_000
 MIN_THINKING_BUDGET = 1024
+MAX_BATCH_REQUESTS = 100_000
+_CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 # Messages the real API sends for these (recorded in public bug reports), word for word.
 MSG_BUDGET_NOT_BELOW_MAX = "`max_tokens` must be greater than `thinking.budget_tokens`."
@@ -290,6 +300,70 @@ def check_count_tokens(body: Any) -> str | None:
         if not isinstance(body, dict):
             _fail("body", "Input should be a valid dictionary")
         _common(body, _COUNT_FIELDS)
+    except _Invalid as exc:
+        return str(exc)
+    return None
+
+
+def _custom_id(path: str, value: Any) -> str:
+    if not isinstance(value, str):
+        _fail(path, "Input should be a valid string")
+    if not value:
+        _fail(path, "String should have at least 1 character")
+    if len(value) > 64:
+        _fail(path, "String should have at most 64 characters")
+    if not _CUSTOM_ID.match(value):
+        _fail(path, f"String should match pattern '{_CUSTOM_ID.pattern}'")
+    return value
+
+
+def check_batch_create(body: Any) -> str | None:
+    """The first schema problem of a `POST /v1/messages/batches` body, or None.
+
+    Only the envelope is judged here: `requests` (1 to 100,000 items), each a `custom_id`
+    (1-64 of `[a-zA-Z0-9_-]`, unique in the batch) and a `params` object. Whether `params`
+    is a valid Messages body is not: the API validates it asynchronously and reports a bad
+    one as that request's `errored` result, leaving the rest of the batch alone.
+    """
+    try:
+        if not isinstance(body, dict):
+            _fail("body", "Input should be a valid dictionary")
+        for name in body:
+            if name != "requests":
+                _fail(name, "Extra inputs are not permitted")
+        if "requests" not in body:
+            _fail("requests", "Field required")
+        requests = body["requests"]
+        if not isinstance(requests, list):
+            _fail("requests", "Input should be a valid list")
+        if not requests:
+            _fail("requests", "List should have at least 1 item after validation, not 0")
+        if len(requests) > MAX_BATCH_REQUESTS:
+            _fail(
+                "requests",
+                f"List should have at most {MAX_BATCH_REQUESTS} items after validation, not {len(requests)}",
+            )
+        seen: dict[str, int] = {}
+        for i, item in enumerate(requests):
+            if not isinstance(item, dict):
+                _fail(f"requests.{i}", "Input should be a valid dictionary")
+            for name in item:
+                if name not in ("custom_id", "params"):
+                    _fail(f"requests.{i}.{name}", "Extra inputs are not permitted")
+            if "custom_id" not in item:
+                _fail(f"requests.{i}.custom_id", "Field required")
+            custom_id = _custom_id(f"requests.{i}.custom_id", item["custom_id"])
+            if "params" not in item:
+                _fail(f"requests.{i}.params", "Field required")
+            if not isinstance(item["params"], dict):
+                _fail(f"requests.{i}.params", "Input should be a valid dictionary")
+            first = seen.setdefault(custom_id, i)
+            if first != i:
+                _fail(
+                    f"requests.{i}.custom_id",
+                    f"'{custom_id}' is already used by requests.{first}; "
+                    "each custom_id must be unique within a Message Batch",
+                )
     except _Invalid as exc:
         return str(exc)
     return None
