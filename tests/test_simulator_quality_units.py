@@ -1,0 +1,117 @@
+"""The quality model's pure parts, in process: regex and JSON Schema generation, the graders as the
+simulator reads them."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from harness.simulator import graders, regexgen, schemas
+
+PATTERNS = [
+    r"\b\d{3}-\d{4}\b",
+    r"^(yes|no)$",
+    r"[A-Z][a-z]+ \d+",
+    r"(?i)colou?r",
+    r"\w+@\w+\.com",
+    r"total: (\d+)",
+    r"[^abc]{2,4}",
+    r"(ab)\1",
+    r"^[A-D]\)",
+    r"(?P<n>\d+(?:\.\d+)?) (apples|pears)",
+    r"[a-f0-9]{8}",
+]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_regex_generator_matches_and_near_misses_usually_do_not(pattern: str) -> None:
+    compiled = re.compile(pattern)
+    assert all(compiled.search(regexgen.matching(pattern, random.Random(i))) for i in range(40))
+    misses = sum(compiled.search(regexgen.near_miss(pattern, random.Random(i))) is None for i in range(40))
+    assert misses >= 10  # the caller redrafts when a near miss still matches
+    assert regexgen.matching(r"total: (\d+)", random.Random(1), group=1, group_text="3500") == "total: 3500"
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 2},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "email": {"type": "string", "format": "email"},
+        "role": {"enum": ["admin", "user"]},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True},
+        "address": {"$ref": "#/$defs/address"},
+        "score": {"type": ["number", "null"], "exclusiveMaximum": 1},
+    },
+    "required": ["name", "age", "address", "role"],
+    "additionalProperties": False,
+    "$defs": {
+        "address": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "zip": {"type": "string", "pattern": "^[0-9]{5}$"}},
+            "required": ["city", "zip"],
+        }
+    },
+}
+
+
+def test_schema_instances_validate_and_spoiled_ones_mostly_do_not() -> None:
+    for i in range(30):
+        rng = random.Random(i)
+        value = schemas.instance(SCHEMA, rng, ["Alice", "Paris"])
+        assert schemas.errors(SCHEMA, value) == [], value
+        assert set(SCHEMA["required"]) <= set(value)
+        spoiled = schemas.spoiled(SCHEMA, value, rng)
+        assert spoiled and sum(bool(schemas.errors(SCHEMA, s)) for s in spoiled) >= len(spoiled) * 0.8
+    assert schemas.errors({"type": "integer"}, 3.0) == [] and schemas.errors({"type": "integer"}, True)
+    assert schemas.errors({"oneOf": [{"type": "string"}, {"type": "integer"}]}, 4) == []
+    assert schemas.errors({"anyOf": [{"type": "string"}, {"type": "integer"}]}, None)
+
+
+def test_graders_parse_the_contract_shapes_and_apply_them() -> None:
+    g = graders.parse(
+        {"all": [{"contains": ["paris", "FRANCE"]}, {"any": [{"equals": "x"}, {"regex": r"\d"}]}]}
+    )
+    assert g is not None and g.kind == "all"
+    assert graders.passes(g, "Paris is in France, 1", [])
+    assert not graders.passes(g, "Paris is in France", [])
+    number = graders.parse({"number": {"value": 3500, "tolerance": 0.01}})
+    assert number is not None
+    assert graders.passes(number, "About 3530 people.", []) and not graders.passes(number, "About 3540.", [])
+    absolute = graders.parse({"number": {"value": 2.5, "tolerance": 0.1, "relative": False}})
+    assert (
+        absolute is not None
+        and graders.passes(absolute, "2.59", [])
+        and not graders.passes(absolute, "2.61", [])
+    )
+    tagged = graders.parse({"number": {"value": 7, "pattern": r"total: (\d+)"}})
+    assert tagged is not None and graders.passes(tagged, "3 items, total: 7", [])
+    as_json = graders.parse({"json": {"schema": {"type": "object", "required": ["a"]}}})
+    assert as_json is not None
+    assert graders.passes(as_json, 'Here:\n```json\n{"a": 1}\n```', []) and not graders.passes(
+        as_json, "{}", []
+    )
+    call = graders.parse({"tool_call": {"name": "f", "input": {"a": {"b": 1}}}})
+    assert call is not None
+    assert graders.passes(call, "", [("f", {"a": {"b": 1.0, "c": 2}, "d": 3})])
+    assert not graders.passes(call, "", [("f", {"a": {"b": 2}})]) and not graders.passes(
+        call, "", [("g", {})]
+    )
+    judge = graders.parse({"judge": "rubric text"})
+    assert judge is not None and judge.arg == ("rubric text", None, 0.7)
+    assert graders.parse({"similarity": 0.9}) is None  # unknown here: answered as without an expectation
+    for bad in ({"contains": []}, {"number": {"value": "x"}}, {"regex": "("}, {"json": 3}, {"all": []}):
+        with pytest.raises(graders.ExpectationError):
+            graders.parse(bad)
+
+
+def test_judge_rule_scores_coverage_of_the_reference_or_the_rubric() -> None:
+    reference = "Water boils at 100 degrees Celsius at sea level."
+    assert graders.judge_score(
+        "r", reference, "At sea level water boils at 100 degrees Celsius."
+    ) == pytest.approx(0.95)
+    assert graders.judge_score("r", reference, "It depends on the pan.") == pytest.approx(0.05)
+    rubric = "The answer should mention photosynthesis and chlorophyll."
+    assert graders.judge_score(rubric, None, "Photosynthesis uses chlorophyll.") == pytest.approx(0.95)
