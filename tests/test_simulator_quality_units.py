@@ -1,14 +1,17 @@
 """The quality model's pure parts, in process: regex and JSON Schema generation, the graders as the
-simulator reads them."""
+simulator reads them, the profile's quality table, the malformed-verdict fault."""
 
 from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
 import pytest
 
 from harness.simulator import graders, regexgen, schemas
+from harness.simulator.faults import FAULT_NAMES, FaultSettings, parse_fault_spec
+from harness.simulator.profiles import DEFAULT_PROFILE_PATH, SimulatorConfigError, load_profiles
 
 PATTERNS = [
     r"\b\d{3}-\d{4}\b",
@@ -115,3 +118,38 @@ def test_judge_rule_scores_coverage_of_the_reference_or_the_rubric() -> None:
     assert graders.judge_score("r", reference, "It depends on the pan.") == pytest.approx(0.05)
     rubric = "The answer should mention photosynthesis and chlorophyll."
     assert graders.judge_score(rubric, None, "Photosynthesis uses chlorophyll.") == pytest.approx(0.95)
+
+
+def test_profiles_ship_illustrative_quality_tables(tmp_path: Path) -> None:
+    profiles = load_profiles()
+    haiku, sonnet, opus = (
+        profiles.resolve(m) for m in ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-8")
+    )
+    assert haiku and sonnet and opus
+    assert haiku.quality["hard"] < sonnet.quality["hard"] < opus.quality["hard"]
+    assert haiku.quality["pass"] < sonnet.quality["pass"] < opus.quality["pass"]
+    assert "PASS RATES ARE ILLUSTRATIVE" in DEFAULT_PROFILE_PATH.read_text()
+    custom = tmp_path / "p.toml"
+    custom.write_text(
+        DEFAULT_PROFILE_PATH.read_text() + '\n[models."claude-opus-4-8".quality]\nhard = 0.5\n',
+        encoding="utf-8",
+    )
+    opus_custom = load_profiles(custom).resolve("claude-opus-4-8")
+    assert (
+        opus_custom
+        and opus_custom.quality["hard"] == 0.5
+        and opus_custom.quality["pass"] == opus.quality["pass"]
+    )
+    custom.write_text(DEFAULT_PROFILE_PATH.read_text() + '\n[models."claude-opus-4-8".quality]\nhard = 2\n')
+    with pytest.raises(SimulatorConfigError, match="hard"):
+        load_profiles(custom)
+
+
+def test_judge_malformed_is_a_fault_rate_outside_the_transport_faults() -> None:
+    settings = FaultSettings()
+    parse_fault_spec("judge_malformed=1,overloaded=0.5", settings, lambda m: m)
+    assert settings.rates == {"judge_malformed": 1.0, "overloaded": 0.5}
+    assert "judge_malformed" not in FAULT_NAMES
+    assert settings.pick("m", 0.7) is None  # never picked as a transport fault
+    settings.apply_json({"rates": {"judge_malformed": 0.3}}, lambda m: m)
+    assert settings.rates == {"judge_malformed": 0.3}

@@ -10,13 +10,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BEFORE_STREAM", "FAULT_NAMES", "IN_STREAM", "FaultSettings", "parse_fault_spec"]
+__all__ = [
+    "BEFORE_STREAM",
+    "CONTENT_FAULTS",
+    "FAULT_NAMES",
+    "IN_STREAM",
+    "KNOWN_FAULTS",
+    "FaultSettings",
+    "parse_fault_spec",
+]
 
 # Decided before the response starts (an HTTP status, or a silent wait).
 BEFORE_STREAM = ("rate_limit", "overloaded", "api_error", "slow_first_byte")
 # Happen inside a streamed body, after some deltas.
 IN_STREAM = ("midstream_error", "drop", "truncate")
 FAULT_NAMES = BEFORE_STREAM + IN_STREAM
+# Spoil a reply's content, not its transport: drawn on their own (see `quality.py`), only for the
+# requests they concern, so they are not picked by `pick` nor counted in the sum of the rates above.
+# judge_malformed: a judge call's verdict is not JSON or has no score (a re-ask gets a good one
+# unless the rate is 1).
+CONTENT_FAULTS = ("judge_malformed",)
+KNOWN_FAULTS = FAULT_NAMES + CONTENT_FAULTS
 _NUMERIC = ("retry_after_s", "slow_first_byte_s")
 
 
@@ -33,10 +47,10 @@ def _rate(where: str, value: Any) -> float:
 def _rates(where: str, rates: dict[str, Any]) -> dict[str, float]:
     out = {}
     for name, value in rates.items():
-        if name not in FAULT_NAMES:
-            raise ValueError(f"{where}: unknown fault {name!r} (known: {', '.join(FAULT_NAMES)})")
+        if name not in KNOWN_FAULTS:
+            raise ValueError(f"{where}: unknown fault {name!r} (known: {', '.join(KNOWN_FAULTS)})")
         out[name] = _rate(f"{where}.{name}", value)
-    if sum(out.values()) > 1.0 + 1e-9:
+    if sum(v for k, v in out.items() if k in FAULT_NAMES) > 1.0 + 1e-9:
         raise ValueError(f"{where}: fault rates add up to more than 1")
     return out
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.simulator.faults import FAULT_NAMES
+from harness.simulator.faults import KNOWN_FAULTS
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -47,7 +47,9 @@ OPTIONAL_TIMING_KEYS: dict[str, type] = {
     "web_search_s": float,  # how long one web search takes, before its results block
 }
 _ALL_TIMING_KEYS = {**TIMING_KEYS, **OPTIONAL_TIMING_KEYS}
-_MODEL_KEYS = {"family", "pool", "display_name", "created_at", "aliases", "lifecycle", "limits", "faults"}
+_MODEL_KEYS = {
+    "family", "pool", "display_name", "created_at", "aliases", "lifecycle", "limits", "faults", "quality",
+}  # fmt: skip
 _LIMIT_KEYS = ("rpm", "itpm", "otpm")
 
 
@@ -93,6 +95,8 @@ class ModelProfile:
     faults: dict[str, float] = field(default_factory=dict)
     thinking_tokens_per_s: float = 0.0
     web_search_s: float = 0.8
+    # Pass probabilities of the quality model (`quality.py`): "pass", and per-tag overrides.
+    quality: dict[str, float] = field(default_factory=dict)
 
     def info(self) -> dict[str, Any]:
         """The `ModelInfo` object of `GET /v1/models`."""
@@ -163,12 +167,24 @@ def _limits(where: str, table: dict[str, Any], base: Limits | None) -> Limits:
 def _fault_rates(where: str, table: dict[str, Any]) -> dict[str, float]:
     rates: dict[str, float] = {}
     for name, value in table.items():
-        if name not in FAULT_NAMES:
-            raise SimulatorConfigError(f"{where}.{name}: unknown fault (known: {', '.join(FAULT_NAMES)})")
+        if name not in KNOWN_FAULTS:
+            raise SimulatorConfigError(f"{where}.{name}: unknown fault (known: {', '.join(KNOWN_FAULTS)})")
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             raise SimulatorConfigError(f"{where}.{name}: must be a probability between 0 and 1")
         rates[name] = float(value)
     return rates
+
+
+def _quality(where: str, table: Any) -> dict[str, float]:
+    """A `quality` table: `pass` and tag names, each a probability."""
+    if not isinstance(table, dict):
+        raise SimulatorConfigError(f"{where}: must be a table of probabilities (pass = 0.9, hard = 0.8)")
+    out: dict[str, float] = {}
+    for name, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise SimulatorConfigError(f"{where}.{name}: must be a probability between 0 and 1")
+        out[name.strip().lower()] = float(value)
+    return out
 
 
 def load_profiles(path: str | Path | None = None) -> Profiles:
@@ -185,6 +201,7 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
     defaults = dict(data.get("defaults", {}))
     limits_table = defaults.pop("limits", {})
     lifecycle_default = defaults.pop("lifecycle", "active")
+    quality_default = _quality("defaults.quality", defaults.pop("quality", {}))
     _check_keys("defaults", defaults, set(_ALL_TIMING_KEYS))
     default_limits = _limits("defaults.limits", limits_table, DEFAULT_LIMITS)
     base_timing = _timing("defaults", defaults)
@@ -193,9 +210,11 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
         raise SimulatorConfigError(f"defaults: missing key(s) {', '.join(missing)}")
 
     families: dict[str, dict[str, Any]] = {}
+    family_quality: dict[str, dict[str, float]] = {}
     for name, table in data.get("families", {}).items():
-        _check_keys(f"families.{name}", table, set(_ALL_TIMING_KEYS))
+        _check_keys(f"families.{name}", table, {*_ALL_TIMING_KEYS, "quality"})
         families[name] = _timing(f"families.{name}", table)
+        family_quality[name] = _quality(f"families.{name}.quality", table.get("quality", {}))
     pools = {
         name: _limits(f"pools.{name}", table, default_limits) for name, table in data.get("pools", {}).items()
     }
@@ -233,6 +252,11 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
             limits=limits,
             aliases=model_aliases,
             faults=_fault_rates(f"{where}.faults", table.get("faults", {})),
+            quality={
+                **quality_default,
+                **family_quality.get(family, {}),
+                **_quality(f"{where}.quality", table.get("quality", {})),
+            },
             **timing,
         )
         for alias in model_aliases:
