@@ -1,15 +1,16 @@
 """The quality model's pure parts, in process: regex and JSON Schema generation, the graders as the
-simulator reads them, the profile's quality table, the malformed-verdict fault."""
+simulator reads them, the pass probability and its draw, tokens, the profile table, the fault name."""
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from pathlib import Path
 
 import pytest
 
-from harness.simulator import graders, regexgen, schemas
+from harness.simulator import graders, quality, regexgen, schemas
 from harness.simulator.faults import FAULT_NAMES, FaultSettings, parse_fault_spec
 from harness.simulator.profiles import DEFAULT_PROFILE_PATH, SimulatorConfigError, load_profiles
 
@@ -118,6 +119,48 @@ def test_judge_rule_scores_coverage_of_the_reference_or_the_rubric() -> None:
     assert graders.judge_score("r", reference, "It depends on the pan.") == pytest.approx(0.05)
     rubric = "The answer should mention photosynthesis and chlorophyll."
     assert graders.judge_score(rubric, None, "Photosynthesis uses chlorophyll.") == pytest.approx(0.95)
+
+
+def test_pass_probability_uses_the_lowest_tag_and_thinking_raises_it() -> None:
+    table = {"pass": 0.92, "hard": 0.75, "easy": 0.97}
+    assert quality.pass_probability(table, (), {}) == 0.92
+    assert quality.pass_probability(table, ("easy", "hard"), {}) == 0.75
+    assert quality.pass_probability(table, ("easy", "other"), {}) == 0.97
+    assert quality.pass_probability({}, (), {}) == quality.DEFAULT_PASS
+    thinking = {"thinking": {"type": "enabled", "budget_tokens": 4096}}
+    boosted = quality.pass_probability(table, ("hard",), thinking)
+    assert boosted == pytest.approx(0.75 + 0.25 * 0.075 * math.log2(5))
+    assert quality.pass_probability(
+        table, ("hard",), {"thinking": {"type": "enabled", "budget_tokens": 10**6}}
+    ) == (pytest.approx(0.75 + 0.25 * 0.3))
+
+
+def test_the_draw_keeps_each_models_rate_and_shares_case_difficulty() -> None:
+    cases = [f"case-{i}".encode() for i in range(4000)]
+    low = [quality.decide(1, "haiku", c, 1, 0.75) for c in cases]
+    high = [quality.decide(1, "opus", c, 1, 0.94) for c in cases]
+    assert abs(sum(low) / len(cases) - 0.75) < 0.03 and abs(sum(high) / len(cases) - 0.94) < 0.02
+    # Correlated: among the cases opus fails, haiku fails far more often than its 25%.
+    both_fail = sum(1 for a, b in zip(low, high, strict=True) if not a and not b)
+    assert both_fail / (len(cases) - sum(high)) > 0.5
+    assert quality.decide(1, "haiku", b"x", 1, 0.5) == quality.decide(1, "haiku", b"x", 1, 0.5)
+
+
+def test_tokens_join_back_to_the_text() -> None:
+    for text in ("The answer is 3500.", '{"a": [1, 2.5, "x y"]}', "  naïve café — 東京\n\nok ", ""):
+        pieces = quality.tokenize(text)
+        assert "".join(pieces) == text
+    assert quality.tokenize("The answer is 3500.") == ["The", " answer", " is", " 350", "0", "."]
+
+
+def test_memo_gives_a_retry_its_first_attempts_occurrence() -> None:
+    memo = quality.Memo()
+    assert memo.occurrence(b"k", "call-1") == 1
+    assert memo.occurrence(b"k", "call-1") == 1  # a retry
+    assert memo.occurrence(b"k", "call-2") == 2  # a repeat
+    assert memo.occurrence(b"k", None) == 3
+    memo.clear()
+    assert memo.occurrence(b"k", "call-2") == 1
 
 
 def test_profiles_ship_illustrative_quality_tables(tmp_path: Path) -> None:

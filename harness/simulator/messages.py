@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from harness.simulator import sse
+from harness.simulator import quality, sse
 from harness.simulator.blocks import Frames, Reply, content_json, plan_reply, stream_frames
 from harness.simulator.profiles import ModelProfile
 from harness.simulator.ratelimit import key_id
@@ -143,6 +143,9 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         "intended_first_text_s": None,
         "sent_first_text_s": None,
         "sent_first_thinking_s": None,
+        "expected_kind": None,
+        "quality_pass": None,
+        "judge_score": None,
     }
 
     def reject(response: web.Response, fault: str | None = None) -> web.Response:
@@ -172,7 +175,13 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     if input_tokens > profile.max_input_tokens:
         message = f"prompt is too long: {input_tokens} tokens > {profile.max_input_tokens} maximum"
         return reject(_error(400, "invalid_request_error", message, headers))
-    return await _serve(request, state, profile, key_id(key), body, input_tokens, headers, record, t0)
+    try:
+        ask = quality.read_headers(request.headers)
+    except quality.HeaderError as exc:
+        return reject(_error(400, "invalid_request_error", str(exc), headers))
+    if ask is not None:
+        record["expected_kind"] = ask.kind
+    return await _serve(request, state, profile, key_id(key), body, input_tokens, headers, record, t0, ask)
 
 
 async def _serve(
@@ -185,6 +194,7 @@ async def _serve(
     headers: dict[str, str],
     record: dict[str, Any],
     t0: float,
+    ask: quality.Ask | None = None,
 ) -> web.StreamResponse:
     """Draw fault, answer and timing; check the limits; then answer."""
     rng = request_rng(state.seed, state.next_counter())
@@ -233,14 +243,32 @@ async def _serve(
             stop_sequences=body.get("stop_sequences"),
         )
 
-    reply = plan_reply(
-        seed=state.seed,
-        model=profile.id,
-        digest=digest,
-        body=body,
-        answer=answer,
-        web_search_s=profile.web_search_s,
-    )
+    shaped = None
+    if ask is not None:  # the harness's quality headers (simulator mode only)
+        shaped = quality.shape(
+            ask,
+            seed=state.seed,
+            model=profile.id,
+            table=profile.quality,
+            digest=digest,
+            body=body,
+            web_search_s=profile.web_search_s,
+            memo=state.quality,
+            call_id=record["call_id"],
+            judge_malformed=state.faults.rates_for(profile.id).get("judge_malformed", 0.0),
+        )
+    if shaped is not None:
+        reply = shaped.reply
+        record.update(shaped.truth)
+    else:
+        reply = plan_reply(
+            seed=state.seed,
+            model=profile.id,
+            digest=digest,
+            body=body,
+            answer=answer,
+            web_search_s=profile.web_search_s,
+        )
     frames = stream_frames(reply)
     count = len(frames.frames)
     timing = draw_timing(
