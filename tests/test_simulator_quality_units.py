@@ -196,3 +196,9 @@ def test_judge_malformed_is_a_fault_rate_outside_the_transport_faults() -> None:
     assert settings.pick("m", 0.7) is None  # never picked as a transport fault
     settings.apply_json({"rates": {"judge_malformed": 0.3}}, lambda m: m)
     assert settings.rates == {"judge_malformed": 0.3}
+
+
+def test_huge_quantifiers_and_minimums_are_capped_not_hung() -> None:
+    assert len(regexgen.matching("x{999999999}", random.Random(1))) <= 20_001
+    assert len(schemas.instance({"type": "array", "minItems": 10**9}, random.Random(1), ["a"])) == 100
+    assert len(schemas.instance({"type": "string", "minLength": 10**9}, random.Random(1), ["a"])) <= 10_001

@@ -23,7 +23,8 @@ from typing import Any
 __all__ = ["matching", "near_miss"]
 
 _EXTRA_REPEATS = 3  # at most this many repetitions past a quantifier's minimum
-_MAX_LENGTH = 400  # generation stops adding repetitions past this many characters
+_MAX_LENGTH = 400  # past this many characters, repetitions stop at the quantifier's minimum
+_HARD_LENGTH = 20_000  # and past this many, even the minimum is cut short (the match then fails)
 _POOL = "aeinorstlAERTxyz0123456789 -_.,:/#@"  # candidates for "some character (not) in this set"
 _CATEGORY = {
     sre.CATEGORY_DIGIT: lambda c: c.isdigit(),
@@ -126,7 +127,7 @@ class _Walker:
             if low > 0 and self._spoiling():
                 count = low - 1
             for i in range(count):
-                if self.length > _MAX_LENGTH and i >= low:
+                if (self.length > _MAX_LENGTH and i >= low) or self.length > _HARD_LENGTH:
                     break
                 self.walk(sub)
         elif op is sre.GROUPREF:

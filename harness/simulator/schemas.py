@@ -24,6 +24,8 @@ from harness.simulator import regexgen
 __all__ = ["errors", "instance", "spoiled"]
 
 _DEPTH = 6
+_MAX_ITEMS = 100  # generated arrays and strings stay this short whatever the schema's minimum
+_MAX_CHARS = 10_000
 _TYPES = ("object", "array", "string", "integer", "number", "boolean", "null")
 _FORMATS = {
     "date": lambda r: f"2025-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}",
@@ -320,6 +322,7 @@ def _array(schema: dict[str, Any], rng: random.Random, words: list[str], root: A
     high = _int(schema, "maxItems")
     high = max(low, 3) if high is None else high
     count = max(len(prefix), min(high, max(low, rng.randint(1, 3)))) if depth < _DEPTH else low
+    count = min(count, _MAX_ITEMS)
     items = _dict(schema, "items")
     out: list[Any] = []
     for i in range(count):
@@ -385,7 +388,7 @@ def _string(schema: dict[str, Any], rng: random.Random, words: list[str]) -> str
         text = " ".join(rng.sample(words, min(len(words), rng.randint(1, 2))))
     low = _int(schema, "minLength") or 0
     high = _int(schema, "maxLength")
-    while len(text) < low:
+    while len(text) < min(low, _MAX_CHARS):
         text += " " + rng.choice(words)
     if high is not None and len(text) > high:
         text = text[:high].rstrip() or text[:high]
