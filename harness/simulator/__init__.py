@@ -25,8 +25,11 @@ sent_first_text_s / sent_first_thinking_s (streams: when the first `text_delta` 
 `thinking_delta` left, same origin as sent_ttft_s; null when none was sent),
 input_tokens (the final, cumulative count: web search results included), output_tokens
 (tokens sent, thinking included), thinking_tokens, tool_calls (names of the tools the
-reply calls), web_search_requests, refused, stop_reason, retry_after (429), and when
-relevant limited (which rate limit), fault_after_tokens, client_closed.
+reply calls), web_search_requests, refused, stop_reason, retry_after (429),
+expected_kind (the top-level grader of `x-harness-expected`, else null), quality_pass
+(whether the answer sent meets that grader; null without one), judge_score (judge calls),
+and when relevant limited (which rate limit), fault_after_tokens, client_closed,
+judge_malformed (judge calls).
 
 Simulator features (request features answered with the real API's wire shapes; every
 choice is a function of the seed, the model and the request content, see `blocks.py`):
@@ -107,13 +110,43 @@ attempt (headers), created_unix, request_count, models, custom_ids_sha256 (of th
 custom_ids joined by newlines, as submitted; the list itself with `?custom_ids=1`), processing_status, request_counts, intended_end_s, ended_unix,
 cancel_initiated_unix, deleted_unix.
 
+Quality model (`quality.py`; only for requests with the harness's headers, which it
+sends in simulator mode; without them every reply is the filler answer above, unchanged):
+
+- `x-harness-expected`: base64url without padding of the UTF-8 JSON of the case's
+  `expected` (graders: contains, equals, regex, number, json, tool_call, judge, all, any;
+  see `graders.py`); `x-harness-tags`: the case's tags, comma-joined. The answer passes
+  with the profile's probability (`quality` table: `pass`, or the lowest value of the
+  case's tags it names; thinking removes 0.075 of the failures per doubling of
+  1 + budget/1024, at most 0.3 of them). A pass is a short sentence around what the
+  grader wants (the needles, the exact label, a string the regex matches, the number,
+  a JSON instance of the schema, the tool call with at least the wanted input, the
+  reference); a failure is a plausible wrong answer (another label or name, a near-miss
+  number outside the tolerance, a near-miss string, JSON missing a required field or of
+  a wrong type, another tool or none or one wrong input value, an unrelated hedge). The
+  draw is keyed by seed, model, content, expectation, tags and the content's occurrence
+  number for that model: retries (same `x-harness-call-id`) repeat their first attempt,
+  repeats of a case are new draws, and models share a per-case difficulty. The answer
+  is checked against the grader before it is sent; `quality_pass` is what the reply
+  sent actually scores (so a passing answer cut by max_tokens, a tool call with no tool
+  offered, or a grader nothing can fail, are recorded as they are). An unreadable
+  header or a known grader written wrong is a 400 naming the header; a grader unknown
+  here gets the filler answer (expected_kind set, quality_pass null).
+- `x-harness-judge: 1`: a judge call. The verdict text is `{"score": s, "reason": "..."}`
+  with s = 0.05 + 0.9 × (share of the key words of `<reference>`, else of `<rubric>` less
+  its words about answers, that `<answer>` says) ± 0.05 noise seeded by the three texts,
+  clamped to [0, 1], two decimals. Fault `judge_malformed=<rate>`: a verdict in prose,
+  without a score, or cut short; never on a re-ask (a judge call with more than one user
+  turn) unless the rate is 1.
+
 Keys: any non-empty key is accepted, except the test hooks `sk-ant-revoked…` (401
 authentication_error) and `sk-ant-noperm…` (403 permission_error).
 
 Fault names: rate_limit, overloaded, api_error, midstream_error, drop, truncate,
-slow_first_byte (see `faults.py`), and for single requests of a Message Batch
-batch_errored (an `errored` result: overloaded_error or api_error) and batch_expired.
-Delays are multiplied by `--time-scale` except `slow_first_byte_s`.
+slow_first_byte (see `faults.py`); for single requests of a Message Batch
+batch_errored (an `errored` result: overloaded_error or api_error) and batch_expired;
+and judge_malformed (content, drawn apart). Delays are multiplied by `--time-scale`
+except `slow_first_byte_s`.
 """
 
 from harness.simulator.app import SimConfig, Simulator, cli_main, main, run_simulator

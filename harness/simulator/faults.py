@@ -18,6 +18,7 @@ from typing import Any
 __all__ = [
     "BATCH_FAULTS",
     "BEFORE_STREAM",
+    "CONTENT_FAULTS",
     "FAULT_NAMES",
     "IN_STREAM",
     "KNOWN_FAULTS",
@@ -33,7 +34,12 @@ FAULT_NAMES = BEFORE_STREAM + IN_STREAM
 # Per request of a Message Batch: an `errored` result (overloaded_error or api_error), or
 # `expired` (as if the batch's 24 hours ran out before the request was reached).
 BATCH_FAULTS = ("batch_errored", "batch_expired")
-KNOWN_FAULTS = FAULT_NAMES + BATCH_FAULTS
+# Spoil a reply's content, not its transport: drawn on their own (see `quality.py`), only for the
+# requests they concern, so they are not picked by `pick` nor counted in the sum of the rates above.
+# judge_malformed: a judge call's verdict is not JSON or has no score (a re-ask gets a good one
+# unless the rate is 1).
+CONTENT_FAULTS = ("judge_malformed",)
+KNOWN_FAULTS = FAULT_NAMES + BATCH_FAULTS + CONTENT_FAULTS
 _NUMERIC = ("retry_after_s", "slow_first_byte_s")
 
 

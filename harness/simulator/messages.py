@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from harness.simulator import sse
+from harness.simulator import quality, sse
 from harness.simulator.blocks import Frames, Reply, content_json, plan_reply, stream_frames
 from harness.simulator.profiles import ModelProfile
 from harness.simulator.ratelimit import key_id
@@ -218,6 +218,9 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         "intended_first_text_s": None,
         "sent_first_text_s": None,
         "sent_first_thinking_s": None,
+        "expected_kind": None,
+        "quality_pass": None,
+        "judge_score": None,
     }
 
     def reject(response: web.Response, fault: str | None = None) -> web.Response:
@@ -249,7 +252,13 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     if input_tokens > profile.max_input_tokens:
         message = f"prompt is too long: {input_tokens} tokens > {profile.max_input_tokens} maximum"
         return reject(error_response(400, "invalid_request_error", message, headers))
-    return await _serve(request, state, profile, key_id(key), body, input_tokens, headers, record, t0)
+    try:
+        ask = quality.read_headers(request.headers)
+    except quality.HeaderError as exc:
+        return reject(error_response(400, "invalid_request_error", str(exc), headers))
+    if ask is not None:
+        record["expected_kind"] = ask.kind
+    return await _serve(request, state, profile, key_id(key), body, input_tokens, headers, record, t0, ask)
 
 
 async def _serve(
@@ -262,6 +271,7 @@ async def _serve(
     headers: dict[str, str],
     record: dict[str, Any],
     t0: float,
+    ask: quality.Ask | None = None,
 ) -> web.StreamResponse:
     """Draw fault, answer and timing; check the limits; then answer."""
     rng = request_rng(state.seed, state.next_counter())
@@ -296,7 +306,26 @@ async def _serve(
         reason = f"This request would exceed your rate limit for {admission.limited} per minute."
         return error_response(429, "rate_limit_error", reason, headers)
 
-    reply = plan_for(state.seed, profile, body, content_digest(body))
+    digest = content_digest(body)
+    shaped = None
+    if ask is not None:  # the harness's quality headers (simulator mode only)
+        shaped = quality.shape(
+            ask,
+            seed=state.seed,
+            model=profile.id,
+            table=profile.quality,
+            digest=digest,
+            body=body,
+            web_search_s=profile.web_search_s,
+            memo=state.quality,
+            call_id=record["call_id"],
+            judge_malformed=state.faults.rates_for(profile.id).get("judge_malformed", 0.0),
+        )
+    if shaped is not None:
+        reply = shaped.reply
+        record.update(shaped.truth)
+    else:
+        reply = plan_for(state.seed, profile, body, digest)
     frames = stream_frames(reply)
     count = len(frames.frames)
     timing = draw_timing(

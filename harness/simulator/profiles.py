@@ -61,7 +61,9 @@ OPTIONAL_TIMING_KEYS: dict[str, type] = {
     "batch_sigma": float,
 }
 _ALL_TIMING_KEYS = {**TIMING_KEYS, **OPTIONAL_TIMING_KEYS}
-_MODEL_KEYS = {"family", "pool", "display_name", "created_at", "aliases", "lifecycle", "limits", "faults"}
+_MODEL_KEYS = {
+    "family", "pool", "display_name", "created_at", "aliases", "lifecycle", "limits", "faults", "quality",
+}  # fmt: skip
 _LIMIT_KEYS = ("rpm", "itpm", "otpm")
 _BATCH_LIMIT_KEYS = ("rpm", "queue")
 
@@ -123,6 +125,8 @@ class ModelProfile:
     batch_base_s: float = DEFAULT_BATCH_BASE_S
     batch_per_request_s: float = DEFAULT_BATCH_PER_REQUEST_S
     batch_sigma: float = DEFAULT_BATCH_SIGMA
+    # Pass probabilities of the quality model (`quality.py`): "pass", and per-tag overrides.
+    quality: dict[str, float] = field(default_factory=dict)
 
     def info(self) -> dict[str, Any]:
         """The `ModelInfo` object of `GET /v1/models`."""
@@ -215,6 +219,18 @@ def _fault_rates(where: str, table: dict[str, Any]) -> dict[str, float]:
     return rates
 
 
+def _quality(where: str, table: Any) -> dict[str, float]:
+    """A `quality` table: `pass` and tag names, each a probability."""
+    if not isinstance(table, dict):
+        raise SimulatorConfigError(f"{where}: must be a table of probabilities (pass = 0.9, hard = 0.8)")
+    out: dict[str, float] = {}
+    for name, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise SimulatorConfigError(f"{where}.{name}: must be a probability between 0 and 1")
+        out[name.strip().lower()] = float(value)
+    return out
+
+
 def load_profiles(path: str | Path | None = None) -> Profiles:
     """Load and validate a profile file (the shipped one when `path` is None)."""
     source = Path(path) if path is not None else DEFAULT_PROFILE_PATH
@@ -229,6 +245,7 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
     defaults = dict(data.get("defaults", {}))
     limits_table = defaults.pop("limits", {})
     lifecycle_default = defaults.pop("lifecycle", "active")
+    quality_default = _quality("defaults.quality", defaults.pop("quality", {}))
     _check_keys("defaults", defaults, set(_ALL_TIMING_KEYS))
     default_limits = _limits("defaults.limits", limits_table, DEFAULT_LIMITS)
     base_timing = _timing("defaults", defaults)
@@ -237,9 +254,11 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
         raise SimulatorConfigError(f"defaults: missing key(s) {', '.join(missing)}")
 
     families: dict[str, dict[str, Any]] = {}
+    family_quality: dict[str, dict[str, float]] = {}
     for name, table in data.get("families", {}).items():
-        _check_keys(f"families.{name}", table, set(_ALL_TIMING_KEYS))
+        _check_keys(f"families.{name}", table, {*_ALL_TIMING_KEYS, "quality"})
         families[name] = _timing(f"families.{name}", table)
+        family_quality[name] = _quality(f"families.{name}.quality", table.get("quality", {}))
     pools = {
         name: _limits(f"pools.{name}", table, default_limits) for name, table in data.get("pools", {}).items()
     }
@@ -277,6 +296,11 @@ def load_profiles(path: str | Path | None = None) -> Profiles:
             limits=limits,
             aliases=model_aliases,
             faults=_fault_rates(f"{where}.faults", table.get("faults", {})),
+            quality={
+                **quality_default,
+                **family_quality.get(family, {}),
+                **_quality(f"{where}.quality", table.get("quality", {})),
+            },
             **timing,
         )
         for alias in model_aliases:

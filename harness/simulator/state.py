@@ -14,6 +14,7 @@ from typing import Any
 from harness.simulator.batchstore import BatchStore
 from harness.simulator.faults import FaultSettings
 from harness.simulator.profiles import Profiles
+from harness.simulator.quality import Memo
 from harness.simulator.ratelimit import RateLimiter, RequestLimiter
 
 __all__ = ["EventStore", "SimState"]
@@ -63,6 +64,7 @@ class SimState:
         self.records: list[dict[str, Any]] = []
         self.events = EventStore()
         self.counter = 0
+        self.quality = Memo()  # occurrences of each case, for the quality model's draws
         # target ("anthropic" | "posthog") -> (mode, until as time.monotonic())
         self.outages: dict[str, tuple[str, float]] = {}
 
@@ -91,3 +93,4 @@ class SimState:
         self.outages.clear()
         self.faults = self._initial_faults.copy()
         self.counter = 0
+        self.quality.clear()
