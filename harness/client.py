@@ -180,7 +180,8 @@ def request_params(call: PlannedCall, stream: bool) -> dict[str, Any]:
 def simulator_quality_headers(call: PlannedCall) -> dict[str, str]:
     """What the project's simulator needs to answer like a model of a given quality, and nothing else.
 
-    Sent only to a tagged target (the simulator; never the real API): the case's expectation
+    Sent only to the project's simulator (never the real API, nor a custom target that may be a
+    proxy to it: answers must not reach a model under test): the case's expectation
     (base64url JSON, so it can pass or fail it as a model of the profile's quality would) and
     tags, or that the call is a judge's. A test checks they never reach another target.
     """
@@ -220,6 +221,7 @@ class ClaudeClient:
         timeout_s: float,
         transport: str = "aiohttp",
         tag_requests: bool = False,
+        quality_headers: bool = False,
         max_connections: int = 1000,
     ) -> None:
         limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -234,6 +236,7 @@ class ClaudeClient:
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client
         )
         self._tag = tag_requests
+        self._quality_headers = quality_headers and tag_requests
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -254,11 +257,9 @@ class ClaudeClient:
         """Send one attempt and measure it; never raises for a failed call."""
         params = request_params(call, stream)
         if self._tag:
-            params["extra_headers"] = {
-                "x-harness-call-id": call.call_id,
-                "x-harness-attempt": str(attempt),
-                **simulator_quality_headers(call),
-            }
+            params["extra_headers"] = {"x-harness-call-id": call.call_id, "x-harness-attempt": str(attempt)}
+            if self._quality_headers:
+                params["extra_headers"].update(simulator_quality_headers(call))
         a = Attempt()
         a.sent_ns = time.perf_counter_ns()  # replaced by the request hook when the request leaves
         token = _current_attempt.set(a)

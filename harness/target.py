@@ -112,6 +112,7 @@ class Target:
             "timeout_s": cfg.timeout_s,
             "transport": cfg.transport,
             "tag_requests": self.tag_requests,
+            "quality_headers": self.kind == "simulator",
             "max_connections": max(100, cfg.concurrency, cfg.max_in_flight or 0),
         }
 

@@ -130,3 +130,90 @@ def test_the_judge_may_not_be_a_model_under_test(tmp_path) -> None:
     )
     assert _judge_of(allowed, cases).name == JUDGE
     assert _judge_of(cfg, judged_cases(1, {"contains": "x"})) is None, "no judge needed, none checked"
+
+
+# ---------------------------------------------------------------- against the simulator
+
+
+def _quality_dataset(path, n: int = 40):
+    rows = []
+    for i in range(n):
+        kind = i % 4
+        row = {"id": f"q{i}", "prompt": f"Question {i}?", "max_tokens": 200, "tags": ["hard"]}
+        if kind == 0:
+            row["expected"] = {"contains": "Ottawa"}
+        elif kind == 1:
+            row["expected"] = {"number": {"value": 3500 + i, "tolerance": 0.01}}
+        elif kind == 2:
+            schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+            row["expected"] = {"json": {"schema": schema}}
+        else:
+            row["expected"] = {
+                "judge": {"rubric": "Names the river.", "reference": "The Ottawa River", "pass_score": 0.6}
+            }
+        rows.append(row)
+    path.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_graders_and_the_judge_against_the_simulator(simulator, tmp_path) -> None:
+    import polars as pl
+
+    from harness import loops
+    from harness.bench import execute_run
+    from harness.rundir import RunDir
+
+    dataset = _quality_dataset(tmp_path / "q.jsonl")
+    cfg = build_config(
+        {
+            "dataset": dataset,
+            "models": "claude-haiku-4-5,claude-opus-4-8",
+            "repeats": 2,
+            "results_dir": tmp_path / "results",
+            "base_url": simulator.url,
+            "target": "simulator",
+            "progress": "off",
+            "posthog_enabled": False,
+            "report": False,
+            "judge_model": JUDGE,
+        },
+        env={},
+    )
+    result = loops.run(execute_run(cfg), cfg.event_loop)
+    calls = RunDir.read(result.run_dir).load_calls().collect()
+    assert calls.height == 160 and calls["status"].eq("ok").all()
+    truth = {r["call_id"]: r for r in simulator.requests() if r.get("call_id") and r.get("expected_kind")}
+    for row in calls.iter_rows(named=True):
+        if row["grader"] != "judge":  # the simulator's decision is what our graders find
+            assert row["passed"] is truth[row["call_id"]]["quality_pass"], row
+    judged = calls.filter(pl.col("grader") == "judge")
+    assert judged.height == 40 and judged["judge_error"].is_null().all()
+    assert judged["judge_cost_usd"].min() > 0 and (judged["judge_model"] == JUDGE).all()
+    assert (judged["passed"] == (judged["judge_score"] >= 0.6)).all()
+    by_model = calls.group_by("model").agg(pl.col("passed").mean()).sort("model")
+    haiku, opus = by_model["passed"].to_list()
+    assert opus > haiku, "the profile's better model passes more often on hard cases"
+    judge_requests = [r for r in simulator.requests() if r.get("judge_score") is not None]
+    assert len(judge_requests) >= 40
+
+
+def test_quality_headers_go_to_the_simulator_only() -> None:
+    from harness.client import simulator_quality_headers
+    from harness.target import Target
+
+    case = Case(
+        id="c", messages=({"role": "user", "content": "q"},), expected={"contains": "x"}, tags=("hard",)
+    )
+    call = PlannedCall(call_id="a", case=case, model=MODELS[0], repeat=0, index=0)
+    assert set(simulator_quality_headers(call)) == {"x-harness-expected", "x-harness-tags"}
+    for target, sends in (("simulator", True), ("custom", False), ("anthropic", False)):
+        cli = {"models": MODELS[0], "target": target, "posthog_enabled": False}
+        if target != "anthropic":
+            cli["base_url"] = "http://127.0.0.1:9"
+        env = {"ANTHROPIC_API_KEY": "sk-ant-" + "k" * 30} if target == "anthropic" else {}
+        cfg = build_config(cli, env=env)
+        resolved = Target.resolve(cfg)
+        try:
+            assert resolved.client_kwargs(cfg)["quality_headers"] is sends, target
+        finally:
+            resolved.close()
