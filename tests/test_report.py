@@ -58,7 +58,7 @@ def test_faster_cheaper_model_is_significant_and_recommended(tmp_path: Path) -> 
     for png in (
         "latency_cdf.png",
         "ttft_distribution.png",
-        "cost_vs_p95.png",
+        "quality_vs_cost.png",  # the run has quality checks: the Pareto chart is quality vs cost
         "latency_over_time.png",
         "cost_per_user.png",
     ):
@@ -114,7 +114,7 @@ def test_report_without_expected_fields(tmp_path: Path) -> None:
     assert "no quality checks (no `expected` in the dataset)" in md
     assert result.summary["pass_rate"].null_count() == 2
     assert result.summary["ttft_n"].to_list() == [0, 0]
-    ttft = write_report(run, constraints=Constraints(max_ttft_p95_s=1.0))
+    ttft = write_report(run, constraints=Constraints(max_ttft_p95_s=1.0, first_token="any"))
     assert "p95 TTFT: not measured" in ttft.recommendation_text
 
 
@@ -248,3 +248,37 @@ def test_the_first_token_limit_reads_time_to_first_text_unless_told_otherwise(tm
     assert "Time to first text" in md and "Time to first token" in md
     with pytest.raises(ConfigError, match=r"select\.first_token"):
         Constraints.from_mapping({"first_token": "thinking"})
+
+
+def test_cost_per_passed_answer_decides_and_quality_is_paired(tmp_path: Path) -> None:
+    """A cheaper model that fails half its answers loses to a better one that costs less per good answer."""
+    cheap = ModelSpec("cheap", median_s=0.7, usd_per_output_token=4e-6, usd_per_input_token=1e-6, pass_prob=0.45)
+    good = ModelSpec("good", median_s=0.8, usd_per_output_token=5e-6, usd_per_input_token=1e-6, pass_prob=0.95)
+    frame = synthetic_calls([cheap, good], cases=240, seed=9)
+    frame = frame.with_columns(pl.col("passed").cast(pl.Float64).alias("score"))
+    result = write_report(write_run(tmp_path / "run", frame))
+    summary = {r["arm"]: r for r in result.summary.iter_rows(named=True)}
+    for arm in ("cheap", "good"):  # an independent computation of the figure
+        rows = frame.filter(pl.col("model") == arm)
+        expected = rows["total_cost_usd"].sum() / rows["passed"].sum()
+        assert summary[arm]["cost_per_pass_usd"] == pytest.approx(expected)
+        lo, hi = summary[arm]["cost_per_pass_lo_usd"], summary[arm]["cost_per_pass_hi_usd"]
+        assert lo < summary[arm]["cost_per_pass_usd"] < hi
+    assert summary["cheap"]["mean_cost_per_call_usd"] < summary["good"]["mean_cost_per_call_usd"]
+    assert result.recommended_model == "good", result.recommendation_text
+    assert "lowest cost per passed answer" in result.recommendation_text
+    comparison = pl.read_parquet(tmp_path / "run" / "comparison.parquet")
+    row = comparison.filter((pl.col("arm") == "good") & (pl.col("versus") == "cheap")).row(0, named=True)
+    assert row["pass_rate_significant"] and row["pass_rate_diff"] > 0.3 and row["pass_rate_p_holm"] < 1e-6
+    assert row["score_mean_diff"] == pytest.approx(row["pass_rate_diff"])
+
+
+def test_arms_tied_on_quality_say_so_and_the_cheaper_wins(tmp_path: Path) -> None:
+    one = ModelSpec("one", median_s=0.7, usd_per_output_token=4e-6, usd_per_input_token=1e-6, pass_prob=0.90)
+    two = ModelSpec("two", median_s=0.7, usd_per_output_token=5e-6, usd_per_input_token=1e-6, pass_prob=0.92)
+    frame = synthetic_calls([one, two], cases=60, seed=3)
+    result = write_report(write_run(tmp_path / "run", frame))
+    by_arm = {r["arm"]: r["pass_rate"] for r in result.summary.iter_rows(named=True)}
+    assert by_arm["two"] > by_arm["one"], "seeded: the pricier arm passes a little more often"
+    assert "statistically tied with two" in result.recommendation_text, result.recommendation_text
+    assert result.recommended_model == "one", "not significantly worse, and cheaper per passed answer"

@@ -91,7 +91,7 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
     prep = prepare(run.load_calls(), manifest)
     summary = summarize(prep, seed=seed)
     comparison = compare_models(prep, seed=seed)
-    rec = recommend(summary, constraints)
+    rec = recommend(summary, constraints, comparison)
     insights = posthog_insights_from_calls(prep.calls)
     charts = render_charts(prep, summary, rec.pareto)
     tables = build_tables(summary, comparison, insights)

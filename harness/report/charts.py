@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from harness.report.prepared import Prepared
+from harness.report.recommend import quality_known
 
 __all__ = ["CHART_POINTS", "render_charts"]
 
@@ -113,6 +114,37 @@ def cost_vs_p95(summary: pl.DataFrame, pareto: list[str]) -> Chart:
     return "cost_vs_p95.png", "Cost per 1,000 calls vs p95 latency (Pareto set starred)", _png(fig)
 
 
+def cost_vs_quality(summary: pl.DataFrame, pareto: list[str]) -> Chart:
+    """Pass rate (with its Wilson interval) against cost per 1,000 calls; p95 latency in the labels."""
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    pts = summary.filter(pl.col("cost_per_1k_calls_usd").is_not_null() & pl.col("pass_rate").is_not_null())
+    for r in pts.iter_rows(named=True):
+        on = r["arm"] in pareto
+        err = [[r["pass_rate"] - r["pass_rate_lo"]], [r["pass_rate_hi"] - r["pass_rate"]]]
+        ax.errorbar(
+            r["cost_per_1k_calls_usd"],
+            r["pass_rate"],
+            yerr=err,
+            fmt="*" if on else "o",
+            markersize=11 if on else 7,
+            capsize=3,
+            label=r["arm"] + (" (Pareto)" if on else ""),
+        )
+        p95 = f", p95 {r['latency_p95_s']:.2g} s" if r["latency_p95_s"] is not None else ""
+        ax.annotate(f"{r['arm']}{p95}", (r["cost_per_1k_calls_usd"], r["pass_rate"]), fontsize=8)
+    if pts.height:
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, "graded calls")
+    ax.set(xlabel="cost per 1,000 calls (USD)", ylabel="pass rate", title="Quality vs cost")
+    ax.grid(alpha=0.3)
+    return (
+        "quality_vs_cost.png",
+        "Pass rate (95 % Wilson) vs cost per 1,000 calls (Pareto set starred)",
+        _png(fig),
+    )
+
+
 def latency_over_time(prep: Prepared) -> Chart:
     """p95 per time bin per arm: spikes show as peaks shared across arms (service) or not."""
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
@@ -160,7 +192,10 @@ def render_charts(prep: Prepared, summary: pl.DataFrame, pareto: list[str]) -> l
     makers: list[Callable[[], Chart]] = [
         lambda: latency_cdf(prep),
         lambda: ttft_distribution(prep),
-        lambda: cost_vs_p95(summary, pareto),
+        # The Pareto chart shows the trade-off the Pareto set was computed on.
+        (lambda: cost_vs_quality(summary, pareto))
+        if quality_known(summary)
+        else (lambda: cost_vs_p95(summary, pareto)),
         lambda: latency_over_time(prep),
         lambda: cost_per_user(summary, prep.word),
     ]

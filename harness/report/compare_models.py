@@ -2,9 +2,10 @@
 
 An arm is a model, or a model and a variant (`records.arm_of`), so two thinking budgets of
 one model are compared exactly like two models. Medians (latency, TTFT), mean cost and pass
-rate are compared **paired by case** when the same cases ran on both arms (every arm of a
-run runs every case): per-case log ratios (or differences), bootstrap
-over cases, Wilcoxon signed-rank for the p50s. p95 latency is compared as a tail:
+rate and mean score are compared **paired by case** when the same cases ran on both arms
+(every arm of a run runs every case): per-case log ratios (or differences), bootstrap over
+cases, Wilcoxon signed-rank for the p50s, McNemar's exact test for pass/fail (pairs of
+(case, repeat)), a paired bootstrap for the score. p95 latency is compared as a tail:
 the ratio of the two p95s with a bootstrap interval, because a rank test can call A
 faster while A's tail is twice B's. p-values are Holm-adjusted across the unordered
 pairs of each metric; a difference is significant when the adjusted p < 0.05 and the
@@ -28,6 +29,7 @@ from harness.report.stats import (
     boot_p_value,
     holm,
     mann_whitney_p,
+    mcnemar_p,
     quantile_rows,
     wilcoxon_p,
 )
@@ -43,6 +45,7 @@ _METRICS: tuple[tuple[str, str, str], ...] = (
     ("ttft_p50", "ttft_s", "median"),
     ("cost_mean", "total_cost_usd", "mean"),
     ("pass_rate", "passed", "rate"),
+    ("score_mean", "score", "mean"),
 )
 _RATIO = {"median", "p95"}
 
@@ -76,7 +79,16 @@ class _Pairs:
                 pl.col("ttft_s").filter(ok & (pl.col("ttft_s") > 0)).log().mean().alias("ttft_s"),
                 pl.col("total_cost_usd").filter(ok).mean().alias("total_cost_usd"),
                 pl.col("passed").cast(pl.Float64).mean().alias("passed"),
+                pl.col("score").mean().alias("score"),
             )
+            .collect()
+        )
+        # Pass/fail per (case, repeat): the binary pairs McNemar's test needs.
+        self.outcomes = (
+            prep.calls.lazy()
+            .filter(pl.col("passed").is_not_null())
+            .group_by("arm", "case_id", "repeat")
+            .agg(pl.col("passed").first())
             .collect()
         )
         self._cache: dict[str, pl.DataFrame] = {}
@@ -85,6 +97,21 @@ class _Pairs:
         if arm not in self._cache:
             self._cache[arm] = self.by_case.filter(pl.col("arm") == arm)
         return self._cache[arm]
+
+    def discordant(self, a: str, b: str) -> tuple[int, int, int]:
+        """(pairs passed by a only, by b only, pairs in all) over the (case, repeat)s both were graded on."""
+        joined = (
+            self.outcomes.filter(pl.col("arm") == a)
+            .select("case_id", "repeat", pl.col("passed").alias("x"))
+            .join(
+                self.outcomes.filter(pl.col("arm") == b).select(
+                    "case_id", "repeat", pl.col("passed").alias("y")
+                ),
+                on=["case_id", "repeat"],
+            )
+        )
+        x, y = joined.get_column("x"), joined.get_column("y")
+        return int((x & ~y).sum()), int((~x & y).sum()), joined.height
 
     def differences(self, a: str, b: str, column: str) -> np.ndarray:
         """Per-case value of `a` minus that of `b` (logs for latency: a log ratio)."""
@@ -151,6 +178,9 @@ def _one(pairs: _Pairs, a: str, b: str, column: str, kind: str, reps: Any, rng: 
             out["paired"] = len(d)
             if kind == "median":  # log ratio → ratio
                 out.update(est=math.exp(est), lo=math.exp(lo), hi=math.exp(hi), p=wilcoxon_p(d))
+            elif kind == "rate":  # pass/fail pairs: McNemar's exact test on the discordant ones
+                a_only, b_only, _n = pairs.discordant(a, b)
+                out.update(est=est, lo=lo, hi=hi, p=mcnemar_p(a_only, b_only))
             else:
                 out.update(est=est, lo=lo, hi=hi, p=boot_p_value(r))
             return out

@@ -29,6 +29,7 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("total $", "total_cost_usd", "usd4"),
     ("$ / 1k calls", "cost_per_1k_calls_usd", "usd3"),
     ("pass rate", "pass_rate", "share"),
+    ("$ / pass", "cost_per_pass_usd", "usd6"),
 )
 
 
@@ -44,7 +45,7 @@ def _cell(value: object, fmt: str) -> str:
         return f"{v:.0f}"
     if fmt == "share":
         return f"{v:.1%}"
-    return f"{v:.{4 if fmt == 'usd4' else 3}f}"
+    return f"{v:.{int(fmt.removeprefix('usd'))}f}"
 
 
 def print_summary_table(summary: pl.DataFrame, console: Console) -> None:

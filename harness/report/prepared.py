@@ -38,6 +38,7 @@ _USED = [
     "status",
     "error_kind",
     "stop_reason",
+    "repeat",
     "started_at",
     "finished_at",
     "limiter_wait_s",
@@ -54,10 +55,13 @@ _USED = [
     "cache_cost_usd",
     "total_cost_usd",
     "passed",
+    "score",
+    "judge_cost_usd",
+    "judge_error",
 ]
 
 
-_NUMERIC = [c for _, c in METRICS] + ["total_cost_usd", "output_tokens_per_s"]
+_NUMERIC = [c for _, c in METRICS] + ["total_cost_usd", "output_tokens_per_s", "score"]
 
 
 def distinct_id_expr() -> pl.Expr:
@@ -100,6 +104,15 @@ class Prepared:
         if got is None:
             return np.empty(0)
         return got.get_column(column).drop_nulls().to_numpy().astype(np.float64)
+
+    def graded(self, arm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cost, passed 0/1, score) of the arm's calls that had a verdict (failed calls included)."""
+        frame = self.calls.filter((pl.col("arm") == arm) & pl.col("passed").is_not_null())
+        return (
+            frame.get_column("total_cost_usd").fill_null(0.0).to_numpy().astype(np.float64),
+            frame.get_column("passed").cast(pl.Float64).to_numpy(),
+            frame.get_column("score").drop_nulls().to_numpy().astype(np.float64),
+        )
 
     def values(self, arm: str, column: str) -> np.ndarray:
         """Sorted non-null values of a numeric `column` over the arm's successful calls (cached)."""

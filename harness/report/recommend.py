@@ -18,7 +18,7 @@ import polars as pl
 from harness.errors import ConfigError
 from harness.records import arm_word
 
-__all__ = ["FIRST_TOKENS", "Constraints", "Recommendation", "pareto_set", "recommend"]
+__all__ = ["FIRST_TOKENS", "Constraints", "Recommendation", "pareto_set", "quality_known", "recommend"]
 
 FIRST_TOKENS = ("text", "any")
 
@@ -31,6 +31,7 @@ class Constraints:
     max_ttft_p95_s: float | None = None  # applies to the first token of `first_token`'s kind
     max_error_rate: float | None = None
     min_pass_rate: float | None = None
+    min_score: float | None = None
     # What "first token" means for max_ttft_p95_s: "text" (default: what a reader of the answer waits
     # for; later than TTFT when the model thinks or calls a tool first) or "any" (TTFT, any content).
     first_token: str = "text"
@@ -55,7 +56,7 @@ class Constraints:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ConfigError(name(key), f"must be a number, got {value!r}")
-            if value < 0 or (key.endswith("rate") and value > 1):
+            if value < 0 or ((key.endswith("rate") or key == "min_score") and value > 1):
                 raise ConfigError(name(key), f"out of range: {value!r}")
             values[key] = float(value)
         return cls(**values)
@@ -82,6 +83,8 @@ class Constraints:
             parts.append(f"error rate ≤ {self.max_error_rate:.1%}")
         if self.min_pass_rate is not None:
             parts.append(f"pass rate ≥ {self.min_pass_rate:.1%}")
+        if self.min_score is not None:
+            parts.append(f"mean score ≥ {self.min_score:.2f}")
         return ", ".join(parts) if parts else "no constraints"
 
 
@@ -128,15 +131,51 @@ def _check(row: dict[str, Any], c: Constraints) -> list[str]:
             why.append("pass rate: no quality checks (no `expected` in the dataset)")
         elif lo < c.min_pass_rate:
             why.append(f"pass rate: {rate:.1%} (lower bound {lo:.1%}) < minimum {c.min_pass_rate:.1%}")
+    if c.min_score is not None:
+        score, lo = row["mean_score"], row["mean_score_lo"]
+        if score is None or lo is None:
+            why.append("mean score: no graded answers")
+        elif lo < c.min_score:
+            why.append(f"mean score: {score:.2f} (lower bound {lo:.2f}) < minimum {c.min_score:.2f}")
     return why
 
 
+def _by_quality(rows: list[dict[str, Any]]) -> bool:
+    """Choose by cost per passed answer when every candidate was graded and passed at least once."""
+    return bool(rows) and all(r["cost_per_pass_usd"] is not None for r in rows)
+
+
+def _tie(best: dict[str, Any], eligible: list[dict[str, Any]], comparison: pl.DataFrame | None) -> str:
+    """A sentence when an arm with a higher pass rate is not significantly better than the choice."""
+    if comparison is None or comparison.height == 0 or best["pass_rate"] is None:
+        return ""
+    better = [r for r in eligible if r is not best and (r["pass_rate"] or 0) > best["pass_rate"]]
+    tied = []
+    for r in better:
+        pair = comparison.filter((pl.col("arm") == r["arm"]) & (pl.col("versus") == best["arm"]))
+        if pair.height and not pair["pass_rate_significant"][0] and pair["pass_rate_paired_cases"][0]:
+            tied.append(f"{r['arm']} ({r['pass_rate']:.1%}, McNemar p = {pair['pass_rate_p_holm'][0]:.2g})")
+    if not tied:
+        return ""
+    return (
+        f" On quality it is statistically tied with {', '.join(tied)}: the higher pass rate is not "
+        "significant on these cases, so the cheaper answer wins."
+    )
+
+
+def quality_known(summary: pl.DataFrame) -> bool:
+    """Every arm has a pass rate: the trade-off to show is cost against quality, not latency."""
+    return summary.height > 0 and summary.get_column("pass_rate").null_count() == 0
+
+
 def pareto_set(summary: pl.DataFrame) -> list[str]:
-    """Arms not dominated on (mean cost per call, p95 latency): nothing cheaper *and* faster."""
+    """Arms not dominated on (mean cost per call, failure rate), or on (cost, p95 latency) without
+    quality checks: nothing cheaper *and* better."""
+    quality = quality_known(summary)
     points = [
-        (r["arm"], r["mean_cost_per_call_usd"], r["latency_p95_s"])
+        (r["arm"], r["mean_cost_per_call_usd"], 1 - r["pass_rate"] if quality else r["latency_p95_s"])
         for r in summary.iter_rows(named=True)
-        if r["mean_cost_per_call_usd"] is not None and r["latency_p95_s"] is not None
+        if r["mean_cost_per_call_usd"] is not None and (quality or r["latency_p95_s"] is not None)
     ]
     keep = []
     for name, cost, p95 in points:
@@ -148,7 +187,9 @@ def pareto_set(summary: pl.DataFrame) -> list[str]:
     return keep
 
 
-def recommend(summary: pl.DataFrame, constraints: Constraints | None = None) -> Recommendation:
+def recommend(
+    summary: pl.DataFrame, constraints: Constraints | None = None, comparison: pl.DataFrame | None = None
+) -> Recommendation:
     """Pick the cheapest eligible arm (ties: lower p95) and explain the choice in one paragraph.
 
     Sentences say "model" when the run had no variants and "arm" when it had: the same text as
@@ -169,19 +210,33 @@ def recommend(summary: pl.DataFrame, constraints: Constraints | None = None) -> 
             f"Why each {word} fails — {lines}."
         )
         return Recommendation(None, None, text, pareto, failures)
-    eligible.sort(key=lambda r: (r["mean_cost_per_call_usd"] or 0.0, r["latency_p95_s"] or math.inf))
+    quality = _by_quality(eligible)
+    if quality:  # what a team pays for: a good answer, not a call
+        eligible.sort(key=lambda r: (r["cost_per_pass_usd"], r["latency_p95_s"] or math.inf))
+    else:
+        eligible.sort(key=lambda r: (r["mean_cost_per_call_usd"] or 0.0, r["latency_p95_s"] or math.inf))
     best = eligible[0]
     name = best["arm"]
-    parts = [
-        f"Recommended: {name}. It is the cheapest of the {len(eligible)} {word}(s) "
-        + (
-            "with successful calls (no constraints given)"
-            if c.is_empty()
-            else f"that meet {c.describe()} with 95 % confidence"
-        )
-        + ", at "
-        f"${best['mean_cost_per_call_usd']:.6f} per call (${best['cost_per_1k_calls_usd']:.4f} per 1,000 calls)"
-    ]
+    among = (
+        "with successful calls (no constraints given)"
+        if c.is_empty()
+        else f"that meet {c.describe()} with 95 % confidence"
+    )
+    if quality:
+        lo, hi = best["cost_per_pass_lo_usd"], best["cost_per_pass_hi_usd"]
+        upper = f"${hi:.6f}" if hi is not None else "unbounded"
+        ci = f"95 % CI ${lo:.6f}–{upper}" if lo is not None else "no interval"
+        parts = [
+            f"Recommended: {name}. It has the lowest cost per passed answer of the {len(eligible)} {word}(s) "
+            f"{among}: ${best['cost_per_pass_usd']:.6f} per passed answer ({ci}), pass rate "
+            f"{best['pass_rate']:.1%} (95 % CI {best['pass_rate_lo']:.1%}–{best['pass_rate_hi']:.1%})",
+            f"${best['mean_cost_per_call_usd']:.6f} per call",
+        ]
+    else:
+        parts = [
+            f"Recommended: {name}. It is the cheapest of the {len(eligible)} {word}(s) {among}, at "
+            f"${best['mean_cost_per_call_usd']:.6f} per call (${best['cost_per_1k_calls_usd']:.4f} per 1,000 calls)"
+        ]
     if best["latency_p95_s"] is not None:
         p95 = f"p95 latency {best['latency_p95_s']:.3g} s"
         if best["latency_p95_hi_s"] is not None:
@@ -191,9 +246,11 @@ def recommend(summary: pl.DataFrame, constraints: Constraints | None = None) -> 
         parts.append(p95)
     if best["error_rate"] is not None:
         parts.append(f"error rate {best['error_rate']:.1%}")
-    if best["pass_rate"] is not None:
+    if best["pass_rate"] is not None and not quality:
         parts.append(f"pass rate {best['pass_rate']:.1%}")
     text = ", ".join(parts) + "."
+    if quality:
+        text += _tie(best, eligible, comparison)
     faster = [
         r for r in eligible[1:] if (r["latency_p95_s"] or math.inf) < (best["latency_p95_s"] or math.inf)
     ]
@@ -203,7 +260,8 @@ def recommend(summary: pl.DataFrame, constraints: Constraints | None = None) -> 
             f" If latency matters more than cost, {f['arm']} has a lower p95 ({f['latency_p95_s']:.3g} s) "
             f"at ${f['mean_cost_per_call_usd']:.6f} per call."
         )
-    text += f" Cost–latency Pareto set: {', '.join(pareto) if pareto else 'none'}."
+    trade = "quality" if quality_known(summary) else "latency"
+    text += f" Cost–{trade} Pareto set: {', '.join(pareto) if pareto else 'none'}."
     excluded = {m: w for m, w in failures.items() if w}
     if excluded:
         text += " Not eligible: " + "; ".join(f"{m} ({', '.join(w)})" for m, w in excluded.items()) + "."

@@ -34,6 +34,7 @@ __all__ = [
     "order_stat_ranks",
     "percentile_ci",
     "quantile_rows",
+    "ratio_interval",
     "wilcoxon_p",
     "wilson",
 ]
@@ -165,6 +166,27 @@ def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
         warnings.simplefilter("ignore")
         p = float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
     return 1.0 if math.isnan(p) else p
+
+
+def ratio_interval(
+    num: np.ndarray, den: np.ndarray, seed: int, resamples: int = BOOT_RESAMPLES, alpha: float = ALPHA
+) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of sum(num) / sum(den), resampling the (num, den) pairs together.
+
+    For cost per passed answer: the spend and the passes of the same calls move together. A
+    replicate without any pass has no ratio (it is left out; the upper end is then infinite when
+    such replicates are more than alpha/2 of them).
+    """
+    n = len(num)
+    if n == 0 or not np.any(den):
+        return None, None
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
+    totals, counts = num[idx].sum(axis=1), den[idx].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(counts > 0, totals / counts, np.inf)
+    lo, hi = np.quantile(ratios, [alpha / 2, 1 - alpha / 2])
+    return float(lo), (float(hi) if math.isfinite(hi) else None)
 
 
 def mcnemar_p(a_only: int, b_only: int) -> float:

@@ -17,7 +17,7 @@ import polars as pl
 
 from harness.records import STOP_REASONS
 from harness.report.prepared import METRICS, Prepared
-from harness.report.stats import Resampler, boot_interval, percentile_ci, wilson
+from harness.report.stats import Resampler, boot_interval, percentile_ci, ratio_interval, wilson
 
 __all__ = ["QUANTILES", "STOP_COLUMNS", "summarize"]
 
@@ -78,6 +78,8 @@ def _point_estimates(prep: Prepared) -> pl.DataFrame:
         .alias("_cache_tokens"),
         pl.col("passed").count().alias("pass_n"),
         pl.col("passed").sum().alias("passes"),
+        pl.col("judge_cost_usd").sum().alias("judge_cost_usd"),
+        pl.col("judge_error").is_not_null().sum().alias("judge_errors"),
         *_stop_counts(),
     ]
     return prep.calls.lazy().group_by("arm").agg(aggs).collect()
@@ -156,6 +158,17 @@ def summarize(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
         passes = int(p["passes"] or 0)
         row["pass_rate"] = passes / row["pass_n"] if row["pass_n"] else None
         row["pass_rate_lo"], row["pass_rate_hi"] = wilson(passes, row["pass_n"])
+        graded_cost, graded_pass, scores = prep.graded(arm)
+        got = boot.bootstrap(scores)
+        row["mean_score"] = got[0] if got else None
+        row["mean_score_lo"], row["mean_score_hi"] = boot_interval(got[1]) if got else (None, None)
+        # All spend of the graded calls (failed ones included) per passed answer; judging is apart.
+        row["cost_per_pass_usd"] = float(graded_cost.sum()) / passes if passes else None
+        row["cost_per_pass_lo_usd"], row["cost_per_pass_hi_usd"] = ratio_interval(
+            graded_cost, graded_pass, seed
+        )
+        row["judge_cost_usd"] = float(p["judge_cost_usd"] or 0.0)
+        row["judge_errors"] = int(p["judge_errors"] or 0)
         for _label, column in STOP_COLUMNS:
             row[column] = int(p[column] or 0)
         rows.append(row)
@@ -193,5 +206,8 @@ def summary_schema() -> dict[str, pl.DataType]:
     schema |= {"mean_cost_per_call_hi_usd": f, "cost_per_1k_calls_usd": f, "distinct_users": i}
     schema |= {"avg_cost_per_user_usd": f, "cache_savings_usd": f}
     schema |= {"pass_n": i, "pass_rate": f, "pass_rate_lo": f, "pass_rate_hi": f}
+    schema |= {"mean_score": f, "mean_score_lo": f, "mean_score_hi": f}
+    schema |= {"cost_per_pass_usd": f, "cost_per_pass_lo_usd": f, "cost_per_pass_hi_usd": f}
+    schema |= {"judge_cost_usd": f, "judge_errors": i}
     schema |= {column: i for _label, column in STOP_COLUMNS}
     return schema

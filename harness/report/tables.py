@@ -52,6 +52,10 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v:.1%}"
 
 
+def _score(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
 def _word(summary: pl.DataFrame) -> str:
     return arm_word(summary.get_column("variant"))
 
@@ -169,15 +173,43 @@ def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict
         )
     tables.append(err)
     tables.append(_stop_reason_table(summary, word))
-    quality = Table("Quality", [word, "checked calls", "pass rate [95 % Wilson]"])
+    quality = Table(
+        "Quality",
+        [
+            word,
+            "checked calls",
+            "pass rate [95 % Wilson]",
+            "mean score [95 % bootstrap]",
+            "cost per passed answer [95 % bootstrap]",
+            "evaluation cost (judge)",
+        ],
+        note=(
+            "Cost per passed answer: every dollar the checked calls cost (failed calls included) over the "
+            "answers that passed. The judge's cost is the evaluation's, never the model's."
+        ),
+    )
     for r in summary.iter_rows(named=True):
+        if not r["pass_n"]:
+            quality.rows.append(
+                [r["arm"], "0", "no quality checks (no `expected` in the dataset)", "–", "–", "–"]
+            )
+            continue
+        per_pass = (
+            ci(r["cost_per_pass_usd"], r["cost_per_pass_lo_usd"], r["cost_per_pass_hi_usd"], _usd)
+            if r["cost_per_pass_usd"] is not None
+            else "no passed answer"
+        )
+        judge = f"${r['judge_cost_usd']:.4f}" + (
+            f" ({r['judge_errors']} judge errors)" if r["judge_errors"] else ""
+        )
         quality.rows.append(
             [
                 r["arm"],
                 str(r["pass_n"]),
-                ci(r["pass_rate"], r["pass_rate_lo"], r["pass_rate_hi"], _pct)
-                if r["pass_n"]
-                else "no quality checks (no `expected` in the dataset)",
+                ci(r["pass_rate"], r["pass_rate_lo"], r["pass_rate_hi"], _pct),
+                ci(r["mean_score"], r["mean_score_lo"], r["mean_score_hi"], _score),
+                per_pass,
+                judge,
             ]
         )
     tables.append(quality)
@@ -271,17 +303,20 @@ def _comparison_table(comparison: pl.DataFrame, word: str) -> Table:
             "p50 TTFT",
             "mean cost per call",
             "pass rate",
+            "mean score",
             "paired cases",
         ],
         note=(
             f"Ratios are {word} / versus (×0.8 = 20 % faster); differences are {word} − versus. "
-            f"p50s, cost and pass rate are paired by case where both {word}s ran the same cases "
-            "(bootstrap over cases; Wilcoxon for p50s); p95 is compared as a tail (ratio of p95s, bootstrap). "
+            f"p50s, cost, pass rate and score are paired by case where both {word}s ran the same cases "
+            "(bootstrap over cases; Wilcoxon for p50s, McNemar's exact test for pass/fail); p95 is compared "
+            "as a tail (ratio of p95s, bootstrap). "
             "**sig.** = Holm-adjusted p < 0.05 and the 95 % interval excludes no difference."
         ),
     )
     signed_usd = lambda v: "–" if v is None else f"{v:+.6f}"  # noqa: E731
     signed_pts = lambda v: "–" if v is None else f"{v * 100:+.1f} pts"  # noqa: E731
+    signed_score = lambda v: "–" if v is None else f"{v:+.3f}"  # noqa: E731
     for r in comparison.iter_rows(named=True):
         t.rows.append(
             [
@@ -292,6 +327,7 @@ def _comparison_table(comparison: pl.DataFrame, word: str) -> Table:
                 _ratio(r, "ttft_p50"),
                 _diff(r, "cost_mean", signed_usd),
                 _diff(r, "pass_rate", signed_pts),
+                _diff(r, "score_mean", signed_score),
                 str(r["latency_p50_paired_cases"]),
             ]
         )
