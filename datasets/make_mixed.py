@@ -2,7 +2,10 @@
 
 Its one job: compose the benchmark's mixed workload from text written here (short
 questions, long documents to summarise, code generation, classification with
-expected answers, multi-turn chats) spread over ~40 users with a few heavy ones.
+expected answers, multi-turn chats, JSON extraction) spread over ~40 users with a few heavy ones.
+Most cases carry an expectation (numbers within a tolerance, classes, regexes for code, JSON
+against a schema, a few summaries graded by the judge), tagged `easy` or `hard`, so that a run
+shows a quality/cost trade-off and not only speed and price.
 It must not call any API. Run: `python datasets/make_mixed.py` (the output is
 committed; a test checks that re-running gives the same bytes).
 """
@@ -17,7 +20,9 @@ from typing import Any
 
 SEED = 20_250_611
 OUT = Path(__file__).with_name("mixed.jsonl")
-COUNTS = {"short": 90, "summarise": 45, "code": 50, "classify": 65, "chat": 50}
+COUNTS = {"short": 90, "summarise": 45, "code": 50, "classify": 65, "chat": 50, "extract": 20}
+# Function definitions per language: what a code answer must contain at least.
+DEFINITIONS = {"Python": r"\bdef \w+\(", "TypeScript": r"\bfunction\b|=>", "Go": r"\bfunc\b", "Rust": r"\bfn \w+"}
 
 USERS = [f"user-{i:03d}" for i in range(1, 41)]
 # Three heavy users hold roughly a third of the cases; the rest share the remainder.
@@ -486,14 +491,16 @@ def _short(rng: random.Random, i: int) -> dict[str, Any]:
         return {
             "prompt": prompt,
             "max_tokens": rng.choice([64, 96, 128]),
-            "expected": {"contains": f"{amount * factor:.1f}"},
-            "tags": ["short", "qa", "conversion"],
+            "expected": {"number": {"value": round(amount * factor, 1), "tolerance": 0.01}},
+            "tags": ["short", "qa", "conversion", "easy"],
         }
     row: dict[str, Any] = {"prompt": prompt, "max_tokens": rng.choice([64, 128, 200, 256])}
     system = rng.choice(SHORT_SYSTEMS)
     if system:
         row["system"] = system
     row["tags"] = ["short", "qa"]
+    if prompt.startswith("Explain "):
+        row["expected"] = {"contains": prompt.removeprefix("Explain ").split(" in two sentences")[0]}
     return row
 
 
@@ -507,13 +514,26 @@ def _summarise(rng: random.Random, i: int) -> dict[str, Any]:
             "List the three most important facts in the document above, then the main risk it mentions.",
         ]
     )
-    return {
+    size = "long" if len(doc) > 20_000 else "medium" if len(doc) > 6_000 else "short_doc"
+    row: dict[str, Any] = {
         "prompt": f"<document>\n{doc}\n</document>\n\n{ask}",
         "system": "You summarise documents accurately. Never add facts that are not in the document.",
         "max_tokens": rng.choice([200, 300, 400]),
-        "tags": ["summarise", "long" if len(doc) > 20_000 else "medium" if len(doc) > 6_000 else "short_doc"],
+        "tags": ["summarise", size, *(["hard"] if size == "long" else [])],
         "metadata": {"theme": theme, "doc_chars": len(doc)},
     }
+    title = doc.split("\n", 1)[0].strip("# ").strip()
+    if i % 4 == 0:  # a few graded by the judge against the document's own title
+        row["expected"] = {
+            "judge": {
+                "rubric": "A faithful summary of the document: its main subject and facts, nothing invented.",
+                "reference": title,
+                "pass_score": 0.6,
+            }
+        }
+    else:
+        row["expected"] = {"contains": theme}
+    return row
 
 
 def _code(rng: random.Random, i: int, pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -523,12 +543,9 @@ def _code(rng: random.Random, i: int, pairs: list[tuple[str, str]]) -> dict[str,
         "system": f"You are a senior {language} engineer. Write idiomatic, production-quality code.",
         "max_tokens": rng.randint(1_000, 2_000),
         "temperature": rng.choice([0.0, 0.2, 0.3]),
-        "tags": ["code", language.lower()],
+        "tags": ["code", language.lower(), "hard"],
+        "expected": {"regex": DEFINITIONS[language]},
     }
-    if language == "Python":
-        row["expected"] = {"contains": "def "}
-    elif language == "Go":
-        row["expected"] = {"regex": r"\bfunc\b"}
     return row
 
 
@@ -564,8 +581,49 @@ def _classify(rng: random.Random, i: int) -> dict[str, Any]:
             f"Headline: {rng.choice(HEADLINES[topic])}"
         )
         row["expected"] = {"contains": [topic]}
-    row["tags"] = ["classify", kind]
+    row["tags"] = ["classify", kind, "easy"]
     return row
+
+
+EXTRACT_PEOPLE = [
+    ("Amara Okafor", 34, "Lagos", "structural engineer"),
+    ("Tomás Reyes", 51, "Valparaíso", "harbour pilot"),
+    ("Ingrid Solberg", 28, "Tromsø", "marine biologist"),
+    ("Kenji Watanabe", 45, "Sapporo", "pastry chef"),
+    ("Priya Raman", 39, "Chennai", "data journalist"),
+    ("Lukas Brandt", 62, "Leipzig", "organ builder"),
+    ("Fatima Zahra El Idrissi", 30, "Fès", "architect"),
+    ("Owen Gallagher", 47, "Galway", "ferry captain"),
+]
+EXTRACT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer", "minimum": 0},
+        "city": {"type": "string"},
+        "occupation": {"type": "string"},
+    },
+    "required": ["name", "age", "city", "occupation"],
+    "additionalProperties": False,
+}
+
+
+def _extract(rng: random.Random, i: int) -> dict[str, Any]:
+    name, age, city, job = EXTRACT_PEOPLE[i % len(EXTRACT_PEOPLE)]
+    text = rng.choice(
+        [
+            f"{name}, {age}, has worked as a {job} in {city} for most of their career.",
+            f"In {city}, the {job} {name} (aged {age}) spoke to us about the season ahead.",
+            f"Meet {name}: {job}, {age} years old, born and raised in {city}.",
+        ]
+    )
+    return {
+        "prompt": f"Extract the person's name, age, city and occupation from the text as one JSON object.\n\n{text}",
+        "system": "Reply with JSON only, no prose and no code fence.",
+        "max_tokens": 200,
+        "tags": ["extract", "json", "hard"],
+        "expected": {"json": {"schema": EXTRACT_SCHEMA}},
+    }
 
 
 def _chat(rng: random.Random, i: int) -> dict[str, Any]:
@@ -602,6 +660,8 @@ def build(seed: int = SEED) -> list[dict[str, Any]]:
                 body = _code(rng, i, pairs)
             elif kind == "classify":
                 body = _classify(rng, i)
+            elif kind == "extract":
+                body = _extract(rng, i)
             else:
                 body = _chat(rng, i)
             row = {"id": f"{kind}-{i + 1:03d}", **body}

@@ -228,6 +228,7 @@ def report(
     ] = "text",
     max_error_rate: Annotated[float | None, Opt(help="Error-rate limit (0–1).")] = None,
     min_pass_rate: Annotated[float | None, Opt(help="Quality pass-rate floor (0–1).")] = None,
+    min_score: Annotated[float | None, Opt(help="Mean grader score floor (0–1).")] = None,
 ) -> None:
     """Write summary, comparison, recommendation and charts for a run directory."""
     from harness.report import Constraints, write_report
@@ -240,6 +241,7 @@ def report(
                 "first_token": first_token,
                 "max_error_rate": max_error_rate,
                 "min_pass_rate": min_pass_rate,
+                "min_score": min_score,
             },
             name=lambda key: "--" + key.replace("_", "-"),
         )
