@@ -179,7 +179,13 @@ def test_mixed_dataset_has_the_promised_shape() -> None:
     assert 280 <= len(cases) <= 320
     assert path.stat().st_size < 2_000_000
     kinds = Counter(c.tags[0] for c in cases)
-    assert set(kinds) == {"short", "summarise", "code", "classify", "chat"}
+    assert set(kinds) == {"short", "summarise", "code", "classify", "chat", "extract"}
+    graded = [c for c in cases if c.expected]
+    assert len(graded) > len(cases) / 2, "most cases carry an expectation"
+    kinds_graded = Counter(next(iter(c.expected or {})) for c in graded)
+    assert {"number", "json", "judge", "regex", "equals", "contains"} <= set(kinds_graded)
+    assert 5 <= kinds_graded["judge"] <= 20, "a few judge-graded summaries"
+    assert any("hard" in c.tags for c in cases) and any("easy" in c.tags for c in cases)
     assert sum(len(c.prompt_text()) > 20_000 for c in cases) >= 5
     code = [c for c in cases if c.tags[0] == "code"]
     assert all(c.max_tokens is not None and 1000 <= c.max_tokens <= 2000 for c in code)
