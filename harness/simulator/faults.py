@@ -10,14 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BEFORE_STREAM", "FAULT_NAMES", "IN_STREAM", "FaultSettings", "parse_fault_spec"]
+__all__ = [
+    "BEFORE_STREAM",
+    "FAULT_NAMES",
+    "IN_STREAM",
+    "POSTHOG_FAULT_NAMES",
+    "FaultSettings",
+    "parse_fault_spec",
+]
 
 # Decided before the response starts (an HTTP status, or a silent wait).
 BEFORE_STREAM = ("rate_limit", "overloaded", "api_error", "slow_first_byte")
 # Happen inside a streamed body, after some deltas.
 IN_STREAM = ("midstream_error", "drop", "truncate")
 FAULT_NAMES = BEFORE_STREAM + IN_STREAM
-_NUMERIC = ("retry_after_s", "slow_first_byte_s")
+# The PostHog app API's query endpoint (posthog_api.py): never drawn for a model, not in the sum.
+POSTHOG_FAULT_NAMES = ("posthog_throttle",)
+_NUMERIC = ("retry_after_s", "slow_first_byte_s", "posthog_throttle_every", "posthog_retry_after_s")
 
 
 def _rate(where: str, value: Any) -> float:
@@ -30,13 +39,14 @@ def _rate(where: str, value: Any) -> float:
     return rate
 
 
-def _rates(where: str, rates: dict[str, Any]) -> dict[str, float]:
+def _rates(where: str, rates: dict[str, Any], *, posthog: bool = True) -> dict[str, float]:
     out = {}
+    known = FAULT_NAMES + POSTHOG_FAULT_NAMES if posthog else FAULT_NAMES
     for name, value in rates.items():
-        if name not in FAULT_NAMES:
-            raise ValueError(f"{where}: unknown fault {name!r} (known: {', '.join(FAULT_NAMES)})")
+        if name not in known:
+            raise ValueError(f"{where}: unknown fault {name!r} (known: {', '.join(known)})")
         out[name] = _rate(f"{where}.{name}", value)
-    if sum(out.values()) > 1.0 + 1e-9:
+    if sum(v for n, v in out.items() if n in FAULT_NAMES) > 1.0 + 1e-9:
         raise ValueError(f"{where}: fault rates add up to more than 1")
     return out
 
@@ -49,6 +59,8 @@ class FaultSettings:
     per_model: dict[str, dict[str, float]] = field(default_factory=dict)
     retry_after_s: float = 1.0
     slow_first_byte_s: float = 30.0
+    posthog_throttle_every: float = 0.0  # every Nth PostHog query is throttled (0: never)
+    posthog_retry_after_s: float = 3.0  # the wait a throttled PostHog query is told
 
     def copy(self) -> FaultSettings:
         return FaultSettings(
@@ -56,6 +68,8 @@ class FaultSettings:
             {m: dict(r) for m, r in self.per_model.items()},
             self.retry_after_s,
             self.slow_first_byte_s,
+            self.posthog_throttle_every,
+            self.posthog_retry_after_s,
         )
 
     def rates_for(self, model: str) -> dict[str, float]:
@@ -96,11 +110,12 @@ class FaultSettings:
                 canonical = resolve(model)
                 if canonical is None:
                     raise ValueError(f"model: unknown model {model!r}")
-                self.per_model[canonical] = rates
+                self.per_model[canonical] = _rates("rates", body["rates"], posthog=False)
 
 
 def parse_fault_spec(spec: str, settings: FaultSettings, resolve: Any) -> None:
-    """Apply `name=rate[,model:name=rate][,retry_after_s=S][,slow_first_byte_s=S]` to `settings`."""
+    """Apply `name=rate[,model:name=rate][,retry_after_s=S][,slow_first_byte_s=S]` to `settings`
+    (also `posthog_throttle=rate`, `posthog_throttle_every=N`, `posthog_retry_after_s=S`)."""
     for raw in spec.split(","):
         item = raw.strip()
         if not item:
@@ -120,7 +135,9 @@ def parse_fault_spec(spec: str, settings: FaultSettings, resolve: Any) -> None:
         canonical = resolve(model)
         if canonical is None:
             raise ValueError(f"--faults: unknown model {model!r}")
-        settings.per_model.setdefault(canonical, {}).update(_rates(f"--faults {model}", {name: value}))
+        settings.per_model.setdefault(canonical, {}).update(
+            _rates(f"--faults {model}", {name: value}, posthog=False)
+        )
     _rates("--faults", settings.rates)
     for model, rates in settings.per_model.items():
         _rates(f"--faults {model}", settings.rates_for(model) | rates)
