@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -369,6 +370,17 @@ def test_reset_forgets_seeds_insights_dashboards_and_the_log(sim: SimProc) -> No
     assert _call(sim, "GET", f"/api/projects/{PROJECT}/dashboards/")[2]["count"] == 0
     status, _, dash = _call(sim, "POST", f"/api/projects/{PROJECT}/dashboards/", {"name": "again"})
     assert status == 201 and dash["id"] == 1
+
+
+def test_a_posthog_outage_covers_the_app_api(sim: SimProc) -> None:
+    sim.outage("posthog", "500", 0.4)
+    status, _, body = _query(sim, "SELECT uuid FROM events LIMIT 1")
+    assert status == 500 and body == {
+        "type": "server_error", "code": "error", "detail": "A server error occurred.", "attr": None,
+    }  # fmt: skip
+    time.sleep(0.5)
+    assert _query(sim, "SELECT uuid FROM events LIMIT 1")[0] == 200
+    assert [(c["status"], c["query_string"]) for c in _log(sim)] == [(500, ""), (200, "")]
 
 
 def test_seed_rejects_a_malformed_event_and_stores_nothing(sim: SimProc) -> None:

@@ -28,7 +28,7 @@ Every `/api/...` call needs a personal API key, `Authorization: Bearer phx_...` 
 
 Control: `POST /_sim/posthog/seed` (a JSON list of events, or `{"events": [...]}`, each with
 `event`, `uuid`, `distinct_id`, `timestamp`, `properties`) adds rows to both tables;
-`GET /_sim/posthog/api-log` → `{"calls": [{"method", "path", "query", "status", "unix",
+`GET /_sim/posthog/api-log` → `{"calls": [{"method", "path", "query_string", "status", "unix",
 "rows"?}]}`; `POST /_sim/reset` forgets seeds, insights, dashboards, the log and the query
 count. A `posthog` outage (`POST /_sim/outage`) covers this API as well as capture. This
 module must not know about the Anthropic side.
@@ -833,7 +833,7 @@ async def _api(request: web.Request) -> web.StreamResponse:
     entry: dict[str, Any] = {
         "method": request.method,
         "path": request.path,
-        "query": request.query_string,
+        "query_string": request.query_string,
         "status": response.status,
         "unix": time.time(),
     }
