@@ -342,6 +342,14 @@ def test_insights_and_dashboards(sim: SimProc) -> None:
     assert full["tiles"][0]["insight"]["query"] == query
     dashboards = _call(sim, "GET", f"{base}/dashboards/")[2]
     assert dashboards["count"] == 1 and "tiles" not in dashboards["results"][0]
+    layout = {"sm": {"x": 0, "y": 0, "w": 6, "h": 5}}
+    tile_id = full["tiles"][1]["id"]
+    status, _, laid = _call(
+        sim, "PATCH", f"{base}/dashboards/{dash['id']}/", {"tiles": [{"id": tile_id, "layouts": layout}]}
+    )
+    assert status == 200 and laid["tiles"][1]["layouts"] == layout
+    assert _call(sim, "PATCH", f"{base}/dashboards/{dash['id']}/", {"tiles": [{"id": 999}]})[0] == 400
+    assert _call(sim, "POST", f"{base}/dashboards/", [1, 2])[2]["code"] == "invalid_input"
 
     _call(sim, "PATCH", f"{base}/insights/{ins['id']}/", {"dashboards": []})
     assert [

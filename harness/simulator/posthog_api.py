@@ -510,7 +510,8 @@ class PosthogApi:
             if not isinstance(tiles, list) or not all(isinstance(t, dict) for t in tiles):
                 raise _Invalid("Expected a list of tiles.", "tiles")
             for i, change in enumerate(tiles):
-                tile = self.tiles.get(change.get("id"))  # type: ignore[arg-type]
+                tile_id = change.get("id")
+                tile = self.tiles.get(tile_id) if isinstance(tile_id, int) else None
                 if tile is None or tile["dashboard"] != dash["id"]:
                     raise _Invalid(f"Tile {change.get('id')!r} is not on this dashboard.", f"tiles__{i}__id")
                 if "layouts" in change and not isinstance(change["layouts"], dict):
@@ -624,7 +625,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise _ParseError(f"JSON parse error - {exc}") from None
     if not isinstance(body, dict):
-        raise _Invalid("Invalid data. Expected a dictionary.", None, "invalid")
+        raise _Invalid(f"Invalid data. Expected a dictionary, but got {type(body).__name__}.", None)
     return body
 
 
