@@ -7,12 +7,21 @@ tested and profiled on its own. Public entry points: `cli_main(argv) -> int` (wh
 
 Control endpoints (same port): `GET /_sim/requests` (ground truth, JSON lines),
 `GET /_sim/batches[?custom_ids=1]` (every Message Batch created, JSON lines, see below),
-`POST /_sim/reset` (forget requests, batches, events, buckets, outages; restore the
-startup faults and the request counter), `GET /_sim/events[?summary=1]` (PostHog events: received,
-unique, duplicates, events), `GET|POST /_sim/faults` (`{"rates": {name: p}, "model"?,
+`POST /_sim/reset` (forget requests, batches, events, buckets, outages, PostHog seeds,
+insights and dashboards; restore the startup faults and the request counter),
+`GET /_sim/events[?summary=1]` (PostHog events: received, unique, duplicates, events),
+`GET|POST /_sim/faults` (`{"rates": {name: p}, "model"?,
 "retry_after_s"?, "slow_first_byte_s"?}` replaces the rates of every model or of one),
 `POST /_sim/outage` (`{"target": "anthropic"|"posthog", "mode": "refuse"|"500",
-"seconds": S}`; an Anthropic "refuse" closes the port, so PostHog on it goes too).
+"seconds": S}`; an Anthropic "refuse" closes the port, so PostHog on it goes too),
+`POST /_sim/posthog/seed`, `GET /_sim/posthog/api-log` (see below).
+
+PostHog app API (`posthog_api.py`, personal API key as `Authorization: Bearer phx_...`):
+`GET /api/projects/{id}/`, HogQL `POST /api/projects/{id}/query/` over the captured and
+seeded events in `events` and `posthog.ai_events` (subset in `hogql.py`, tables in
+`posthog_data.py`), insights and dashboards; flags `--posthog-personal-key`,
+`--posthog-project-id`, `--posthog-timezone`, `--posthog-ai-cutover`,
+`--posthog-ai-retention-days`.
 
 Ground-truth record (one per `POST /v1/messages`, in order of receipt): request_id, model
 (as requested), call_id / attempt (headers `x-harness-call-id`, `x-harness-attempt`),
@@ -146,7 +155,9 @@ Fault names: rate_limit, overloaded, api_error, midstream_error, drop, truncate,
 slow_first_byte (see `faults.py`); for single requests of a Message Batch
 batch_errored (an `errored` result: overloaded_error or api_error) and batch_expired;
 and judge_malformed (content, drawn apart). Delays are multiplied by `--time-scale`
-except `slow_first_byte_s`.
+except `slow_first_byte_s`. The PostHog query endpoint has its own: posthog_throttle (a
+rate) and the settings posthog_throttle_every (every Nth query) and posthog_retry_after_s
+(default 3).
 """
 
 from harness.simulator.app import SimConfig, Simulator, cli_main, main, run_simulator

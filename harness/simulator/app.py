@@ -17,15 +17,16 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from harness.simulator import batches, capture, messages
+from harness.simulator import batches, capture, messages, posthog_api
 from harness.simulator.faults import FaultSettings, parse_fault_spec
 from harness.simulator.messages import STATE
+from harness.simulator.posthog_api import PosthogApiConfig
 from harness.simulator.profiles import Profiles, SimulatorConfigError, load_profiles
 from harness.simulator.state import SimState
 
@@ -45,6 +46,7 @@ class SimConfig:
     seed: int = 0
     faults: str = ""
     posthog_only: bool = False
+    posthog: PosthogApiConfig = field(default_factory=PosthogApiConfig)
 
 
 def build_state(config: SimConfig) -> SimState:
@@ -94,6 +96,7 @@ async def _batches(request: web.Request) -> web.Response:
 
 async def _reset(request: web.Request) -> web.Response:
     request.app[STATE].reset()
+    posthog_api.reset(request.app)
     return _json({"ok": True})
 
 
@@ -111,6 +114,8 @@ def _faults_view(faults: FaultSettings) -> dict[str, Any]:
         "per_model": faults.per_model,
         "retry_after_s": faults.retry_after_s,
         "slow_first_byte_s": faults.slow_first_byte_s,
+        "posthog_throttle_every": faults.posthog_throttle_every,
+        "posthog_retry_after_s": faults.posthog_retry_after_s,
     }
 
 
@@ -151,14 +156,17 @@ async def _health(request: web.Request) -> web.Response:
     return _json({"ok": True})
 
 
-def build_app(state: SimState, *, posthog_only: bool = False) -> web.Application:
-    """The aiohttp application: Anthropic routes (unless posthog-only), capture, control."""
+def build_app(
+    state: SimState, *, posthog_only: bool = False, posthog: PosthogApiConfig | None = None
+) -> web.Application:
+    """The aiohttp application: Anthropic routes (unless posthog-only), capture, PostHog app API, control."""
     app = web.Application(client_max_size=messages.MAX_BODY_BYTES + 1024 * 1024)
     app[STATE] = state
     if not posthog_only:
         app.add_routes(messages.routes())
         app.add_routes(batches.routes())
     app.add_routes(capture.routes())
+    posthog_api.install(app, posthog or PosthogApiConfig())
     app.add_routes(
         [
             web.get("/_sim/requests", _requests),
@@ -189,7 +197,7 @@ class Simulator:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.state = build_state(config)
-        self.app = build_app(self.state, posthog_only=config.posthog_only)
+        self.app = build_app(self.state, posthog_only=config.posthog_only, posthog=config.posthog)
         self.app[SIMULATOR] = self
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
         self._server: asyncio.Server | None = None
@@ -296,7 +304,8 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: uvloop when installed",
     )
-    parser.add_argument("--posthog-only", action="store_true", help="serve only the capture endpoints")
+    parser.add_argument("--posthog-only", action="store_true", help="serve only the PostHog endpoints")
+    posthog_api.add_arguments(parser)
     return parser
 
 
@@ -315,6 +324,7 @@ def cli_main(argv: list[str]) -> int:
         seed=args.seed,
         faults=args.faults,
         posthog_only=args.posthog_only,
+        posthog=posthog_api.config_from_args(args),
     )
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.event_loop)) as runner:

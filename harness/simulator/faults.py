@@ -22,6 +22,7 @@ __all__ = [
     "FAULT_NAMES",
     "IN_STREAM",
     "KNOWN_FAULTS",
+    "POSTHOG_FAULT_NAMES",
     "FaultSettings",
     "parse_fault_spec",
 ]
@@ -40,7 +41,9 @@ BATCH_FAULTS = ("batch_errored", "batch_expired")
 # unless the rate is 1).
 CONTENT_FAULTS = ("judge_malformed",)
 KNOWN_FAULTS = FAULT_NAMES + BATCH_FAULTS + CONTENT_FAULTS
-_NUMERIC = ("retry_after_s", "slow_first_byte_s")
+# The PostHog app API's query endpoint (posthog_api.py): never drawn for a model, not in the sum.
+POSTHOG_FAULT_NAMES = ("posthog_throttle",)
+_NUMERIC = ("retry_after_s", "slow_first_byte_s", "posthog_throttle_every", "posthog_retry_after_s")
 
 
 def _rate(where: str, value: Any) -> float:
@@ -53,11 +56,12 @@ def _rate(where: str, value: Any) -> float:
     return rate
 
 
-def _rates(where: str, rates: dict[str, Any]) -> dict[str, float]:
+def _rates(where: str, rates: dict[str, Any], *, posthog: bool = True) -> dict[str, float]:
     out = {}
+    known = KNOWN_FAULTS + POSTHOG_FAULT_NAMES if posthog else KNOWN_FAULTS
     for name, value in rates.items():
-        if name not in KNOWN_FAULTS:
-            raise ValueError(f"{where}: unknown fault {name!r} (known: {', '.join(KNOWN_FAULTS)})")
+        if name not in known:
+            raise ValueError(f"{where}: unknown fault {name!r} (known: {', '.join(known)})")
         out[name] = _rate(f"{where}.{name}", value)
     for group in (FAULT_NAMES, BATCH_FAULTS):
         if sum(rate for name, rate in out.items() if name in group) > 1.0 + 1e-9:
@@ -73,6 +77,8 @@ class FaultSettings:
     per_model: dict[str, dict[str, float]] = field(default_factory=dict)
     retry_after_s: float = 1.0
     slow_first_byte_s: float = 30.0
+    posthog_throttle_every: float = 0.0  # every Nth PostHog query is throttled (0: never)
+    posthog_retry_after_s: float = 3.0  # the wait a throttled PostHog query is told
 
     def copy(self) -> FaultSettings:
         return FaultSettings(
@@ -80,6 +86,8 @@ class FaultSettings:
             {m: dict(r) for m, r in self.per_model.items()},
             self.retry_after_s,
             self.slow_first_byte_s,
+            self.posthog_throttle_every,
+            self.posthog_retry_after_s,
         )
 
     def rates_for(self, model: str) -> dict[str, float]:
@@ -128,11 +136,12 @@ class FaultSettings:
                 canonical = resolve(model)
                 if canonical is None:
                     raise ValueError(f"model: unknown model {model!r}")
-                self.per_model[canonical] = rates
+                self.per_model[canonical] = _rates("rates", body["rates"], posthog=False)
 
 
 def parse_fault_spec(spec: str, settings: FaultSettings, resolve: Any) -> None:
-    """Apply `name=rate[,model:name=rate][,retry_after_s=S][,slow_first_byte_s=S]` to `settings`."""
+    """Apply `name=rate[,model:name=rate][,retry_after_s=S][,slow_first_byte_s=S]` to `settings`
+    (also `posthog_throttle=rate`, `posthog_throttle_every=N`, `posthog_retry_after_s=S`)."""
     for raw in spec.split(","):
         item = raw.strip()
         if not item:
@@ -152,7 +161,9 @@ def parse_fault_spec(spec: str, settings: FaultSettings, resolve: Any) -> None:
         canonical = resolve(model)
         if canonical is None:
             raise ValueError(f"--faults: unknown model {model!r}")
-        settings.per_model.setdefault(canonical, {}).update(_rates(f"--faults {model}", {name: value}))
+        settings.per_model.setdefault(canonical, {}).update(
+            _rates(f"--faults {model}", {name: value}, posthog=False)
+        )
     _rates("--faults", settings.rates)
     for model, rates in settings.per_model.items():
         _rates(f"--faults {model}", settings.rates_for(model) | rates)
