@@ -19,6 +19,7 @@ import genai_prices
 from harness.client import Attempt
 from harness.events.event import EventSettings, build_event
 from harness.pricing import PriceTable
+from harness.quality import NO_VERDICT
 from harness.records import Case, PlannedCall
 from harness.runner import Runner, RunnerSettings, _CallState
 from harness.store import RunStore
@@ -69,7 +70,7 @@ def _finished_state() -> tuple[PlannedCall, _CallState]:
 def test_build_record(benchmark: Any) -> None:
     runner = _runner(PriceTable.resolve([MODEL]))
     call, state = _finished_state()
-    record = benchmark(runner._record, call, state)
+    record = benchmark(runner._record, call, state, NO_VERDICT)
     assert record.status == "ok"
     assert record.output_tokens == 20
     assert abs(record.latency_s - 0.55) < 1e-6  # type: ignore[operator]

@@ -46,6 +46,8 @@ def _run(sim, tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess[str], 
         str(REPEATS),
         "--concurrency",
         "16",
+        "--max-retries",
+        "0",  # the injected faults end as failed rows, whose error messages are checked too
         "--target",
         "custom",
         "--base-url",
