@@ -260,6 +260,7 @@ def compare(
     error_points: Annotated[float, Opt(help="Error-rate threshold (points).")] = 2.0,
     cost_pct: Annotated[float, Opt(help="Cost regression threshold (%).")] = 5.0,
     pass_points: Annotated[float, Opt(help="Pass-rate threshold (points).")] = 3.0,
+    score_points: Annotated[float, Opt(help="Mean-score threshold (points of the 0–1 scale).")] = 3.0,
 ) -> None:
     """Compare two runs for nightly CI: exit 1 on a significant regression."""
     from harness.report import Thresholds, compare_runs
@@ -273,6 +274,7 @@ def compare(
                 error_rate_points=error_points,
                 cost_pct=cost_pct,
                 pass_rate_points=pass_points,
+                score_points=score_points,
             ),
         )
     except HarnessError as exc:

@@ -26,7 +26,7 @@ def test_rerun_of_same_conditions_exits_0(tmp_path: Path) -> None:
     assert "No regression." in result.markdown
     assert (cur / "compare.md").read_text() == result.markdown
     table = pl.read_parquet(cur / "compare.parquet")
-    assert table.height == 2 * 6 and not table["regression"].any()
+    assert table.height == 2 * 7 and not table["regression"].any()
 
 
 def test_injected_regression_exits_1(tmp_path: Path) -> None:
@@ -72,3 +72,23 @@ def test_unusable_input_raises(tmp_path: Path) -> None:
     (empty / "parts").mkdir(parents=True)
     with pytest.raises(HarnessError, match="no call records"):
         compare_runs(base, empty)
+
+
+def test_a_quality_drop_is_a_regression_paired_by_case(tmp_path: Path) -> None:
+    """Same dataset (write_run's sha), m-1 answers 15 points worse: pass rate and score regress, paired."""
+    graded = [ModelSpec("m-1", median_s=0.8, pass_prob=0.9), ModelSpec("m-2", median_s=1.2, pass_prob=0.9)]
+    worse = [ModelSpec("m-1", median_s=0.8, pass_prob=0.75), graded[1]]
+
+    def scored(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(pl.col("passed").cast(pl.Float64).alias("score"))
+
+    base = write_run(
+        tmp_path / "b", scored(synthetic_calls(graded, cases=250, repeats=2, seed=3, run_id="b"))
+    )
+    cur = write_run(tmp_path / "c", scored(synthetic_calls(worse, cases=250, repeats=2, seed=4, run_id="c")))
+    result = compare_runs(base, cur, out_dir=tmp_path / "out")
+    assert result.exit_code == 1
+    assert {"m-1: pass rate", "m-1: mean score"} <= set(result.regressions)
+    assert not any(r.startswith("m-2") for r in result.regressions)
+    row = result.table.filter((pl.col("arm") == "m-1") & (pl.col("metric") == "pass rate")).row(0, named=True)
+    assert row["note"] == "paired over 250 cases" and row["change_hi"] < 0

@@ -37,6 +37,7 @@ class Thresholds:
     error_rate_points: float = 2.0
     cost_pct: float = 5.0
     pass_rate_points: float = 3.0
+    score_points: float = 3.0  # mean grader score, in points of the 0–1 scale
 
 
 @dataclass
@@ -64,7 +65,24 @@ _CHECKS: tuple[tuple[str, str, Any, str], ...] = (
     ("error rate", "is_error", _mean, "points"),
     ("mean cost per call", "total_cost_usd", _mean, "ratio"),
     ("pass rate", "passed", _mean, "points"),
+    ("mean score", "score", _mean, "points"),
 )
+_QUALITY = {"pass rate", "mean score"}  # higher is better; paired by case when the datasets agree
+
+
+def _per_case(prep: Prepared, arm: str, column: str) -> pl.DataFrame:
+    """Mean of a quality column per case (repeats averaged) over the arm's graded calls."""
+    return (
+        prep.calls.filter((pl.col("arm") == arm) & pl.col(column).is_not_null())
+        .group_by("case_id")
+        .agg(pl.col(column).cast(pl.Float64).mean().alias("v"))
+    )
+
+
+def _paired_differences(base: Prepared, cur: Prepared, arm: str, column: str) -> np.ndarray:
+    """Per-case current − baseline over the cases graded in both runs."""
+    joined = _per_case(cur, arm, column).join(_per_case(base, arm, column), on="case_id", suffix="_b")
+    return (joined.get_column("v") - joined.get_column("v_b")).to_numpy().astype(np.float64)
 
 
 def _values(prep: Prepared, arm: str, column: str) -> np.ndarray:
@@ -123,12 +141,13 @@ def compare_runs(
             f"no {word} in common between {baseline_dir} and {current_dir}: nothing to compare"
         )
     boot = Resampler(seed + 7)
+    same_cases = b_ds is not None and b_ds == c_ds
     rows: list[dict[str, Any]] = []
     for arm in common:
         for name, column, stat, kind in _CHECKS:
-            row = _check(
-                arm, name, kind, stat, _values(base, arm, column), _values(cur, arm, column), th, boot
-            )
+            b, c = _values(base, arm, column), _values(cur, arm, column)
+            paired = _paired_differences(base, cur, arm, column) if same_cases and name in _QUALITY else None
+            row = _check(arm, name, kind, stat, b, c, th, boot, paired)
             rows.append({"model": cur.model_of[arm], "variant": cur.variant_of[arm], **row})
     table = pl.DataFrame(rows, schema=_schema(), strict=False)
     regressions = [f"{r['arm']}: {r['metric']}" for r in rows if r["regression"]]
@@ -149,7 +168,15 @@ def compare_runs(
 
 
 def _check(
-    arm: str, name: str, kind: str, stat: Any, b: np.ndarray, c: np.ndarray, th: Thresholds, boot: Resampler
+    arm: str,
+    name: str,
+    kind: str,
+    stat: Any,
+    b: np.ndarray,
+    c: np.ndarray,
+    th: Thresholds,
+    boot: Resampler,
+    paired: np.ndarray | None = None,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "arm": arm,
@@ -167,7 +194,8 @@ def _check(
     if kind == "ratio":
         row["threshold"] = (th.cost_pct if "cost" in name else th.latency_pct) / 100
     else:
-        row["threshold"] = (th.error_rate_points if "error" in name else th.pass_rate_points) / 100
+        points = {"error rate": th.error_rate_points, "mean score": th.score_points}
+        row["threshold"] = points.get(name, th.pass_rate_points) / 100
     rb, rc = boot.bootstrap(b, stat), boot.bootstrap(c, stat)
     if rb is None or rc is None:
         row["note"] = "not measured in " + (
@@ -186,11 +214,17 @@ def _check(
             math.exp(lo) - 1,
             math.exp(hi) - 1,
         )
+    elif paired is not None and len(paired) >= 10:  # the same cases in both runs: compare them case by case
+        got = boot.bootstrap(paired)
+        assert got is not None
+        lo, hi = boot_interval(got[1])
+        row["change"], row["change_lo"], row["change_hi"] = got[0], lo, hi
+        row["note"] = f"paired over {len(paired)} cases"
     else:
         d = rc[1] - rb[1]
         lo, hi = boot_interval(d)
         row["change"], row["change_lo"], row["change_hi"] = rc[0] - rb[0], lo, hi
-    worse_if_up = name != "pass rate"
+    worse_if_up = name not in _QUALITY
     if worse_if_up:
         row["significant"] = row["change_lo"] > 0
         row["regression"] = bool(row["significant"] and row["change"] > row["threshold"])
@@ -199,6 +233,8 @@ def _check(
         row["regression"] = bool(row["significant"] and row["change"] < -row["threshold"])
     if min(len(b), len(c)) < 20:
         row["note"] = f"few samples ({len(b)} vs {len(c)})"
+    elif name in _QUALITY and not row["note"]:
+        row["note"] = "unpaired (different datasets)"
     return row
 
 
@@ -234,7 +270,7 @@ def _fmt(metric: str, v: float | None) -> str:
 def _change(metric: str, v: float | None) -> str:
     if v is None:
         return "–"
-    return f"{v * 100:+.1f} pts" if metric in ("error rate", "pass rate") else f"{v:+.1%}"
+    return f"{v * 100:+.1f} pts" if metric in ("error rate", "pass rate", "mean score") else f"{v:+.1%}"
 
 
 def _markdown(
