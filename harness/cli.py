@@ -284,6 +284,48 @@ def compare(
 
 
 @app.command()
+def grade(
+    run_dir: Path,
+    judge_model: Annotated[
+        str | None, Opt(help="The judge (default: the run's, else a current Sonnet).")
+    ] = None,
+    judge_repeats: Annotated[int | None, Opt(help="Verdicts per judged answer.")] = None,
+    allow_self_judge: Annotated[
+        bool | None, Opt("--allow-self-judge/--no-allow-self-judge", help="Let a model under test judge.")
+    ] = None,
+    only_missing: Annotated[
+        bool, Opt(help="Grade only answers without a verdict (or with a judge error).")
+    ] = False,
+    concurrency: Annotated[int, Opt(help="Answers graded at once.")] = 8,
+) -> None:
+    """Grade (or re-grade with another judge) a finished run's answers; resumable, measured columns untouched."""
+    from harness import loops
+    from harness.grade import grade_run
+
+    try:
+        result = loops.run(
+            grade_run(
+                run_dir,
+                judge_model=judge_model,
+                judge_repeats=judge_repeats,
+                allow_self_judge=allow_self_judge,
+                only_missing=only_missing,
+                concurrency=concurrency,
+            ),
+            "auto",
+        )
+    except HarnessError as exc:
+        _fail(exc)
+    out.print(
+        f"graded {result.graded} answer(s) ({result.skipped} already graded this way), "
+        f"{result.judge_errors} judge error(s), evaluation cost ${result.judge_cost_usd:.4f}; "
+        f"`harness report {run_dir}` shows the new verdicts",
+        highlight=False,
+        markup=False,
+    )
+
+
+@app.command()
 def validate(path: Path) -> None:
     """Check a dataset; print every problem as file:line: field: what is wrong."""
     from harness.dataset import validate as validate_dataset

@@ -13,6 +13,7 @@ reader agree on what is there and which row wins. Layout::
     events-journal-<S>.jsonl      PostHog events of session S until delivery is confirmed
     events-outbox.jsonl           events PostHog did not acknowledge (`harness events resend`)
     events-state.json             the event sessions confirmed by a clean close
+    verdicts.jsonl                `harness grade`'s verdicts, one JSON line per graded call (the last wins)
     summary.parquet, comparison.parquet, report.md, report.html, *.png   the report
 
 `<S>` is a *session*: one per process that opens the run for writing (`create` or
@@ -23,7 +24,9 @@ The one dedup rule (the report, a resume and `events resend` all read through it
 one row per `call_id`; a finished row (`ok`/`error`) beats a `cancelled` one, and
 otherwise the later row wins. A resume re-runs only calls with no finished row.
 `calls.parquet` is read when it is newer than every part and no journal is left;
-otherwise the parts and journals are read (a torn last journal line is ignored).
+otherwise the parts and journals are read (a torn last journal line is ignored). Verdicts
+written later by `harness grade` replace the quality columns of their rows (the last line
+per call wins); every reader sees them, no measured column changes.
 
 Durability: the parts and the manifest are fsynced before their rename; a journal
 line is in the page cache once written, so a `kill -9` loses no finished call.
@@ -61,6 +64,21 @@ PARTS = "parts"
 LOCK = ".lock"
 EVENTS_OUTBOX = "events-outbox.jsonl"
 EVENTS_STATE = "events-state.json"
+VERDICTS = "verdicts.jsonl"
+# The quality columns `harness grade` may rewrite; the measured columns are never touched.
+VERDICT_COLUMNS = (
+    "passed",
+    "score",
+    "grader",
+    "judge_model",
+    "judge_score",
+    "judge_spread",
+    "judge_rationale",
+    "judge_error",
+    "judge_cost_usd",
+    "judge_input_tokens",
+    "judge_output_tokens",
+)
 EVENTS_JOURNAL = "events-journal-{session}.jsonl"
 REPORT_FILES = ("summary.parquet", "comparison.parquet", "report.md", "report.html")
 
@@ -170,6 +188,18 @@ class RunDir:
         return run
 
     @classmethod
+    def for_grading(cls, path: Path) -> RunDir:
+        """An existing run, locked so that no run or other grading appends while verdicts are written."""
+        run = cls.read(path)
+        try:
+            run._lock_fd = _lock(run.path)
+            _drop_torn_tail(run.path / VERDICTS)  # a killed grading's half line must not glue onto the next
+        except OSError as exc:
+            run.close()
+            raise StorageError(f"cannot write run directory {run.path}: {exc.strerror or exc}") from exc
+        return run
+
+    @classmethod
     def read(cls, path: Path) -> RunDir:
         """An existing run directory, read-only (report, compare, `events resend`, the CLI's resume)."""
         path = Path(path)
@@ -253,7 +283,10 @@ class RunDir:
     # ------------------------------------------------------------ calls: the one reader
 
     def load_calls(self) -> pl.LazyFrame:
-        """The run's calls, one row per call_id (the dedup rule above), in `CALL_SCHEMA`."""
+        """The run's calls, one row per call_id (the dedup rule above), in `CALL_SCHEMA`, with verdicts applied."""
+        return self._with_verdicts(self._stored_calls())
+
+    def _stored_calls(self) -> pl.LazyFrame:
         final = self.path / CALLS
         chunks = self._chunks()
         if final.is_file():
@@ -267,6 +300,42 @@ class RunDir:
         if rows is None:
             return pl.DataFrame(schema=CALL_SCHEMA).lazy()
         return _dedup(rows)
+
+    # ------------------------------------------------------------ verdicts (`harness grade`)
+
+    def append_verdicts(self, lines: bytes) -> None:
+        """Append whole verdict lines (one `os.write`); a kill can tear only the last one, which is ignored."""
+        fd = os.open(self.path / VERDICTS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            append_all(fd, lines, self.path / VERDICTS)
+        finally:
+            os.close(fd)
+
+    def verdicts(self) -> pl.DataFrame:
+        """The last verdict per call_id: `call_id`, `grading` (what graded it) and `VERDICT_COLUMNS`."""
+        schema = {
+            "call_id": pl.String(),
+            "grading": pl.String(),
+            **{c: CALL_SCHEMA[c] for c in VERDICT_COLUMNS},
+        }
+        path = self.path / VERDICTS
+        data = path.read_bytes() if path.is_file() else b""
+        data = data[: data.rfind(b"\n") + 1]
+        if not data.strip():
+            return pl.DataFrame(schema=schema)
+        frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
+        return frame.unique(subset="call_id", keep="last", maintain_order=True)
+
+    def _with_verdicts(self, calls: pl.LazyFrame) -> pl.LazyFrame:
+        if not (self.path / VERDICTS).is_file():
+            return calls
+        verdicts = self.verdicts().drop("grading").lazy()
+        renamed = verdicts.rename({c: f"_v_{c}" for c in VERDICT_COLUMNS})
+        joined = calls.join(renamed, on="call_id", how="left", maintain_order="left")
+        graded = pl.col("_v_grader").is_not_null() | pl.col("_v_judge_error").is_not_null()
+        return joined.with_columns(
+            pl.when(graded).then(pl.col(f"_v_{c}")).otherwise(pl.col(c)).alias(c) for c in VERDICT_COLUMNS
+        ).select(_COLUMNS)
 
     def finished_call_ids(self) -> set[str]:
         """call_ids that already have a finished (not cancelled) row: a resume skips exactly these."""
@@ -382,6 +451,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             tmp.unlink()
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
+
+
+def append_all(fd: int, data: bytes, path: Path) -> None:
+    """One `os.write` per call in practice; loops only on a short write."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a file of whole lines back to its last newline (what a kill in mid-append leaves)."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
 
 
 def check_room(directory: Path, min_free_bytes: int) -> None:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -384,7 +384,7 @@ class Runner:
     async def _quality(self, call: PlannedCall, st: _CallState) -> Quality:
         a = st.last
         ok = a is not None and a.ok
-        return await self._verdicts.of(
+        return await self.verdict(
             call.case,
             ok,
             a.text if a else None,
@@ -392,6 +392,21 @@ class Runner:
             a.stop_reason if a else None,
             call.call_id,
         )
+
+    async def verdict(
+        self,
+        case: Case,
+        ok: bool,
+        text: str | None,
+        tool_calls: Sequence[Mapping[str, Any]] | None,
+        stop_reason: str | None,
+        call_id: str,
+    ) -> Quality:
+        """The quality of one answer (the judge through this engine's client, pools and prices).
+
+        Public for `harness grade`, which re-grades stored answers with the same machinery.
+        """
+        return await self._verdicts.of(case, ok, text, tool_calls, stop_reason, call_id)
 
     async def _judge_then_emit(self, call: PlannedCall, st: _CallState) -> None:
         """The judged call's row, written once with its verdict (or the judge's error)."""

@@ -32,7 +32,7 @@ import orjson
 
 from harness.errors import StorageError
 from harness.records import CALL_SCHEMA, CallRecord
-from harness.rundir import MIN_FREE_BYTES, RunDir, journal_to_part, warm_up
+from harness.rundir import MIN_FREE_BYTES, RunDir, append_all, journal_to_part, warm_up
 from harness.secrets import env_secrets, redact_bytes, usable
 
 __all__ = ["CHUNK_ROWS", "RunStore"]
@@ -41,17 +41,6 @@ CHUNK_ROWS = 2000
 
 _COLUMNS = list(CALL_SCHEMA)
 _JSON_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC
-
-
-def _append_all(fd: int, data: bytes, path: Path) -> None:
-    """One `os.write` per line in practice; loops only on a short write."""
-    view = memoryview(data)
-    try:
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 class RunStore:
@@ -126,7 +115,7 @@ class RunStore:
         if self._secret_bytes:
             line = redact_bytes(line, self._secret_bytes)
         assert self._fd is not None
-        _append_all(self._fd, line, self._journal)
+        append_all(self._fd, line, self._journal)
         self._rows += 1
         self._written += 1
         if self._rows >= self._chunk_rows:

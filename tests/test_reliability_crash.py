@@ -333,7 +333,7 @@ def test_full_disk_fails_before_the_first_call(sim, tmp_path, monkeypatch):
 
 
 class _FillingDisk:
-    """The store's view of `os` with a disk that fills after `room` journal writes (ENOSPC)."""
+    """The run directory's view of `os` (the calls journal is appended through it) with a disk that fills after `room` journal writes (ENOSPC)."""
 
     def __init__(self, room: int) -> None:
         self.room = room
@@ -356,10 +356,10 @@ def test_disk_full_mid_run_stops_scheduling_and_keeps_what_was_written(sim, tmp_
     results = tmp_path / "results"
     room, concurrency, planned = 300, 16, 50 * 2 * 10
     disk = _FillingDisk(room)
-    monkeypatch.setattr(store_module, "os", disk)
+    monkeypatch.setattr(rundir_module, "os", disk)
     args = run_args(dataset, sim, results, repeats=10, concurrency=concurrency, extra=("--run-id", "full"))
     code, output = _cli(args, monkeypatch, sim.url)
-    monkeypatch.setattr(store_module, "os", os)
+    monkeypatch.setattr(rundir_module, "os", os)
     assert code == 2, output
     assert "No space left on device" in output.replace("\n", "")
     run_dir = results / "full"

@@ -229,7 +229,7 @@ def test_real_enospc_from_dev_full_is_a_storage_error() -> None:
     fd = os.open("/dev/full", os.O_WRONLY)
     try:
         with pytest.raises(StorageError, match="No space left"):
-            store_mod._append_all(fd, b"x" * 100, Path("/dev/full"))
+            rundir_mod.append_all(fd, b"x" * 100, Path("/dev/full"))
     finally:
         os.close(fd)
 
