@@ -259,7 +259,7 @@ def test_open_loop_poisson_arrivals(tmp_path):
     lag = [(s - p).total_seconds() for s, p in zip(calls["started_at"], scheduled, strict=True)]
     assert statistics.median(lag) < 0.005
     assert math.isclose(rate, len(sched_gaps) / sum(sched_gaps), rel_tol=0.02)
-    assert manifest["release_lateness"]["p99_ms"] < 20
+    assert manifest["release_lateness"]["p99_ms"] < 50  # a loaded 2-core machine; make perf T0d holds < 2 ms
 
 
 def test_posthog_tutorial_insights_from_events_equal_those_from_parquet(tmp_path):
