@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from harness import __version__, loops
+from harness.caching import apply_cache
 from harness.client import ClaudeClient
 from harness.config import ModelSpec, RunConfig
 from harness.dataset import load_cases
@@ -116,6 +117,7 @@ async def _execute(
     if cfg.dataset is None:
         raise HarnessError("--dataset: a dataset is required")
     loaded = load_cases(cfg.dataset, skip_invalid=cfg.skip_invalid)
+    cases = [apply_cache(c, cfg.cache) for c in loaded.cases] if cfg.cache else loaded.cases
     if cfg.arrival == "trace" and not any(c.arrival_offset_s is not None for c in loaded.cases):
         raise HarnessError(
             f"--arrival trace: {cfg.dataset} has no arrival_offset_s (see `harness import posthog`)"
@@ -127,7 +129,7 @@ async def _execute(
     source = cfg.variants_source or "variants"
     # A variant the API would refuse on some case is a ConfigError here, before any call.
     plan = make_plan(
-        loaded.cases,
+        cases,
         cfg.model_names,
         repeats=cfg.repeats,
         seed=cfg.seed,
@@ -156,8 +158,8 @@ async def _execute(
             run, plan = _open_run(cfg, run_id, loaded, prices, plan, target, cli_args, judge)
             with run:
                 engine = _engine(cfg, run_id, target, client, workers, prices, judge)
-                cases = {case.id: case for case in loaded.cases}
-                return await _run(cfg, run, plan, cases, engine, target, extra_sinks, console)
+                by_id = {case.id: case for case in cases}
+                return await _run(cfg, run, plan, by_id, engine, target, extra_sinks, console)
         finally:
             await client.aclose()
     finally:

@@ -53,6 +53,13 @@ def run(
     arrival: Annotated[
         str | None, Opt("--arrival", help="Open-loop arrivals: poisson, constant (with --rate) or trace.")
     ] = None,
+    cache: Annotated[
+        str | None,
+        Opt(
+            "--cache",
+            help="Prompt caching: off (strip every breakpoint), 5m, 1h or auto (default: as the dataset marks it).",
+        ),
+    ] = None,
     trace_speed: Annotated[
         float | None,
         Opt(

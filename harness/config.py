@@ -48,6 +48,7 @@ class RunConfig:
     rate: float | None = None
     arrival: str = "closed"
     trace_speed: float = 1.0  # --arrival trace: replay recorded offsets this many times faster
+    cache: str | None = None  # off | 5m | 1h | auto (harness.caching); None: the dataset's breakpoints
     max_in_flight: int | None = None
     max_calls: int | None = None
     duration_s: float | None = None
@@ -148,6 +149,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("rate", "--rate", "run.rate"),
     Option("arrival", "--arrival", "run.arrival"),
     Option("trace_speed", "--trace-speed", "run.trace_speed"),
+    Option("cache", "--cache", "run.cache"),
     Option("max_in_flight", "--max-in-flight", "run.max_in_flight"),
     Option("max_calls", "--max-calls", "run.max_calls"),
     Option("duration_s", "--duration", "run.duration"),
@@ -361,6 +363,8 @@ def validate(c: RunConfig, sources: Mapping[str, str] | None = None) -> RunConfi
         "sim_time_scale": _number(n("sim_time_scale"), c.sim_time_scale, minimum=0),
         "judge_repeats": _number(n("judge_repeats"), c.judge_repeats, minimum=1, integer=True),
     }
+    if c.cache is not None and c.cache not in ("off", "5m", "1h", "auto"):
+        raise ConfigError(n("cache"), f"must be one of off, 5m, 1h, auto, got {c.cache!r}")
     if not isinstance(c.judge_model, str) or not c.judge_model.strip():
         raise ConfigError(n("judge_model"), f"must be a model id, got {c.judge_model!r}")
     if c.rate is not None:

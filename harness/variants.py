@@ -2,7 +2,8 @@
 
 An arm is a model plus a variant (`claude-sonnet-4-6 [think-4k]`, named by `records.arm_of`):
 teams choose between the configurations they will run in production (thinking budget,
-effort, temperature, tools on or off, a system prompt prefix), not only between models. A
+effort, temperature, tools on or off, a system prompt prefix, prompt caching off/5m/1h/auto:
+`harness.caching`), not only between models. A
 variant is applied to each case before planning and the result is checked by the same rules
 as a dataset row, so a variant the API would refuse stops the run before its first call,
 naming the variant and the case.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness.caching import CACHE_MODES, apply_cache
 from harness.errors import ConfigError
 from harness.features import FEATURE_FIELDS, check_features
 from harness.records import Case, arm_of
@@ -30,7 +32,7 @@ __all__ = [
     "parse_variants",
 ]
 
-VARIANT_KEYS = (*FEATURE_FIELDS, "temperature", "max_tokens", "system_prefix")
+VARIANT_KEYS = (*FEATURE_FIELDS, "temperature", "max_tokens", "system_prefix", "cache")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -60,6 +62,8 @@ def parse_variants(table: Mapping[str, Any], source: str) -> tuple[Variant, ...]
                 raise ConfigError(f"{where} system_prefix", "must be a non-empty string")
             if key == "max_tokens" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"{where} max_tokens", "must be a positive integer")
+            if key == "cache" and value not in CACHE_MODES:
+                raise ConfigError(f"{where} cache", f"must be one of {', '.join(CACHE_MODES)}, got {value!r}")
         out.append(Variant(name=name, overrides=dict(overrides)))
     return tuple(out)
 
@@ -104,6 +108,8 @@ def apply_variant(case: Case, variant: Variant, source: str) -> Case:
         temperature=o.get("temperature", case.temperature),
         max_tokens=o.get("max_tokens", case.max_tokens),
     )
+    if "cache" in o:  # last: the breakpoints go on what the variant sends
+        changed = apply_cache(changed, o["cache"])
     problems: list[str] = []
     check_features(
         params,

@@ -358,7 +358,7 @@ def test_compare_of_two_runs_pairs_each_arm_with_itself(two_budget_runs, tmp_pat
     first, second, _events = two_budget_runs
     result = compare_runs(first.run_dir, second.run_dir, out_dir=tmp_path)
     table = result.table
-    assert sorted(set(table["arm"].to_list())) == ARMS and table.height == 2 * 6
+    assert sorted(set(table["arm"].to_list())) == ARMS and table.height == 2 * 7
     assert set(table["variant"].to_list()) == {"think-2k", "think-8k"}
     # The simulator's tokens are a function of the request: the same arm costs the same in both runs.
     costs = table.filter(pl.col("metric") == "mean cost per call")
