@@ -19,21 +19,24 @@ flags such calls (`cache_eligible = false`) instead of counting them as misses.
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from harness.records import Case
+from harness.records import Case, PlannedCall
 
 __all__ = [
     "CACHE_MODES",
     "MAX_BREAKPOINTS",
     "apply_cache",
     "cache_prefix",
+    "eligible_prefixes",
     "min_cacheable_tokens",
+    "prefix_case",
     "strip_cache_control",
 ]
 
@@ -148,3 +151,46 @@ def cache_prefix(case: Case) -> bytes | None:
     # Changing thinking or tool_choice invalidates message-level entries: calls that differ there share none.
     settings = {k: (case.params or {}).get(k) for k in ("thinking", "tool_choice")}
     return orjson.dumps([settings, strip_cache_control(parts[:cut])], option=orjson.OPT_SORT_KEYS)
+
+
+def prefix_case(case: Case) -> Case | None:
+    """The request up to and including its last breakpoint (what is cached), for counting; None without one."""
+    marked: tuple[int, int] | None = None
+    for t, message in enumerate(case.messages):
+        for b, block in enumerate(_as_blocks(message["content"])):
+            if isinstance(block, dict) and "cache_control" in block:
+                marked = (t, b)
+    if marked is not None:
+        last_turn, last_block = marked
+        messages = [dict(m) for m in case.messages[: last_turn + 1]]
+        messages[-1]["content"] = _as_blocks(messages[-1]["content"])[: last_block + 1]
+        if messages[-1]["role"] != "user":  # a request ends with a user turn (or a prefill after one)
+            messages.append({"role": "user", "content": "."})
+    elif cache_prefix(case) is not None:  # a breakpoint on tools or system only
+        messages = [{"role": "user", "content": "."}]
+    else:
+        return None
+    return replace(case, messages=tuple(messages), max_tokens=1)
+
+
+async def eligible_prefixes(
+    calls: Iterable[PlannedCall],
+    count: Callable[[PlannedCall], Awaitable[int | None]],
+    overrides: Mapping[str, int],
+) -> dict[tuple[str, bytes], tuple[int | None, bool]]:
+    """(model, prefix key) → (prefix tokens, long enough to cache) for every distinct prefix, counted once.
+
+    A prefix the endpoint could not count is given the benefit of the doubt (eligible).
+    """
+    todo: dict[tuple[str, bytes], PlannedCall] = {}
+    for call in calls:
+        key = cache_prefix(call.case)
+        if key is not None and (call.model, key) not in todo:
+            prefix = prefix_case(call.case)
+            if prefix is not None:
+                todo[(call.model, key)] = replace(call, case=prefix)
+    counted = await asyncio.gather(*(count(c) for c in todo.values()))
+    return {
+        key: (tokens, tokens is None or tokens >= min_cacheable_tokens(key[0], overrides))
+        for key, tokens in zip(todo, counted, strict=True)
+    }

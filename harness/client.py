@@ -241,6 +241,21 @@ class ClaudeClient:
     async def aclose(self) -> None:
         await self._client.close()
 
+    async def count_tokens(self, call: PlannedCall) -> int | None:
+        """Input tokens of a request (the free `count_tokens` endpoint); None when it could not say."""
+        params = request_params(call, stream=False)
+        for key in ("max_tokens", "stop_sequences", "metadata", "stream", "service_tier", "top_k", "top_p"):
+            params.pop(key, None)
+        body = params.pop("extra_body", None) or {}
+        body.pop("temperature", None)
+        if body:
+            params["extra_body"] = body
+        try:
+            counted = await self._client.messages.count_tokens(**params)
+        except (anthropic.APIError, httpx2.HTTPError):
+            return None
+        return int(counted.input_tokens)
+
     async def get_model(self, model: str) -> str | None:
         """Preflight: None when the model exists, else an `error_kind` (not_found, authentication…)."""
         try:

@@ -97,3 +97,38 @@ def test_minimum_cacheable_lengths_come_from_one_table_with_overrides() -> None:
     assert min_cacheable_tokens("claude-opus-5-5") == 512
     assert min_cacheable_tokens("claude-sonnet-4-6", {"claude-sonnet-4-6": 2048}) == 2048
     assert strip_cache_control({"a": [{"cache_control": 1, "b": 2}]}) == {"a": [{"b": 2}]}
+
+
+def test_the_counted_prefix_ends_at_the_last_breakpoint() -> None:
+    from harness.caching import prefix_case
+
+    cached = apply_cache(case("the question", system="sys"), "5m")
+    prefix = prefix_case(cached)
+    assert prefix is not None and prefix.max_tokens == 1
+    assert [b["text"] for b in prefix.messages[0]["content"]] == [DOC], (
+        "the question is not part of the prefix"
+    )
+    assert prefix_case(apply_cache(case("q"), "off")) is None
+
+
+async def test_eligibility_is_counted_once_per_model_and_prefix() -> None:
+    from harness.caching import eligible_prefixes
+    from harness.records import PlannedCall
+
+    counted: list[str] = []
+
+    async def count(call: PlannedCall) -> int | None:
+        counted.append(call.model)
+        return 1500
+
+    calls = [
+        PlannedCall(call_id=f"{m}{i}", case=apply_cache(case(f"q{i}"), "5m"), model=m, repeat=0, index=i)
+        for i in range(5)
+        for m in ("claude-sonnet-4-6", "claude-haiku-4-5")
+    ]
+    got = await eligible_prefixes(calls, count, {})
+    assert sorted(counted) == ["claude-haiku-4-5", "claude-sonnet-4-6"]
+    assert {m: ok for (m, _), (_n, ok) in got.items()} == {
+        "claude-sonnet-4-6": True,
+        "claude-haiku-4-5": False,
+    }
