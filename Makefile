@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup browser bench bench-agent test test-fast perf lint fmt sim clean
+.PHONY: setup browser bench bench-agent bench-cache test test-fast perf lint fmt sim clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 bench: setup
 	$(BIN)/python -m harness.benchmain
+
+# Prompt caching off / 5 minutes / 1 hour on the same cases and three models (datasets/cache.jsonl).
+bench-cache: setup
+	$(BIN)/harness run --profile harness/profiles/caching.toml
 
 # Tools, extended thinking and web search (datasets/agent.jsonl) on two models of the simulator.
 bench-agent: setup

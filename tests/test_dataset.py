@@ -197,7 +197,10 @@ def test_mixed_dataset_has_the_promised_shape() -> None:
     assert heavy >= 0.2 * len(cases), users.most_common(5)
 
 
-@pytest.mark.parametrize(("script", "output"), [("make_mixed", "mixed.jsonl"), ("make_agent", "agent.jsonl")])
+@pytest.mark.parametrize(
+    ("script", "output"),
+    [("make_mixed", "mixed.jsonl"), ("make_agent", "agent.jsonl"), ("make_cache", "cache.jsonl")],
+)
 def test_generators_regenerate_the_committed_files(tmp_path: Path, script: str, output: str) -> None:
     spec = importlib.util.spec_from_file_location(script, DATASETS / f"{script}.py")
     assert spec and spec.loader
