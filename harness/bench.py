@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import secrets
 import signal
@@ -23,7 +24,7 @@ from typing import Any
 from rich.console import Console
 
 from harness import __version__, loops
-from harness.caching import apply_cache
+from harness.caching import apply_cache, cache_prefix, eligible_prefixes
 from harness.client import ClaudeClient
 from harness.config import ModelSpec, RunConfig
 from harness.dataset import load_cases
@@ -155,6 +156,7 @@ async def _execute(
             # With worker processes each worker opens its own connections; here only the checks run.
             warm = 1 if workers > 1 else min(64, cfg.max_in_flight or cfg.concurrency)
             await preflight(client, (*cfg.model_names, *([judge.name] if judge else [])), warm=warm)
+            plan = await _cache_plan(cfg, plan, client)
             run, plan = _open_run(cfg, run_id, loaded, prices, plan, target, cli_args, judge)
             with run:
                 engine = _engine(cfg, run_id, target, client, workers, prices, judge)
@@ -219,6 +221,31 @@ def _open_run(
         else None,
     }
     return RunDir.create(cfg.results_dir, run_id, manifest), plan
+
+
+async def _cache_plan(cfg: RunConfig, plan: list[PlannedCall], client: ClaudeClient) -> list[PlannedCall]:
+    """Mark calls whose cached prefix is too short to cache, and group the rest for the warm-up.
+
+    Each distinct (model, prefix) is counted once with the free count_tokens endpoint, before the
+    first call; a call below its model's minimum is flagged, never counted as a miss.
+    """
+    keys = {id(c.case): cache_prefix(c.case) for c in plan}
+    if not any(keys.values()):
+        return plan
+    overrides = {m.name: m.cache_min_tokens for m in cfg.models if m.cache_min_tokens}
+    eligible = await eligible_prefixes(plan, client.count_tokens, overrides)
+    variants_cache = any("cache" in v for v in cfg.variants.values())
+    warm = cfg.cache_warmup if cfg.cache_warmup is not None else bool(cfg.cache or variants_cache)
+    out = []
+    for call in plan:
+        key = keys[id(call.case)]
+        if key is None:
+            out.append(call)
+            continue
+        ok = eligible[(call.model, key)][1]
+        group = hashlib.sha256(call.model.encode() + b"\0" + key).hexdigest()[:16] if warm and ok else None
+        out.append(replace(call, cache_eligible=ok, cache_group=group))
+    return out
 
 
 def _judge_of(cfg: RunConfig, cases: Sequence[Case]) -> ModelSpec | None:

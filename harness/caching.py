@@ -9,7 +9,9 @@ A `cache` mode applies to a case (from a variant's `cache = ...` or `--cache`):
   and on the long stable prefix of the messages (the last block before the final user content:
   the previous turn's last block, or the final user turn's next-to-last block). At most the API's
   four breakpoints; a 1-hour entry never follows a 5-minute one (all get the same TTL);
-- `auto`: the same placement with the API's default TTL (5 minutes).
+- `auto`: the API's own automatic caching (a top-level `cache_control`, generally available on the
+  first-party API): it marks the last cacheable block of each request, so every call writes its
+  own tail and reads the longest earlier prefix it finds (the API looks back 20 blocks).
 
 Without a mode the dataset's breakpoints are sent as written. A prefix shorter than the model's
 minimum cacheable length is silently not cached by the API (no error): `min_cacheable_tokens`
@@ -43,23 +45,22 @@ __all__ = [
 CACHE_MODES = ("off", "5m", "1h", "auto")
 MAX_BREAKPOINTS = 4
 
-# Minimum cacheable prompt length (tokens) per model family, as Anthropic's prompt-caching docs list
-# them (checked 2026-12); the first matching prefix wins. Override per model in a profile:
-# [models."<id>"] cache_min_tokens = N.
+# Minimum cacheable prompt length (tokens) per model, as Anthropic's prompt-caching docs list them
+# ("Cache limitations", quoted 2026-07 to 2026-10); the first matching prefix wins. A profile may
+# override it per model: [models."<id>"] cache_min_tokens = N.
 _MIN_TOKENS: tuple[tuple[str, int], ...] = (
+    ("claude-opus-5-5", 512),
+    ("claude-sonnet-5-5", 512),
+    ("claude-haiku-5-5", 512),
     ("claude-opus-5", 512),
-    ("claude-fable-5", 512),
-    ("claude-mythos-5", 512),
     ("claude-sonnet-5", 1024),
     ("claude-opus-4-8", 1024),
-    ("claude-opus-4-7", 4096),
+    ("claude-opus-4-7", 2048),
     ("claude-opus-4-6", 4096),
     ("claude-opus-4-5", 4096),
     ("claude-haiku-4-5", 4096),
-    ("claude-haiku-5", 4096),
     ("claude-sonnet-4", 1024),
     ("claude-opus-4", 1024),
-    ("claude-haiku-3", 2048),
 )
 DEFAULT_MIN_TOKENS = 1024
 
@@ -95,9 +96,13 @@ def apply_cache(case: Case, mode: str) -> Case:
     params = strip_cache_control(dict(case.params or {}))
     system = strip_cache_control(case.system) if isinstance(case.system, list) else case.system
     messages = [strip_cache_control(dict(m)) for m in case.messages]
+    params.pop("cache_control", None)
     if mode == "off":
         return replace(case, params=params or None, system=system, messages=tuple(messages))
-    ttl = None if mode in ("5m", "auto") else "1h"
+    if mode == "auto":
+        params["cache_control"] = {"type": "ephemeral"}
+        return replace(case, params=params, system=system, messages=tuple(messages))
+    ttl = None if mode == "5m" else "1h"
     tools = params.get("tools")
     if isinstance(tools, list) and tools:
         params["tools"] = copy.deepcopy(tools)
@@ -141,11 +146,16 @@ def cache_prefix(case: Case) -> bytes | None:
         parts.append(("system", block))
         if isinstance(block, dict) and "cache_control" in block:
             cut = len(parts)
-    for turn in case.messages:
-        for block in _as_blocks(turn["content"]):
+    stable = _stable_block([dict(m) for m in case.messages])
+    for t, turn in enumerate(case.messages):
+        for b, block in enumerate(_as_blocks(turn["content"])):
             parts.append((turn["role"], block))
             if isinstance(block, dict) and "cache_control" in block:
                 cut = len(parts)
+            if (t, b) == stable and "cache_control" in (case.params or {}):
+                cut = max(cut or 0, len(parts))  # automatic caching: calls share up to the stable prefix
+    if cut is None and "cache_control" in (case.params or {}):
+        cut = len(parts) - 1 if len(parts) > 1 else None
     if cut is None:
         return None
     # Changing thinking or tool_choice invalidates message-level entries: calls that differ there share none.
@@ -166,6 +176,8 @@ def prefix_case(case: Case) -> Case | None:
         messages[-1]["content"] = _as_blocks(messages[-1]["content"])[: last_block + 1]
         if messages[-1]["role"] != "user":  # a request ends with a user turn (or a prefill after one)
             messages.append({"role": "user", "content": "."})
+    elif "cache_control" in (case.params or {}):  # automatic caching: the whole prompt is the prefix
+        messages = list(case.messages)
     elif cache_prefix(case) is not None:  # a breakpoint on tools or system only
         messages = [{"role": "user", "content": "."}]
     else:

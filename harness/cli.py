@@ -60,6 +60,13 @@ def run(
             help="Prompt caching: off (strip every breakpoint), 5m, 1h or auto (default: as the dataset marks it).",
         ),
     ] = None,
+    cache_warmup: Annotated[
+        bool | None,
+        Opt(
+            "--cache-warmup/--no-cache-warmup",
+            help="Send each shared prefix's first call alone and the rest once its answer begins (default with a cache mode).",
+        ),
+    ] = None,
     trace_speed: Annotated[
         float | None,
         Opt(

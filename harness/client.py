@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +129,9 @@ class Attempt:
 
 
 _current_attempt: ContextVar[Attempt | None] = ContextVar("current_attempt", default=None)
+# Called once when an answer's first content arrives (the engine's cache warm-up releases the calls
+# that share this call's prefix then: the API's cache entry is usable once a response has begun).
+FIRST_TOKEN_HOOK: ContextVar[Callable[[], None] | None] = ContextVar("first_token_hook", default=None)
 
 
 async def _stamp_sent(request: httpx2.Request) -> None:
@@ -290,6 +293,9 @@ class ClaudeClient:
                     body = await http.aread()
                     a.last_byte_ns = time.perf_counter_ns()
                     self._read_message(body, a)
+                    hook = FIRST_TOKEN_HOOK.get()
+                    if hook is not None:
+                        hook()
         except anthropic.APIStatusError as exc:
             a.headers = exc.response.headers
             a.request_id = exc.request_id or a.request_id
@@ -422,6 +428,9 @@ class StreamReader:
         if kind == "content_block_delta":
             if a.first_token_ns is None:
                 a.first_token_ns = now
+                hook = FIRST_TOKEN_HOOK.get()
+                if hook is not None:
+                    hook()
             delta = event.get("delta") or {}
             text = delta.get("text")
             if text is not None:  # text_delta: the only delta with a `text`

@@ -34,6 +34,7 @@ class ModelSpec:
     itpm: float | None = None
     otpm: float | None = None
     pool: str | None = None
+    cache_min_tokens: int | None = None  # overrides harness.caching's minimum cacheable length
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class RunConfig:
     arrival: str = "closed"
     trace_speed: float = 1.0  # --arrival trace: replay recorded offsets this many times faster
     cache: str | None = None  # off | 5m | 1h | auto (harness.caching); None: the dataset's breakpoints
+    cache_warmup: bool | None = None  # None: on when a cache mode (run or variant) is on
     max_in_flight: int | None = None
     max_calls: int | None = None
     duration_s: float | None = None
@@ -150,6 +152,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("arrival", "--arrival", "run.arrival"),
     Option("trace_speed", "--trace-speed", "run.trace_speed"),
     Option("cache", "--cache", "run.cache"),
+    Option("cache_warmup", "--cache-warmup/--no-cache-warmup", "run.cache_warmup"),
     Option("max_in_flight", "--max-in-flight", "run.max_in_flight"),
     Option("max_calls", "--max-calls", "run.max_calls"),
     Option("duration_s", "--duration", "run.duration"),
@@ -191,7 +194,7 @@ _FIELDS = {f.name for f in fields(RunConfig)}  # what a caller of build_config m
 _BY_PROFILE_KEY = {o.profile: o.field for o in OPTIONS if o.profile}
 _OWN_TABLES = ("models", "prices", "select", "variants")  # tables of their own shape, read below
 _PROFILE_TABLES = sorted({key.split(".")[0] for key in _BY_PROFILE_KEY} | set(_OWN_TABLES))
-_MODEL_KEYS = {"rpm", "itpm", "otpm", "pool"}
+_MODEL_KEYS = {"rpm", "itpm", "otpm", "pool", "cache_min_tokens"}
 
 
 def option_name(field_name: str, sources: Mapping[str, str] | None = None) -> str:

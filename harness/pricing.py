@@ -123,6 +123,20 @@ class PriceTable:
     def models(self) -> tuple[str, ...]:
         return tuple(self._rates)
 
+    def cache_break_even(self, model: str) -> dict[str, int | None]:
+        """Reuses within the TTL a cached prefix needs to pay for its write, per TTL ("5m", "1h").
+
+        A write costs (write − input) more per token than sending the prefix plainly; each read then
+        saves (input − read). None when reads save nothing at this model's prices.
+        """
+        band = self._rates[model].bands[0]
+        saving = band[_IN] - band[_CR]
+        out: dict[str, int | None] = {}
+        for ttl, slot in (("5m", _CW5M), ("1h", _CW1H)):
+            extra = band[slot] - band[_IN]
+            out[ttl] = None if saving <= 0 else max(0, math.ceil(extra / saving - 1e-12))
+        return out
+
     def cost(
         self,
         model: str,

@@ -87,7 +87,11 @@ class PlannedCall:
     index: int
     offset_s: float | None = None
     variant: str | None = None
-    judge: bool = False  # a judge's request about another call's answer, not a planned call  # the configuration variant (harness.variants), None without variants
+    judge: bool = False  # a judge's request about another call's answer, not a planned call
+    cache_eligible: bool | None = None  # its cached prefix is long enough to cache (None: no breakpoint)
+    cache_group: str | None = (
+        None  # calls sharing a cache entry (model + prefix); the warm-up's unit  # the configuration variant (harness.variants), None without variants
+    )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -134,6 +138,8 @@ class CallRecord:
     cache_read_input_tokens: int
     cache_write_5m_input_tokens: int = 0
     cache_write_1h_input_tokens: int = 0
+    cache_eligible: bool | None = None  # the prefix up to the last breakpoint reaches the model's minimum
+    cache_hit: bool | None = None  # read some input from the cache (None: the request set no breakpoint)
     thinking_tokens: int | None = None
     web_search_requests: int | None = None
     web_fetch_requests: int | None = None
@@ -144,6 +150,8 @@ class CallRecord:
     cache_cost_usd: float
     server_tool_cost_usd: float = 0.0
     total_cost_usd: float
+    uncached_cost_usd: float | None = None  # the same call priced as if nothing was cached
+    cache_savings_usd: float | None = None  # uncached − actual (negative: a write cost more than it saved)
     passed: bool | None
     score: float | None = None  # the grader's score in [0, 1] (harness.graders)
     grader: str | None = None  # the expectation's top-level kind
@@ -198,6 +206,8 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
     "cache_read_input_tokens": pl.Int64(),
     "cache_write_5m_input_tokens": pl.Int64(),
     "cache_write_1h_input_tokens": pl.Int64(),
+    "cache_eligible": pl.Boolean(),
+    "cache_hit": pl.Boolean(),
     "thinking_tokens": pl.Int64(),
     "web_search_requests": pl.Int64(),
     "web_fetch_requests": pl.Int64(),
@@ -208,6 +218,8 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
     "cache_cost_usd": pl.Float64(),
     "server_tool_cost_usd": pl.Float64(),
     "total_cost_usd": pl.Float64(),
+    "uncached_cost_usd": pl.Float64(),
+    "cache_savings_usd": pl.Float64(),
     "passed": pl.Boolean(),
     "score": pl.Float64(),
     "grader": pl.String(),

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 
-from harness.client import Attempt, max_tokens_of
+from harness.client import FIRST_TOKEN_HOOK, Attempt, max_tokens_of
 from harness.errors import HarnessError, StorageError, TargetError
 from harness.graders import judge_specs
 from harness.judge import Judge, JudgeCall
@@ -224,6 +224,8 @@ class Runner:
             else None
         )
         self._verdicts = Verdicts(judge)
+        # Cache warm-up: per cache group, set once its first call's answer has begun (see `_warm`).
+        self._warm_groups: dict[str, asyncio.Event] = {}
 
     # -- public control --------------------------------------------------------------
     def request_stop(self, reason: StopReason, *, now: bool = False) -> None:
@@ -350,7 +352,10 @@ class Runner:
         # The worst case is only needed to guard a budget: no pricing on the hot path without one.
         worst = self.pricer.worst_case_usd(call.model, est_input, max_tokens) if self.s.max_cost_usd else 0.0
         state = _CallState(scheduled_ns=scheduled_ns)
+        hook = None
         try:
+            if call.cache_group is not None:
+                hook = await self._warm(call.cache_group)
             # In open loop the release loop already waited on the cap: that wait counts from the schedule.
             await limiter.acquire(est_input, max_tokens)
             state.admitted_ns = time.perf_counter_ns()
@@ -361,7 +366,11 @@ class Runner:
                 return
             self._inflight_worst += worst
             state.reserved = worst
-            await self._attempts(call, limiter, est_input, max_tokens, state)
+            if hook is not None:
+                with _first_token_hook(hook):
+                    await self._attempts(call, limiter, est_input, max_tokens, state)
+            else:
+                await self._attempts(call, limiter, est_input, max_tokens, state)
             if judge_specs(call.case.expected) and state.last is not None and state.last.ok:
                 # Judged in a task of its own: the arm's concurrency slot is free while the judge works.
                 self._spawn(self._judge_then_emit(call, state))
@@ -376,10 +385,25 @@ class Runner:
             state.last.fail("harness_error", f"{type(exc).__name__}: {exc}")
             self._emit(self._record(call, state, await self._quality(call, state)))
         finally:
+            if hook is not None:
+                hook()  # a leader that failed or was cancelled still releases the calls waiting on it
             self._inflight_worst -= state.reserved
             state.reserved = 0.0
             if cap is not None:
                 cap.release()
+
+    async def _warm(self, group: str) -> Callable[[], None] | None:
+        """Cache warm-up: the group's first call goes alone; the others wait until its answer begins.
+
+        Only then is the API's cache entry usable, so N calls released together would each pay a
+        write. Returns the leader's release hook (None for a follower, which has waited).
+        """
+        event = self._warm_groups.get(group)
+        if event is None:
+            event = self._warm_groups[group] = asyncio.Event()
+            return event.set
+        await event.wait()
+        return None
 
     async def _quality(self, call: PlannedCall, st: _CallState) -> Quality:
         a = st.last
@@ -520,6 +544,7 @@ class Runner:
         a = st.last
         case = call.case
         s = 1e-9
+        uncached_usd: float | None = None
         if a is None:
             costs = self.pricer.cost(call.model, 0, 0)
         else:
@@ -532,6 +557,15 @@ class Runner:
                 a.cache_creation_1h_input_tokens,
                 web_searches=a.web_search_requests or 0,
             )
+            if a.cache_creation_input_tokens or a.cache_read_input_tokens:  # else it is the actual cost
+                uncached_usd = self.pricer.cost(
+                    call.model,
+                    a.input_tokens + a.cache_creation_input_tokens + a.cache_read_input_tokens,
+                    a.output_tokens,
+                    web_searches=a.web_search_requests or 0,
+                ).total_usd
+            elif call.cache_eligible is not None:
+                uncached_usd = costs.total_usd
         if cancelled:
             status = "cancelled"
         elif a is not None and a.ok:
@@ -592,6 +626,10 @@ class Runner:
             if a
             else 0,
             cache_write_1h_input_tokens=a.cache_creation_1h_input_tokens if a else 0,
+            cache_eligible=call.cache_eligible,
+            cache_hit=(a is not None and a.cache_read_input_tokens > 0)
+            if call.cache_eligible is not None
+            else None,
             thinking_tokens=a.thinking_tokens if a else None,
             web_search_requests=a.web_search_requests if a else None,
             web_fetch_requests=a.web_fetch_requests if a else None,
@@ -602,6 +640,8 @@ class Runner:
             cache_cost_usd=costs.cache_usd,
             server_tool_cost_usd=costs.server_tool_usd,
             total_cost_usd=costs.total_usd,
+            uncached_cost_usd=uncached_usd,
+            cache_savings_usd=None if uncached_usd is None else uncached_usd - costs.total_usd,
             passed=q.passed if not cancelled else (False if case.expected else None),
             score=q.score,
             grader=q.grader,
@@ -625,6 +665,15 @@ class Runner:
         if problem is not None:
             self.outcome.error = problem
             self.request_stop("storage")
+
+
+@contextlib.contextmanager
+def _first_token_hook(hook: Callable[[], None]) -> Iterator[None]:
+    token = FIRST_TOKEN_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        FIRST_TOKEN_HOOK.reset(token)
 
 
 def deliver(sinks: Sequence[Sink], record: CallRecord) -> StorageError | None:

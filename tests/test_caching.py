@@ -53,7 +53,7 @@ def test_off_strips_every_breakpoint_the_dataset_set() -> None:
     assert marks(marked.system), "the original case is not changed"
 
 
-@pytest.mark.parametrize(("mode", "ttl"), [("5m", None), ("auto", None), ("1h", "1h")])
+@pytest.mark.parametrize(("mode", "ttl"), [("5m", None), ("1h", "1h")])
 def test_breakpoints_go_on_tools_system_and_the_stable_prefix(mode: str, ttl: str | None) -> None:
     cached = apply_cache(case("q1", system="You answer from the document.", params={"tools": TOOLS}), mode)
     expected = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
@@ -67,6 +67,15 @@ def test_breakpoints_go_on_tools_system_and_the_stable_prefix(mode: str, ttl: st
     )
     total = len(marks(cached.params)) + len(marks(cached.system)) + len(marks(list(cached.messages)))
     assert total <= 4
+
+
+def test_auto_is_the_apis_top_level_cache_control_and_calls_still_share_the_document() -> None:
+    one = apply_cache(case("q1", system="sys"), "auto")
+    assert one.params == {"cache_control": {"type": "ephemeral"}}
+    assert marks(one.system) == marks(list(one.messages)) == [], "no explicit marks: the API places them"
+    two = apply_cache(case("q2", system="sys"), "auto")
+    assert cache_prefix(one) == cache_prefix(two) is not None
+    assert apply_cache(one, "off").params is None
 
 
 def test_in_a_conversation_the_previous_turn_ends_the_stable_prefix() -> None:
@@ -94,6 +103,7 @@ def test_calls_sharing_a_prefix_share_a_key() -> None:
 def test_minimum_cacheable_lengths_come_from_one_table_with_overrides() -> None:
     assert min_cacheable_tokens("claude-haiku-4-5") == 4096
     assert min_cacheable_tokens("claude-sonnet-4-6") == 1024
+    assert min_cacheable_tokens("claude-opus-4-7") == 2048
     assert min_cacheable_tokens("claude-opus-5-5") == 512
     assert min_cacheable_tokens("claude-sonnet-4-6", {"claude-sonnet-4-6": 2048}) == 2048
     assert strip_cache_control({"a": [{"cache_control": 1, "b": 2}]}) == {"a": [{"b": 2}]}

@@ -14,6 +14,8 @@ from typing import Any
 
 import polars as pl
 
+from harness.errors import HarnessError
+from harness.pricing import PriceTable
 from harness.report.charts import render_charts
 from harness.report.compare_models import compare_models
 from harness.report.insights import posthog_insights_from_calls
@@ -84,6 +86,17 @@ def _given(overrides: Any) -> str:
     return ", ".join(f"{k} = {json.dumps(v, separators=(', ', ': '))}" for k, v in overrides.items())
 
 
+def _break_even(summary: pl.DataFrame) -> dict[str, dict[str, int | None]]:
+    """Cache break-even reuses per model at today's prices (models without a known price are left out)."""
+    out: dict[str, dict[str, int | None]] = {}
+    for model in summary.get_column("model").unique().to_list() if summary.height else []:
+        try:
+            out[model] = PriceTable.resolve([model]).cache_break_even(model)
+        except HarnessError:
+            continue
+    return out
+
+
 def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed: int = 0) -> ReportResult:
     """Write the report files into `run_dir` and return the recommendation and the summary."""
     run = RunDir.read(run_dir)
@@ -94,7 +107,7 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
     rec = recommend(summary, constraints, comparison)
     insights = posthog_insights_from_calls(prep.calls)
     charts = render_charts(prep, summary, rec.pareto)
-    tables = build_tables(summary, comparison, insights)
+    tables = build_tables(summary, comparison, insights, _break_even(summary))
     run_id: object = manifest.get("run_id") or (
         prep.calls.get_column("run_id")[0] if prep.calls.height else run.path.name
     )

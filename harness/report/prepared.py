@@ -51,6 +51,9 @@ _USED = [
     "output_tokens",
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
+    "cache_eligible",
+    "cache_hit",
+    "cache_savings_usd",
     "input_cost_usd",
     "cache_cost_usd",
     "total_cost_usd",
@@ -113,6 +116,11 @@ class Prepared:
             frame.get_column("passed").cast(pl.Float64).to_numpy(),
             frame.get_column("score").drop_nulls().to_numpy().astype(np.float64),
         )
+
+    def column(self, arm: str, column: str) -> np.ndarray:
+        """Non-null values of a numeric `column` over all the arm's calls (failed ones too), unsorted."""
+        frame = self.calls.filter((pl.col("arm") == arm) & pl.col(column).is_not_null())
+        return frame.get_column(column).cast(pl.Float64).to_numpy()
 
     def values(self, arm: str, column: str) -> np.ndarray:
         """Sorted non-null values of a numeric `column` over the arm's successful calls (cached)."""

@@ -79,6 +79,15 @@ def _point_estimates(prep: Prepared) -> pl.DataFrame:
         pl.col("passed").count().alias("pass_n"),
         pl.col("passed").sum().alias("passes"),
         pl.col("judge_cost_usd").sum().alias("judge_cost_usd"),
+        pl.col("cache_eligible").is_not_null().sum().alias("cache_calls"),
+        (pl.col("cache_eligible") == False).sum().alias("cache_ineligible"),  # noqa: E712 - polars, not Python
+        pl.col("cache_hit").sum().alias("cache_hits"),
+        pl.col("cache_read_input_tokens").sum().alias("cache_read_tokens"),
+        (pl.col("input_tokens") + pl.col("cache_creation_input_tokens") + pl.col("cache_read_input_tokens"))
+        .sum()
+        .alias("all_input_tokens"),
+        pl.col("cache_savings_usd").sum().alias("_per_call_savings"),
+        pl.col("cache_savings_usd").count().alias("_per_call_savings_n"),
         pl.col("judge_error").is_not_null().sum().alias("judge_errors"),
         *_stop_counts(),
     ]
@@ -153,7 +162,23 @@ def summarize(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
         users = int(p["distinct_users"] or 0)
         row["distinct_users"] = users
         row["avg_cost_per_user_usd"] = total / users if users else None
-        row["cache_savings_usd"] = _cache_savings(p)
+        row["cache_calls"] = int(p["cache_calls"] or 0)
+        row["cache_ineligible"] = int(p["cache_ineligible"] or 0)
+        eligible = row["cache_calls"] - row["cache_ineligible"]
+        row["cache_hit_rate"] = (int(p["cache_hits"] or 0) / eligible) if eligible else None
+        all_input = int(p["all_input_tokens"] or 0)
+        row["cache_input_share"] = int(p["cache_read_tokens"] or 0) / all_input if all_input else None
+        if p["_per_call_savings_n"]:  # each call priced with and without its cache tokens
+            savings = prep.column(arm, "cache_savings_usd")
+            got = boot.bootstrap(savings)
+            row["cache_savings_usd"] = float(p["_per_call_savings"])
+            lo, hi = boot_interval(got[1]) if got else (None, None)
+            n = len(savings)
+            row["cache_savings_lo_usd"] = lo * n if lo is not None else None
+            row["cache_savings_hi_usd"] = hi * n if hi is not None else None
+        else:  # a run recorded before the per-call figure: what the cached tokens would have cost
+            row["cache_savings_usd"] = _cache_savings(p)
+            row["cache_savings_lo_usd"] = row["cache_savings_hi_usd"] = None
         row["pass_n"] = int(p["pass_n"] or 0)
         passes = int(p["passes"] or 0)
         row["pass_rate"] = passes / row["pass_n"] if row["pass_n"] else None
@@ -204,7 +229,9 @@ def summary_schema() -> dict[str, pl.DataType]:
     for key in ("total_cost_usd", "mean_cost_per_call_usd", "mean_cost_per_call_lo_usd"):
         schema[key] = f
     schema |= {"mean_cost_per_call_hi_usd": f, "cost_per_1k_calls_usd": f, "distinct_users": i}
-    schema |= {"avg_cost_per_user_usd": f, "cache_savings_usd": f}
+    schema |= {"avg_cost_per_user_usd": f, "cache_savings_usd": f, "cache_savings_lo_usd": f}
+    schema |= {"cache_savings_hi_usd": f, "cache_calls": i, "cache_ineligible": i, "cache_hit_rate": f}
+    schema |= {"cache_input_share": f}
     schema |= {"pass_n": i, "pass_rate": f, "pass_rate_lo": f, "pass_rate_hi": f}
     schema |= {"mean_score": f, "mean_score_lo": f, "mean_score_hi": f}
     schema |= {"cost_per_pass_usd": f, "cost_per_pass_lo_usd": f, "cost_per_pass_hi_usd": f}

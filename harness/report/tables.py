@@ -8,6 +8,7 @@ Must not compute statistics or write files.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,8 +75,13 @@ def _latency_table(summary: pl.DataFrame, prefix: str, title: str, note: str) ->
     return t
 
 
-def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict[str, Any]) -> list[Table]:
-    """Every table of the report, in reading order."""
+def build_tables(
+    summary: pl.DataFrame,
+    comparison: pl.DataFrame,
+    insights: dict[str, Any],
+    break_even: Mapping[str, Mapping[str, int | None]] | None = None,
+) -> list[Table]:
+    """Every table of the report, in reading order; `break_even`: reuses a cached prefix needs, per model."""
     word = _word(summary)
     ci_note = (
         "Percentiles use linear interpolation (numpy's default). [lo–hi] is a 95 % interval: "
@@ -153,6 +159,8 @@ def build_tables(summary: pl.DataFrame, comparison: pl.DataFrame, insights: dict
             ]
         )
     tables.append(cost)
+    if summary.height and summary["cache_calls"].sum():
+        tables.append(_caching_table(summary, word, break_even or {}))
     err = Table(
         "Errors",
         [word, "calls", "ok", "errors", "cancelled", "error rate [95 % Wilson]", "by kind"],
@@ -290,6 +298,48 @@ def stop_reason_facts(summary: pl.DataFrame) -> list[str]:
         if hits:
             facts.append(f"{label}: " + ", ".join(hits) + " (see Stop reasons)")
     return facts
+
+
+def _caching_table(
+    summary: pl.DataFrame, word: str, break_even: Mapping[str, Mapping[str, int | None]]
+) -> Table:
+    t = Table(
+        "Prompt caching",
+        [
+            word,
+            "calls with a breakpoint",
+            "below the minimum (not cached)",
+            "hit rate",
+            "input served from cache",
+            "saved [95 % bootstrap]",
+            "break-even reuses 5 m / 1 h",
+        ],
+        note=(
+            "Hit rate: calls that read from the cache, over calls whose prefix is long enough to cache. "
+            "Saved: each call priced as if nothing were cached, minus its price (negative: writes cost more "
+            "than they saved). Break-even: reads within the TTL a prefix needs to pay for its write at this "
+            f"model's prices. TTFT and time to first text with and without cache: the {word} vs {word} table, "
+            "paired by case."
+        ),
+    )
+    for r in summary.iter_rows(named=True):
+        if not r["cache_calls"]:
+            t.rows.append([r["arm"], "0", "–", "–", "–", "–", "–"])
+            continue
+        saved = ci(r["cache_savings_usd"], r["cache_savings_lo_usd"], r["cache_savings_hi_usd"], _usd)
+        even = break_even.get(r["model"], {})
+        t.rows.append(
+            [
+                r["arm"],
+                str(r["cache_calls"]),
+                str(r["cache_ineligible"]),
+                _pct(r["cache_hit_rate"]),
+                _pct(r["cache_input_share"]),
+                saved,
+                f"{even.get('5m', '–')} / {even.get('1h', '–')}" if even else "–",
+            ]
+        )
+    return t
 
 
 def _comparison_table(comparison: pl.DataFrame, word: str) -> Table:
