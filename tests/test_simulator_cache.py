@@ -8,7 +8,9 @@ token and concurrent writes can be observed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -293,6 +295,38 @@ def test_breakpoints_the_api_refuses_are_400s(
         _ask(client, "Hi", model=SONNET, system=system)
     assert caught.value.body["error"]["message"].startswith(message)  # type: ignore[index]
     assert sim.requests()[0]["status"] == 400
+
+
+def test_batch_requests_share_the_cache_in_processing_order(
+    sim: SimProc, client: anthropic.Anthropic
+) -> None:
+    system = _system(_text(2000, "batch"))
+    requests = [
+        {
+            "custom_id": f"q{i}",
+            "params": {"model": SONNET, "max_tokens": 20, "system": system, "messages": [{"role": "user", "content": f"Q{i}?"}]},
+        }
+        for i in range(5)
+    ]  # fmt: skip
+    batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 10
+    while client.messages.batches.retrieve(batch.id).processing_status != "ended":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    usages = [r.result.message.usage for r in client.messages.batches.results(batch.id)]  # type: ignore[union-attr]
+    writes = [u.cache_creation_input_tokens for u in usages if u.cache_creation_input_tokens]
+    reads = [u.cache_read_input_tokens for u in usages if u.cache_read_input_tokens]
+    assert len(writes) == 1 and len(reads) == 4 and set(reads) == set(writes)
+    with urllib.request.urlopen(sim.url + "/_sim/batches", timeout=10) as response:
+        [truth] = [json.loads(line) for line in response.read().splitlines()]
+    assert truth["cache"] == {
+        "read_tokens": sum(reads),
+        "write_5m_tokens": writes[0],
+        "write_1h_tokens": 0,
+        "hits": 4,
+    }
+    live = _ask(client, "Live?", model=SONNET, system=system)  # the batch's entry serves live calls too
+    assert _usage(live)[1] == writes[0]
 
 
 # -- timing: a noise-free profile at time scale 1 ------------------------------------------------------

@@ -108,7 +108,8 @@ choice is a function of the seed, the model and the request content, see `blocks
   not reads. 400s: more than 4 breakpoints ("A maximum of 4 blocks with cache_control may be
   provided. Found 5."), a 1h breakpoint after a 5m one, an automatic TTL that differs from the
   last block's own. The answer never depends on the markers. count_tokens accepts them and
-  ignores caching.
+  ignores caching. Message Batches share the key's cache: at creation each request is read
+  and written, in processing order, at the simulated instant it finishes.
 - Final usage. The last `message_delta` repeats the cumulative input_tokens,
   cache_creation_input_tokens, cache_read_input_tokens and output_tokens, plus
   server_tool_use and output_tokens_details when they apply; message_start carries
@@ -143,7 +144,8 @@ processed), each 429 `rate_limit_error` with `retry-after`; batch responses carr
 `anthropic-ratelimit-requests-*`. Ground truth per batch: id, key_id, call_id /
 attempt (headers), created_unix, request_count, models, custom_ids_sha256 (of the
 custom_ids joined by newlines, as submitted; the list itself with `?custom_ids=1`), processing_status, request_counts, intended_end_s, ended_unix,
-cancel_initiated_unix, deleted_unix.
+cancel_initiated_unix, deleted_unix, cache (the prompt cache over its requests: read_tokens,
+write_5m_tokens, write_1h_tokens, hits).
 
 Quality model (`quality.py`; only for requests with the harness's headers, which it
 sends in simulator mode; without them every reply is the filler answer above, unchanged):
