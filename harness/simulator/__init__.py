@@ -7,7 +7,7 @@ tested and profiled on its own. Public entry points: `cli_main(argv) -> int` (wh
 
 Control endpoints (same port): `GET /_sim/requests` (ground truth, JSON lines),
 `GET /_sim/batches[?custom_ids=1]` (every Message Batch created, JSON lines, see below),
-`POST /_sim/reset` (forget requests, batches, events, buckets, outages, PostHog seeds,
+`POST /_sim/reset` (forget requests, batches, events, buckets, outages, the prompt cache, PostHog seeds,
 insights and dashboards; restore the startup faults and the request counter),
 `GET /_sim/events[?summary=1]` (PostHog events: received, unique, duplicates, events),
 `GET|POST /_sim/faults` (`{"rates": {name: p}, "model"?,
@@ -32,13 +32,19 @@ last byte), intended_first_text_s (receipt → first text delta; null without te
 sent_ttft_s / sent_total_s (streams: when the first delta / last byte actually left),
 sent_first_text_s / sent_first_thinking_s (streams: when the first `text_delta` /
 `thinking_delta` left, same origin as sent_ttft_s; null when none was sent),
-input_tokens (the final, cumulative count: web search results included), output_tokens
+input_tokens (the final, cumulative count as usage reports it: the prompt's uncached part after
+the last cache breakpoint, plus web search results), output_tokens
 (tokens sent, thinking included), thinking_tokens, tool_calls (names of the tools the
 reply calls), web_search_requests, refused, stop_reason, retry_after (429),
 expected_kind (the top-level grader of `x-harness-expected`, else null), quality_pass
 (whether the answer sent meets that grader; null without one), judge_score (judge calls),
-and when relevant limited (which rate limit), fault_after_tokens, client_closed,
-judge_malformed (judge calls).
+prompt caching (see below): cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
+cache_eligible (the prefix at the last breakpoint reaches the model's minimum; null without a
+breakpoint), cache_hit (read > 0), cache_breakpoints (how many, the automatic one included),
+cache_prefix_tokens (tokens through the last breakpoint), cache_min_tokens, cache_hit_breakpoint
+(which breakpoint's lookback found the read, 0 = the first in prompt order) and cache_hit_at (the
+JSON path of the block read through, e.g. "system.1"); and when relevant limited (which rate
+limit), fault_after_tokens, client_closed, judge_malformed (judge calls).
 
 Simulator features (request features answered with the real API's wire shapes; every
 choice is a function of the seed, the model and the request content, see `blocks.py`):
@@ -83,6 +89,27 @@ choice is a function of the seed, the model and the request content, see `blocks
   `[[refuse:N]]` → N text tokens, then the refusal. `stop_details` is
   `{"type": "refusal", "category": null, "explanation": null}` (on message_delta when
   streamed). A refusal has no thinking or tool calls.
+- Prompt caching (`promptcache.py`, which states the rules in full). Breakpoints are
+  `cache_control: {"type": "ephemeral", "ttl"?: "5m"|"1h"}` on a tool, a system block or a
+  message block, and the top-level `cache_control` (automatic caching: the last block that
+  can carry one). Prefixes run tools → system → messages and are keyed by (API key, model,
+  exact content without the markers); each breakpoint looks back up to 20 blocks for an
+  entry; reads, 1-hour and 5-minute writes follow the docs' A/B/C billing. An entry is usable
+  from the writer's first token (concurrent requests all write) for 5 or 60 simulated
+  minutes (times `--time-scale`; never expiring at 0), refreshed by each read. A prefix under
+  the model's `cache_min_tokens` (profile; the documented minimums) is neither read nor
+  written, without an error. Web search, citations and `speed` invalidate system and message
+  prefixes; `tool_choice`, thinking type/budget and images the message prefixes; a tool
+  definition everything. Usage: `input_tokens` is the part after the last breakpoint,
+  `cache_read_input_tokens`, `cache_creation_input_tokens` and `cache_creation` (5m/1h) in the
+  body and message_start (the final message_delta repeats the three counters, not the
+  breakdown, as SDK 2.14 models it). TTFT counts a read token as `ttft_cache_read_factor`
+  (default 0.1) of an uncached one; input tokens per minute count uncached and written tokens,
+  not reads. 400s: more than 4 breakpoints ("A maximum of 4 blocks with cache_control may be
+  provided. Found 5."), a 1h breakpoint after a 5m one, an automatic TTL that differs from the
+  last block's own. The answer never depends on the markers. count_tokens accepts them and
+  ignores caching. Message Batches share the key's cache: at creation each request is read
+  and written, in processing order, at the simulated instant it finishes.
 - Final usage. The last `message_delta` repeats the cumulative input_tokens,
   cache_creation_input_tokens, cache_read_input_tokens and output_tokens, plus
   server_tool_use and output_tokens_details when they apply; message_start carries
@@ -117,7 +144,8 @@ processed), each 429 `rate_limit_error` with `retry-after`; batch responses carr
 `anthropic-ratelimit-requests-*`. Ground truth per batch: id, key_id, call_id /
 attempt (headers), created_unix, request_count, models, custom_ids_sha256 (of the
 custom_ids joined by newlines, as submitted; the list itself with `?custom_ids=1`), processing_status, request_counts, intended_end_s, ended_unix,
-cancel_initiated_unix, deleted_unix.
+cancel_initiated_unix, deleted_unix, cache (the prompt cache over its requests: read_tokens,
+write_5m_tokens, write_1h_tokens, hits).
 
 Quality model (`quality.py`; only for requests with the harness's headers, which it
 sends in simulator mode; without them every reply is the filler answer above, unchanged):

@@ -165,6 +165,8 @@ async def create_batch(request: web.Request) -> web.Response:
         time_scale=state.time_scale,
         profiles=state.profiles,
         faults=state.faults,
+        key=key,
+        cache=state.cache,
     )
     for i, item in enumerate(items):
         builder.add(item["custom_id"], item["params"])
@@ -284,7 +286,9 @@ def result_line(seed: int, profiles: Profiles, batch: Batch, index: int) -> byte
     if outcome == SUCCEEDED and request.model is not None and request.inputs is not None:
         profile = profiles.models[request.model]
         reply = plan_for(seed, profile, request.inputs, request.digest)
-        message = base_message(_message_id(seed, batch.id, index), profile.id, request.input_tokens, "batch")
+        message = base_message(
+            _message_id(seed, batch.id, index), profile.id, request.input_tokens, "batch", request.cache
+        )
         result = {"type": SUCCEEDED, "message": finish_message(message, reply)}
     elif outcome == ERRORED and request.error is not None:
         kind, text = request.error

@@ -32,6 +32,14 @@ from harness.simulator.profiles import (
     DEFAULT_BATCH_SIGMA,
     Profiles,
 )
+from harness.simulator.promptcache import (
+    NO_CACHE,
+    CacheUsage,
+    Prompt,
+    PromptCache,
+    build_prompt,
+    find_breakpoints,
+)
 from harness.simulator.textgen import content_digest, count_input_tokens
 from harness.simulator.validate import check_messages, model_of
 
@@ -69,9 +77,11 @@ class BatchRequest:
     finish_s: float  # when its processing ends, from the batch's creation (simulated, scaled)
     error: tuple[str, str] | None = None
     expired: bool = False  # a `batch_expired` fault
-    input_tokens: int = 0
+    input_tokens: int = 0  # after the last cache breakpoint (all of the prompt without one)
     digest: bytes = b""
     inputs: dict[str, Any] | None = None
+    cache: CacheUsage = NO_CACHE  # what the prompt cache read and wrote for it
+    prompt: Prompt | None = None  # while the batch is built: its breakpoints and prefixes
 
 
 @dataclass(eq=False)
@@ -155,6 +165,16 @@ class Batch:
         random.Random(f"sim-batch-order:{seed}:{self.number}").shuffle(indexes)
         return indexes
 
+    def cache_truth(self) -> dict[str, int]:
+        """The prompt cache over the batch's requests: tokens read and written, requests that read."""
+        usages = [r.cache for r in self.requests if r.cache is not NO_CACHE]
+        return {
+            "read_tokens": sum(u.read for u in usages),
+            "write_5m_tokens": sum(u.write_5m for u in usages),
+            "write_1h_tokens": sum(u.write_1h for u in usages),
+            "hits": sum(1 for u in usages if u.read > 0),
+        }
+
     def truth(self, now_mono: float, *, with_ids: bool) -> dict[str, Any]:
         """The ground-truth record of `GET /_sim/batches`."""
         status = self.status(now_mono)
@@ -174,6 +194,7 @@ class Batch:
             "ended_unix": self.created_unix + self.end_s() if status == "ended" else None,
             "cancel_initiated_unix": self.cancel_unix,
             "deleted_unix": self.deleted_unix,
+            "cache": self.cache_truth(),
         }
         if with_ids:
             record["custom_ids"] = ids
@@ -185,6 +206,12 @@ class BatchBuilder:
 
     Each request takes three draws whatever it turns out to be (finish point, fault, error
     kind), so one bad request never shifts the draws of the others.
+
+    Prompt caching: a request with cache breakpoints keeps its prefixes until `build`, which
+    runs the shared prompt cache (`cache`, the live requests' own) over the batch in
+    processing order, each request read and written at the instant it finishes (simulated):
+    requests sharing a prefix read what an earlier one wrote, within the TTL. Requests past
+    the 24-hour expiry are not processed; a later cancel cannot undo what was written.
     """
 
     def __init__(
@@ -195,8 +222,12 @@ class BatchBuilder:
         time_scale: float,
         profiles: Profiles,
         faults: FaultSettings,
+        key: str = "",
+        cache: PromptCache | None = None,
     ) -> None:
         self.number = number
+        self.key = key
+        self.cache = cache
         self.seed = seed
         self.time_scale = time_scale
         self.profiles = profiles
@@ -235,6 +266,11 @@ class BatchBuilder:
         request.input_tokens = input_tokens
         request.digest = content_digest(params)
         request.inputs = reply_inputs(params)
+        breakpoints = find_breakpoints(params) if self.cache is not None else []
+        if breakpoints:
+            request.prompt = build_prompt(
+                params, key=self.key, model=profile.id, breakpoints=breakpoints, total_tokens=input_tokens
+            )
 
     def build(
         self,
@@ -259,6 +295,7 @@ class BatchBuilder:
             windows[model] = (base + per_request * sizes[model]) * spread * self.time_scale
         for request in self.requests:
             request.finish_s *= windows[request.model]
+        self._run_cache(created_mono, DAY_S * self.time_scale)
         return Batch(
             id=batch_id,
             number=self.number,
@@ -272,6 +309,21 @@ class BatchBuilder:
             call_id=call_id,
             attempt=attempt,
         )
+
+    def _run_cache(self, created_mono: float, deadline_s: float) -> None:
+        """Each request with breakpoints reads and writes the prompt cache when it is processed."""
+        cached = [r for r in self.requests if r.prompt is not None]
+        if self.cache is None or not cached:
+            return
+        for request in sorted(cached, key=lambda r: r.finish_s):
+            prompt, request.prompt = request.prompt, None
+            if prompt is None or request.expired or request.finish_s > deadline_s or request.model is None:
+                continue
+            at = created_mono + request.finish_s
+            plan = self.cache.plan(prompt, self.profiles.models[request.model].cache_min_tokens, at)
+            self.cache.commit(plan, at, at)
+            request.cache = plan.usage
+            request.input_tokens = plan.uncached
 
 
 class BatchStore:

@@ -22,6 +22,14 @@ from aiohttp import web
 from harness.simulator import quality, sse
 from harness.simulator.blocks import Frames, Reply, content_json, plan_reply, stream_frames
 from harness.simulator.profiles import ModelProfile
+from harness.simulator.promptcache import (
+    NO_CACHE,
+    CachePlan,
+    CacheUsage,
+    build_prompt,
+    find_breakpoints,
+    truth_fields,
+)
 from harness.simulator.ratelimit import key_id
 from harness.simulator.state import SimState
 from harness.simulator.textgen import Answer, content_digest, count_input_tokens, make_answer
@@ -83,14 +91,22 @@ def plan_for(seed: int, profile: ModelProfile, body: dict[str, Any], digest: byt
     )
 
 
-def base_message(message_id: str, model: str, input_tokens: int, service_tier: str) -> dict[str, Any]:
-    """A Message before its content: what message_start carries, and the base of the whole reply."""
+def base_message(
+    message_id: str, model: str, input_tokens: int, service_tier: str, cache: CacheUsage = NO_CACHE
+) -> dict[str, Any]:
+    """A Message before its content: what message_start carries, and the base of the whole reply.
+
+    `input_tokens` is the prompt's uncached part (after the last cache breakpoint); `cache` what
+    the prompt cache read and wrote (`promptcache.py`)."""
     usage: dict[str, Any] = {
         "input_tokens": input_tokens,
         "output_tokens": 0,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "cache_creation_input_tokens": cache.write,
+        "cache_read_input_tokens": cache.read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": cache.write_5m,
+            "ephemeral_1h_input_tokens": cache.write_1h,
+        },
         "service_tier": service_tier,
     }
     return {
@@ -221,6 +237,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         "expected_kind": None,
         "quality_pass": None,
         "judge_score": None,
+        **truth_fields(None),
     }
 
     def reject(response: web.Response, fault: str | None = None) -> web.Response:
@@ -295,7 +312,12 @@ async def _serve(
         record["status"] = response.status
         state.records.append(record)
         return response
-    admission = limiter.admit(key, profile.pool, profile.limits, input_tokens, max_tokens)
+    # The prompt cache, decided at receipt and applied once the request is admitted.
+    plan = _cache_plan(state, profile, key, body, input_tokens)
+    cache = plan.usage if plan is not None else NO_CACHE
+    uncached = plan.uncached if plan is not None else input_tokens
+    # Input tokens per minute count the uncached and written tokens, not those read from the cache.
+    admission = limiter.admit(key, profile.pool, profile.limits, uncached + cache.write, max_tokens)
     headers.update(admission.headers)
     if not admission.ok:
         headers["retry-after"] = str(admission.retry_after)
@@ -328,17 +350,22 @@ async def _serve(
         reply = plan_for(state.seed, profile, body, digest)
     frames = stream_frames(reply)
     count = len(frames.frames)
+    prefill = plan.effective_tokens(profile.ttft_cache_read_factor) if plan is not None else input_tokens
     timing = draw_timing(
-        profile, rng, count, input_tokens, state.time_scale, thinking=frames.thinking, pauses=frames.pauses
+        profile, rng, count, prefill, state.time_scale, thinking=frames.thinking, pauses=frames.pauses
     )
     shift = state.faults.slow_first_byte_s if fault == "slow_first_byte" else 0.0
+    if plan is not None:  # what it wrote is usable once its first token is due (from receipt)
+        now = time.monotonic()
+        received = now - (time.perf_counter() - t0)
+        state.cache.commit(plan, now, received + shift + timing.ttft_s)
     # How many deltas go out before an in-stream fault strikes.
     cut = count
     if fault in ("midstream_error", "drop", "truncate"):
         cut = rng.randint(1, count - 1) if count > 1 else count
     offsets = timing.offsets[:cut]
     sent_tokens = sum(frames.tokens[:cut]) if cut < count else reply.output_tokens
-    final_input = input_tokens + reply.search_input_tokens
+    final_input = uncached + reply.search_input_tokens
     record.update(
         fault=fault,
         status=200,
@@ -354,6 +381,7 @@ async def _serve(
         tool_calls=reply.tool_calls,
         web_search_requests=reply.web_search_requests,
         refused=reply.refused,
+        **truth_fields(plan),
     )
     if frames.first_text is not None and frames.first_text < cut:
         record["intended_first_text_s"] = shift + timing.offsets[frames.first_text]
@@ -364,7 +392,7 @@ async def _serve(
     elif not stream and fault in ("drop", "truncate"):
         record["status"] = None  # the connection is cut before any response
     state.records.append(record)
-    message = base_message(new_id("msg_"), profile.id, input_tokens, "standard")
+    message = base_message(new_id("msg_"), profile.id, uncached, "standard", cache)
     message["usage"]["output_tokens"] = reply.output_tokens
     try:
         if shift:
@@ -376,6 +404,17 @@ async def _serve(
         )
     finally:
         state.limiter.settle(key, profile.pool, profile.limits, max_tokens - sent_tokens)
+
+
+def _cache_plan(
+    state: SimState, profile: ModelProfile, key: str, body: dict[str, Any], input_tokens: int
+) -> CachePlan | None:
+    """What the request reads from and writes to the prompt cache; None without a breakpoint."""
+    breakpoints = find_breakpoints(body)  # judged valid already
+    if not breakpoints:
+        return None
+    prompt = build_prompt(body, key=key, model=profile.id, breakpoints=breakpoints, total_tokens=input_tokens)
+    return state.cache.plan(prompt, profile.cache_min_tokens, time.monotonic())
 
 
 async def _sleep_until(deadline: float) -> None:
@@ -486,8 +525,8 @@ async def _stream(
             # Cumulative, repeating the input and cache counts, as the real API's final usage does.
             usage = {
                 "input_tokens": message["usage"]["input_tokens"],
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": message["usage"]["cache_creation_input_tokens"],
+                "cache_read_input_tokens": message["usage"]["cache_read_input_tokens"],
                 "output_tokens": reply.output_tokens,
             }
             final = sse.message_delta(
@@ -503,7 +542,8 @@ async def _stream(
 
 
 async def count_tokens(request: web.Request) -> web.Response:
-    """`POST /v1/messages/count_tokens`: the same estimate as Messages usage."""
+    """`POST /v1/messages/count_tokens`: the same estimate as Messages usage (the sum of its
+    input, cache read and cache write tokens); `cache_control` is accepted and caches nothing."""
     state = request.app[STATE]
     headers = {"request-id": new_id("req_")}
     _, failure = preamble(request, state, headers)

@@ -19,8 +19,10 @@ __all__ = [
     "DEFAULT_BATCH_LIMITS",
     "DEFAULT_BATCH_PER_REQUEST_S",
     "DEFAULT_BATCH_SIGMA",
+    "DEFAULT_CACHE_MIN_TOKENS",
     "DEFAULT_LIMITS",
     "DEFAULT_PROFILE_PATH",
+    "DEFAULT_TTFT_CACHE_READ_FACTOR",
     "OPTIONAL_TIMING_KEYS",
     "TIMING_KEYS",
     "BatchLimits",
@@ -36,6 +38,10 @@ DEFAULT_PROFILE_PATH = Path(__file__).with_name("profiles.toml")
 DEFAULT_BATCH_BASE_S = 120.0
 DEFAULT_BATCH_PER_REQUEST_S = 0.06
 DEFAULT_BATCH_SIGMA = 0.25
+# Prompt caching: a model the profile gives no minimum gets 1,024 tokens (the most common
+# documented minimum); a token read from the cache adds a tenth of an uncached token's TTFT.
+DEFAULT_CACHE_MIN_TOKENS = 1024
+DEFAULT_TTFT_CACHE_READ_FACTOR = 0.1
 
 TIMING_KEYS: dict[str, type] = {
     "ttft_median_s": float,
@@ -59,6 +65,11 @@ OPTIONAL_TIMING_KEYS: dict[str, type] = {
     "batch_base_s": float,
     "batch_per_request_s": float,
     "batch_sigma": float,
+    # Prompt caching (`promptcache.py`): the model's minimum cacheable prompt length (tokens of
+    # the simulator's count), and the share of `ttft_per_1k_input_s` a token read from the cache
+    # still costs (illustrative).
+    "cache_min_tokens": int,
+    "ttft_cache_read_factor": float,
 }
 _ALL_TIMING_KEYS = {**TIMING_KEYS, **OPTIONAL_TIMING_KEYS}
 _MODEL_KEYS = {
@@ -125,6 +136,8 @@ class ModelProfile:
     batch_base_s: float = DEFAULT_BATCH_BASE_S
     batch_per_request_s: float = DEFAULT_BATCH_PER_REQUEST_S
     batch_sigma: float = DEFAULT_BATCH_SIGMA
+    cache_min_tokens: int = DEFAULT_CACHE_MIN_TOKENS
+    ttft_cache_read_factor: float = DEFAULT_TTFT_CACHE_READ_FACTOR
     # Pass probabilities of the quality model (`quality.py`): "pass", and per-tag overrides.
     quality: dict[str, float] = field(default_factory=dict)
 

@@ -14,6 +14,7 @@ from typing import Any
 from harness.simulator.batchstore import BatchStore
 from harness.simulator.faults import FaultSettings
 from harness.simulator.profiles import Profiles
+from harness.simulator.promptcache import PromptCache
 from harness.simulator.quality import Memo
 from harness.simulator.ratelimit import RateLimiter, RequestLimiter
 
@@ -65,6 +66,7 @@ class SimState:
         self.events = EventStore()
         self.counter = 0
         self.quality = Memo()  # occurrences of each case, for the quality model's draws
+        self.cache = PromptCache(time_scale)  # prompt-cache entries of every key and model
         # target ("anthropic" | "posthog") -> (mode, until as time.monotonic())
         self.outages: dict[str, tuple[str, float]] = {}
 
@@ -84,7 +86,8 @@ class SimState:
         return mode
 
     def reset(self) -> None:
-        """Forget requests, events, batches, buckets, outages; restore the startup faults and counter."""
+        """Forget requests, events, batches, buckets, outages, the prompt cache; restore the startup
+        faults and counter."""
         self.records.clear()
         self.events.clear()
         self.batches.clear()
@@ -94,3 +97,4 @@ class SimState:
         self.faults = self._initial_faults.copy()
         self.counter = 0
         self.quality.clear()
+        self.cache.clear()

@@ -17,7 +17,18 @@ from typing import Any
 
 import orjson
 
-__all__ = ["VOCAB", "Answer", "content_digest", "count_input_tokens", "make_answer"]
+__all__ = [
+    "VOCAB",
+    "Answer",
+    "block_text",
+    "content_digest",
+    "count_input_tokens",
+    "has_cache_markers",
+    "make_answer",
+    "tokens_of",
+    "tool_json",
+    "without_cache_control",
+]
 
 _WORDS = """
 the of and to in is that for it as with was on be by this are at from or an have not
@@ -42,35 +53,96 @@ VOCAB: tuple[str, ...] = tuple(
 )
 
 
-def _block_text(block: Any) -> str:
+def without_cache_control(item: Any) -> Any:
+    """The block or tool as the model reads it: a `cache_control` marker is no content."""
+    if isinstance(item, dict) and "cache_control" in item:
+        return {k: v for k, v in item.items() if k != "cache_control"}
+    return item
+
+
+def block_text(block: Any) -> str:
+    """What one content block counts as: a text block's text, else its JSON (without the marker)."""
     if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
         return block["text"]
-    return orjson.dumps(block, option=orjson.OPT_SORT_KEYS).decode() if block is not None else ""
+    return (
+        orjson.dumps(without_cache_control(block), option=orjson.OPT_SORT_KEYS).decode()
+        if block is not None
+        else ""
+    )
+
+
+def tool_json(tool: Any) -> bytes:
+    """One tool definition as counted (sorted JSON, without the marker)."""
+    return orjson.dumps(without_cache_control(tool), option=orjson.OPT_SORT_KEYS)
 
 
 def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(_block_text(b) for b in content)
+        return "".join(block_text(b) for b in content)
     return ""
 
 
 def count_input_tokens(body: dict[str, Any]) -> int:
-    """About four characters a token, over system, message contents and tool definitions."""
+    """About four characters a token, over system, message contents and tool definitions.
+
+    `cache_control` markers are not content: moving one changes no count (`promptcache.py`
+    counts every prefix with the same pieces, so a prefix and the whole prompt agree).
+    """
     chars = len(_content_text(body.get("system")))
     for message in body.get("messages") or ():
         if isinstance(message, dict):
             chars += len(_content_text(message.get("content")))
-    if body.get("tools"):
-        chars += len(orjson.dumps(body["tools"], option=orjson.OPT_SORT_KEYS))
+    tools = body.get("tools")
+    if tools:
+        chars += len(orjson.dumps([without_cache_control(t) for t in tools], option=orjson.OPT_SORT_KEYS))
+    return tokens_of(chars)
+
+
+def tokens_of(chars: int) -> int:
+    """The token estimate of `chars` characters (at least 1)."""
     return max(1, math.ceil(chars / 4))
 
 
 def content_digest(body: dict[str, Any]) -> bytes:
-    """A hash of what the model 'reads': system, messages and tools (not max_tokens)."""
-    content = [body.get("system"), body.get("messages"), body.get("tools"), body.get("tool_choice")]
+    """A hash of what the model 'reads': system, messages and tools (not max_tokens).
+
+    Without the `cache_control` markers: caching never changes the answer (as documented).
+    """
+    system, messages, tools = body.get("system"), body.get("messages"), body.get("tools")
+    if has_cache_markers(body):
+        if isinstance(system, list):
+            system = [without_cache_control(b) for b in system]
+        if isinstance(tools, list):
+            tools = [without_cache_control(t) for t in tools]
+        if isinstance(messages, list):
+            messages = [_message_without_markers(m) for m in messages]
+    content = [system, messages, tools, body.get("tool_choice")]
     return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+
+
+def _message_without_markers(message: Any) -> Any:
+    if isinstance(message, dict) and isinstance(message.get("content"), list):
+        return {**message, "content": [without_cache_control(b) for b in message["content"]]}
+    return message
+
+
+def has_cache_markers(body: dict[str, Any]) -> bool:
+    """Whether a `cache_control` marker sits on a tool, a system block or a message block."""
+    for name in ("tools", "system"):
+        items = body.get(name)
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict) and item.get("cache_control") is not None:
+                    return True
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("cache_control") is not None:
+                    return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,13 +38,16 @@ def draw_timing(
     profile: ModelProfile,
     rng: random.Random,
     tokens: int,
-    input_tokens: int,
+    input_tokens: float,
     time_scale: float,
     *,
     thinking: int = 0,
     pauses: dict[int, float] | None = None,
 ) -> Timing:
     """Lognormal TTFT growing with input length; per-request speed; jittered gaps.
+
+    `input_tokens` is the prompt as prefill sees it: tokens read from the prompt cache count
+    only for the profile's `ttft_cache_read_factor` (the caller weighs them).
 
     `tokens` counts the deltas. The first `thinking` of them come at the profile's thinking
     speed (`thinking_tokens_per_s`, the output speed when unset), the rest at the output

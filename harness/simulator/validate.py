@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any, NoReturn
 
+from harness.simulator.promptcache import BreakpointError, find_breakpoints
+
 __all__ = [
     "MAX_BATCH_REQUESTS",
     "MIN_THINKING_BUDGET",
@@ -289,7 +291,8 @@ def check_messages(body: Any, max_output_tokens: int | None) -> str | None:
         if "top_k" in body and (not _is_int(body["top_k"]) or body["top_k"] < 0):
             _fail("top_k", "Input should be an integer greater than or equal to 0")
         _thinking_compatible(body)
-    except _Invalid as exc:
+        find_breakpoints(body)
+    except (_Invalid, BreakpointError) as exc:
         return str(exc)
     return None
 
