@@ -43,6 +43,7 @@ _METRICS: tuple[tuple[str, str, str], ...] = (
     ("latency_p50", "latency_s", "median"),
     ("latency_p95", "latency_s", "p95"),
     ("ttft_p50", "ttft_s", "median"),
+    ("first_text_p50", "time_to_first_text_s", "median"),
     ("cost_mean", "total_cost_usd", "mean"),
     ("pass_rate", "passed", "rate"),
     ("score_mean", "score", "mean"),
@@ -77,6 +78,11 @@ class _Pairs:
             .agg(
                 pl.col("latency_s").filter(ok & (pl.col("latency_s") > 0)).log().mean().alias("latency_s"),
                 pl.col("ttft_s").filter(ok & (pl.col("ttft_s") > 0)).log().mean().alias("ttft_s"),
+                pl.col("time_to_first_text_s")
+                .filter(ok & (pl.col("time_to_first_text_s") > 0))
+                .log()
+                .mean()
+                .alias("time_to_first_text_s"),
                 pl.col("total_cost_usd").filter(ok).mean().alias("total_cost_usd"),
                 pl.col("passed").cast(pl.Float64).mean().alias("passed"),
                 pl.col("score").mean().alias("score"),
