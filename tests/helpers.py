@@ -264,3 +264,15 @@ def genai_total_usd(row: Mapping[str, Any]) -> float:
         **counts,
     )
     return float(genai_prices.calc_price(usage, row["model"], provider_id="anthropic").total_price)
+
+
+def timed_profile(path: Path, *, answer_tokens_max: int, thinking_tps: dict[str, float]) -> Path:
+    """A simulator profile with exact, noise-free timing (50 ms TTFT, 1,000 tok/s) and per-model thinking speeds."""
+    models = "".join(f'\n[models."{m}"]\nthinking_tokens_per_s = {tps}\n' for m, tps in thinking_tps.items())
+    path.write_text(
+        "[defaults]\nttft_median_s = 0.05\nttft_sigma = 0.0\nttft_per_1k_input_s = 0.0\n"
+        "speed_median_tps = 1000.0\nspeed_sigma = 0.0\ngap_sigma = 0.0\nverbosity = 0.005\nverbosity_sigma = 0.0\n"
+        f"answer_tokens_max = {answer_tokens_max}\nmax_tokens = 64000\nmax_input_tokens = 200000\n\n"
+        "[defaults.limits]\nrpm = 100000\nitpm = 100000000\notpm = 100000000\n" + models
+    )
+    return path

@@ -15,6 +15,7 @@ import aiohttp
 import anthropic
 import pytest
 
+from tests.helpers import timed_profile
 from tests.simproc import SimProc, start_simulator
 
 KEY = "sk-test-not-a-real-key"
@@ -194,37 +195,14 @@ def test_omitted_thinking_sends_only_the_signature(sim: SimProc) -> None:
 
 # -- time to first text --------------------------------------------------------------------------
 
-TIMING_PROFILE = """
-[defaults]
-ttft_median_s = 0.05
-ttft_sigma = 0.0
-ttft_per_1k_input_s = 0.0
-speed_median_tps = 1000.0
-speed_sigma = 0.0
-gap_sigma = 0.0
-verbosity = 0.005
-verbosity_sigma = 0.0
-answer_tokens_max = 50
-max_tokens = 64000
-max_input_tokens = 200000
-
-[defaults.limits]
-rpm = 100000
-itpm = 100000000
-otpm = 100000000
-
-[models."claude-sonnet-4-6"]
-thinking_tokens_per_s = 4000.0
-
-[models."claude-haiku-4-5"]
-thinking_tokens_per_s = 1000.0
-"""
-
 
 @pytest.fixture(scope="module")
 def timed_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProc]:
-    profile = tmp_path_factory.mktemp("profile") / "thinking.toml"
-    profile.write_text(TIMING_PROFILE)
+    profile = timed_profile(
+        tmp_path_factory.mktemp("profile") / "thinking.toml",
+        answer_tokens_max=50,
+        thinking_tps={"claude-sonnet-4-6": 4000.0, "claude-haiku-4-5": 1000.0},
+    )
     sim = start_simulator("--profile", str(profile), "--time-scale", "1", "--seed", "2")
     yield sim
     sim.stop()

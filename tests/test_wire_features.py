@@ -23,7 +23,7 @@ from harness.client import ClaudeClient
 from harness.config import build_config
 from harness.graders import Answer, grade_now
 from harness.records import CALL_SCHEMA, Case, PlannedCall
-from tests.helpers import genai_total_usd, make_runner
+from tests.helpers import genai_total_usd, make_runner, timed_profile
 from tests.simproc import SimProc, start_simulator
 
 MODEL = "claude-sonnet-4-6"  # thinking "enabled" draws no SDK warning on it
@@ -289,34 +289,14 @@ def test_a_refusal_fails_every_expectation(expected):
 
 # -- time to first text against the simulator's clock, with a thinking phase long enough to see ----------
 
-TIMING_PROFILE = """
-[defaults]
-ttft_median_s = 0.05
-ttft_sigma = 0.0
-ttft_per_1k_input_s = 0.0
-speed_median_tps = 1000.0
-speed_sigma = 0.0
-gap_sigma = 0.0
-verbosity = 0.005
-verbosity_sigma = 0.0
-answer_tokens_max = 30
-max_tokens = 64000
-max_input_tokens = 200000
-
-[defaults.limits]
-rpm = 100000
-itpm = 100000000
-otpm = 100000000
-
-[models."claude-haiku-4-5"]
-thinking_tokens_per_s = 1000.0
-"""
-
 
 @pytest.fixture(scope="module")
 def timed_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProc]:
-    profile = tmp_path_factory.mktemp("profile") / "thinking.toml"
-    profile.write_text(TIMING_PROFILE)
+    profile = timed_profile(
+        tmp_path_factory.mktemp("profile") / "thinking.toml",
+        answer_tokens_max=30,
+        thinking_tps={"claude-haiku-4-5": 1000.0},
+    )
     sim = start_simulator("--profile", str(profile), "--time-scale", "1", "--seed", "5")
     yield sim
     sim.stop()
