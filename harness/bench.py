@@ -139,6 +139,9 @@ async def _execute(
         variants=parse_variants(cfg.variants, source),
         variants_source=source,
     )
+    # The case each call sends (after its variant), for the events' $ai_input; taken before a
+    # resume drops finished calls, whose rows an event recovery may still rebuild.
+    sent = {(call.case.id, call.variant): call.case for call in plan}
 
     target = Target.resolve(cfg, sim)
     try:
@@ -156,8 +159,7 @@ async def _execute(
             run, plan = _open_run(cfg, run_id, loaded, prices, plan, target, cli_args, judge)
             with run:
                 engine = _engine(cfg, run_id, target, client, workers, prices, judge)
-                cases = {case.id: case for case in loaded.cases}
-                return await _run(cfg, run, plan, cases, engine, target, extra_sinks, console)
+                return await _run(cfg, run, plan, sent, engine, target, extra_sinks, console)
         finally:
             await client.aclose()
     finally:
@@ -279,7 +281,7 @@ async def _run(
     cfg: RunConfig,
     run: RunDir,
     plan: list[PlannedCall],
-    cases: dict[str, Case],
+    cases: dict[tuple[str, str | None], Case],
     parts: _EngineParts,
     target: Target,
     extra_sinks: Sequence[Sink],
