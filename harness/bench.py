@@ -25,7 +25,7 @@ from rich.console import Console
 from harness import __version__, loops
 from harness.client import ClaudeClient
 from harness.config import ModelSpec, RunConfig
-from harness.dataset import load_cases
+from harness.dataset import load_cases, provenance_of
 from harness.errors import ConfigError, HarnessError, Interrupted, StorageError
 from harness.events.event import EventSettings
 from harness.events.sink import EventSink
@@ -33,6 +33,7 @@ from harness.graders import judge_specs
 from harness.judge import JUDGE_PROMPT_VERSION
 from harness.limiter import Limiter, PoolLimits, default_pool_key
 from harness.plan import make_plan
+from harness.posthog_import import originals_of
 from harness.pricing import PriceTable
 from harness.progress import ProgressSink
 from harness.records import Case, PlannedCall
@@ -205,6 +206,8 @@ def _open_run(
             "format": loaded.format,
             "cases": len(loaded.cases),
             "skipped": [str(p) for p in loaded.skipped],
+            # `harness import posthog`'s sidecar (query window, host, event, counts), when it is this file's
+            "import": provenance_of(loaded.path, loaded.sha256),
         },
         "models": list(cfg.model_names),
         "variants": {name: dict(overrides) for name, overrides in cfg.variants.items()},  # as given
@@ -218,7 +221,11 @@ def _open_run(
         if judge
         else None,
     }
-    return RunDir.create(cfg.results_dir, run_id, manifest), plan
+    run = RunDir.create(cfg.results_dir, run_id, manifest)
+    originals = originals_of(loaded.cases)
+    if originals is not None:  # an imported dataset: production's figures, for "original vs replayed"
+        run.write_originals(originals)
+    return run, plan
 
 
 def _judge_of(cfg: RunConfig, cases: Sequence[Case]) -> ModelSpec | None:
