@@ -28,6 +28,8 @@ events_app = typer.Typer(help="PostHog event delivery.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 import_app = typer.Typer(help="Import production traffic as a dataset.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+posthog_app = typer.Typer(help="Set up the user's PostHog project.", no_args_is_help=True)
+app.add_typer(posthog_app, name="posthog")
 err = Console(stderr=True)
 out = Console()
 
@@ -399,6 +401,37 @@ def import_posthog(
     for note in result.notes:
         out.print(f"note: {note}", highlight=False)
     out.print(f"provenance: {output}.import.json (recorded in the manifest of a run on {output.name})")
+
+
+@posthog_app.command(
+    "dashboard",
+    help="Create or update (matched by name) the Claude tutorial's dashboard and its six insights "
+    f"(personal API key from {POSTHOG_PERSONAL_KEY_ENV}, with insight and dashboard write access).",
+)
+def posthog_dashboard(
+    host: Annotated[str, Opt("--host", help="PostHog app host, e.g. https://us.posthog.com.")],
+    project_id: Annotated[str, Opt("--project-id", help="PostHog project id.")],
+    event: Annotated[
+        str,
+        Opt("--event", help="The events to chart: claude_message_completion (default) or $ai_generation."),
+    ] = "claude_message_completion",
+    name: Annotated[
+        str | None, Opt("--name", help="Dashboard name (default: 'Claude usage (EVENT)').")
+    ] = None,
+) -> None:
+    from harness.posthog_api import PosthogApi
+    from harness.posthog_dashboard import ensure_dashboard
+
+    try:
+        api = PosthogApi(host, project_id, Secret(os.environ.get(POSTHOG_PERSONAL_KEY_ENV)))
+        result = ensure_dashboard(api, event=event, name=name)
+    except HarnessError as exc:
+        _fail(exc)
+    verb = "created" if result.created else "updated"
+    out.print(f"dashboard {result.dashboard_id} {verb}: {len(result.insights)} insights", highlight=False)
+    for title, what in result.insights:
+        out.print(f"  {what}: {title}", highlight=False)
+    out.print(result.url, highlight=False, soft_wrap=True)
 
 
 @app.command()
