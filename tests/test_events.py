@@ -309,6 +309,20 @@ def test_resend_keeps_what_still_fails(capture: SimProc, tmp_path: Path) -> None
     capture.outage("posthog", "500", 0.0)
 
 
+def test_resend_cuts_an_outbox_event_written_too_large(capture: SimProc, tmp_path: Path) -> None:
+    """An outbox from before events were cut to fit: the SDK would drop it on every resend."""
+    with session(tmp_path) as run:
+        EventSink(settings_for(capture.url), run).close()
+    big = build_event(make_record(1), settings_for(capture.url), make_case(1))
+    big["properties"]["prompt"] = big["properties"]["$ai_input"][0]["content"] = "😀" * 80_000
+    assert len(json.dumps(big)) > SDK_MAX_EVENT_BYTES
+    run.events_outbox.write_bytes(orjson.dumps(big) + b"\n")
+    result = resend_outbox(run.path, KEY, capture.url, max_retries=0, flush_timeout_s=5.0)
+    assert result == {**result, "resent": 1, "delivered": 1, "still_failed": 0, "sdk_errors": 0}
+    (event,) = received(capture)["events"]
+    assert event["uuid"] == big["uuid"] and event["properties"]["truncated"] is True
+
+
 # ---------------------------------------------------------------- crash recovery
 
 

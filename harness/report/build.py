@@ -106,6 +106,8 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
     originals = run.load_originals()
     if originals is not None and prep.calls.height:
         target = manifest.get("target") if isinstance(manifest.get("target"), str) else None
+        if target and isinstance(manifest.get("base_url_host"), str):
+            target = f"the {target} target at {manifest['base_url_host']}"
         tables.append(originals_table(original_vs_replayed(prep, originals), prep.word, target))
     run_id: object = manifest.get("run_id") or (
         prep.calls.get_column("run_id")[0] if prep.calls.height else run.path.name
