@@ -55,7 +55,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import polars as pl
 
-from harness.dataset import FIELDS, row_problems, write_provenance
+from harness.dataset import row_problems, write_provenance
 from harness.errors import ConfigError, HarnessError
 from harness.features import FEATURE_FIELDS
 from harness.posthog_api import PosthogApi
@@ -92,6 +92,7 @@ _MEDIA_BLOCKS = frozenset({"image", "document", "file", "audio", "input_audio", 
 _TOOL_BLOCKS = frozenset({"tool_use", "tool_result", "server_tool_use", "web_search_tool_result"})
 # $ai_model_parameters → dataset fields (besides max_tokens and temperature, checked apart)
 _PARAMETERS = (*(f for f in FEATURE_FIELDS if f != "tools"), "stop_sequences")
+_OPTIONAL = frozenset({*_PARAMETERS, "max_tokens", "temperature"})
 
 
 @dataclass
@@ -446,10 +447,22 @@ def case_of(event: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None
     if user and user != props.get("$ai_trace_id") and props.get("$process_person_profile") is not False:
         row["user_id"] = str(user)
     row["metadata"] = {"posthog": _original(event, props)}
-    problems = row_problems({k: v for k, v in row.items() if k in FIELDS})
+    problems = row_problems(row)
+    # A parameter the API would refuse (e.g. the *served* service_tier "standard" the wrapper
+    # records) costs the case only that parameter: replayed without it, and the drop is noted.
+    dropped = sorted({_root(p.field) for p in problems} & _OPTIONAL)
+    if dropped:
+        for name in dropped:
+            row.pop(name, None)
+        row["metadata"]["posthog"]["dropped_parameters"] = dropped
+        problems = row_problems(row)
     if problems:
         return None, f"not a valid case ({problems[0].field}: {problems[0].message})"
     return row, None
+
+
+def _root(field_path: str) -> str:
+    return re.split(r"[.\[]", field_path, maxsplit=1)[0]
 
 
 def _original(event: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
