@@ -519,3 +519,14 @@ def test_trace_replay_releases_calls_at_their_recorded_offsets(simulator: SimPro
     assert late[len(late) // 2] < 0.01
     # The open loop's target is a p99 lateness under 10 ms (harness/runner.py `_saturated`); loose here.
     assert manifest["release_lateness"]["p99_ms"] < 25, manifest["release_lateness"]
+
+
+def test_window_bounds_are_utc_in_a_berlin_project(simulator: SimProc) -> None:
+    """The project's timezone is Europe/Berlin: a bare bound would move the window by an hour or two."""
+    since, until = DAY0 + timedelta(hours=6), DAY0 + timedelta(hours=7)
+    inside = [wrapper_event(i, since + timedelta(minutes=m)) for i, m in enumerate((0, 30, 59))]
+    outside = [wrapper_event(10 + i, since + timedelta(minutes=m)) for i, m in enumerate((-30, -90, 60, 90))]
+    seed(simulator, inside + outside)
+    got = list(export_events(api(simulator), event="$ai_generation", since=since, until=until))
+    assert sorted(e["uuid"] for e in got) == sorted(e["uuid"] for e in inside)
+    assert [e["timestamp"] for e in got] == [datetime.fromisoformat(e["timestamp"]) for e in inside]
