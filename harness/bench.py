@@ -27,7 +27,7 @@ from harness import __version__, loops
 from harness.caching import apply_cache, cache_prefix, eligible_prefixes
 from harness.client import ClaudeClient
 from harness.config import ModelSpec, RunConfig
-from harness.dataset import load_cases
+from harness.dataset import load_cases, provenance_of
 from harness.errors import ConfigError, HarnessError, Interrupted, StorageError
 from harness.events.event import EventSettings
 from harness.events.sink import EventSink
@@ -35,6 +35,7 @@ from harness.graders import judge_specs
 from harness.judge import JUDGE_PROMPT_VERSION
 from harness.limiter import Limiter, PoolLimits, default_pool_key
 from harness.plan import make_plan
+from harness.posthog_import import originals_of
 from harness.pricing import PriceTable
 from harness.progress import ProgressSink
 from harness.records import Case, PlannedCall
@@ -142,6 +143,9 @@ async def _execute(
         variants=parse_variants(cfg.variants, source),
         variants_source=source,
     )
+    # The case each call sends (after its variant), for the events' $ai_input; taken before a
+    # resume drops finished calls, whose rows an event recovery may still rebuild.
+    sent = {(call.case.id, call.variant): call.case for call in plan}
 
     target = Target.resolve(cfg, sim)
     try:
@@ -160,8 +164,7 @@ async def _execute(
             run, plan = _open_run(cfg, run_id, loaded, prices, plan, target, cli_args, judge)
             with run:
                 engine = _engine(cfg, run_id, target, client, workers, prices, judge)
-                by_id = {case.id: case for case in cases}
-                return await _run(cfg, run, plan, by_id, engine, target, extra_sinks, console)
+                return await _run(cfg, run, plan, sent, engine, target, extra_sinks, console)
         finally:
             await client.aclose()
     finally:
@@ -207,6 +210,8 @@ def _open_run(
             "format": loaded.format,
             "cases": len(loaded.cases),
             "skipped": [str(p) for p in loaded.skipped],
+            # `harness import posthog`'s sidecar (query window, host, event, counts), when it is this file's
+            "import": provenance_of(loaded.path, loaded.sha256),
         },
         "models": list(cfg.model_names),
         "variants": {name: dict(overrides) for name, overrides in cfg.variants.items()},  # as given
@@ -220,7 +225,11 @@ def _open_run(
         if judge
         else None,
     }
-    return RunDir.create(cfg.results_dir, run_id, manifest), plan
+    run = RunDir.create(cfg.results_dir, run_id, manifest)
+    originals = originals_of(loaded.cases)
+    if originals is not None:  # an imported dataset: production's figures, for "original vs replayed"
+        run.write_originals(originals)
+    return run, plan
 
 
 async def _cache_plan(cfg: RunConfig, plan: list[PlannedCall], client: ClaudeClient) -> list[PlannedCall]:
@@ -308,7 +317,7 @@ async def _run(
     cfg: RunConfig,
     run: RunDir,
     plan: list[PlannedCall],
-    cases: dict[str, Case],
+    cases: dict[tuple[str, str | None], Case],
     parts: _EngineParts,
     target: Target,
     extra_sinks: Sequence[Sink],

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.errors import HarnessError
-from harness.secrets import POSTHOG_KEY_ENV, env_secrets, redact
+from harness.secrets import POSTHOG_KEY_ENV, POSTHOG_PERSONAL_KEY_ENV, Secret, env_secrets, redact
 
 app = typer.Typer(
     help="Batch replay and load-benchmark harness for Anthropic's Claude models.",
@@ -26,6 +26,10 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="PostHog event delivery.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+import_app = typer.Typer(help="Import production traffic as a dataset.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+posthog_app = typer.Typer(help="Set up the user's PostHog project.", no_args_is_help=True)
+app.add_typer(posthog_app, name="posthog")
 err = Console(stderr=True)
 out = Console()
 
@@ -381,6 +385,111 @@ def events_resend(
     out.print(f"resent {counts}", highlight=False)
     if counts.get("still_failed"):
         raise typer.Exit(1)
+
+
+@import_app.command(
+    "posthog",
+    help="Turn production LLM calls captured in PostHog into a dataset "
+    f"(personal API key from {POSTHOG_PERSONAL_KEY_ENV}; never printed).",
+)
+def import_posthog(
+    output: Annotated[Path, Opt("-o", "--output", help="The dataset to write (JSONL), replayable as is.")],
+    host: Annotated[
+        str | None,
+        Opt("--host", help="PostHog app host, e.g. https://us.posthog.com (not the ingestion host)."),
+    ] = None,
+    project_id: Annotated[str | None, Opt("--project-id", help="PostHog project id.")] = None,
+    since: Annotated[
+        str | None,
+        Opt("--since", help="Window start: a date or ISO 8601 time (UTC unless it has an offset)."),
+    ] = None,
+    until: Annotated[str | None, Opt("--until", help="Window end, exclusive (default: now).")] = None,
+    event: Annotated[
+        str, Opt("--event", help="Event name: $ai_generation (default), claude_message_completion, ...")
+    ] = "$ai_generation",
+    limit: Annotated[
+        int | None, Opt("--limit", help="Import at most this many events (oldest first).")
+    ] = None,
+    where: Annotated[
+        str | None, Opt("--where", help="An extra HogQL condition, e.g. \"properties.$ai_model = 'x'\".")
+    ] = None,
+    from_csv: Annotated[
+        Path | None, Opt("--from-csv", help="Read a CSV export from PostHog's UI instead of the API.")
+    ] = None,
+) -> None:
+    from datetime import UTC, datetime
+
+    from harness import posthog_import as ph
+    from harness.errors import ConfigError
+
+    try:
+        if limit is not None and limit < 1:
+            raise ConfigError("--limit", "must be at least 1")
+        if from_csv is not None:
+            result = ph.import_csv(from_csv, output, event=event)
+        else:
+            from harness.posthog_api import PosthogApi
+
+            for flag, value in (("--host", host), ("--project-id", project_id), ("--since", since)):
+                if not value:
+                    raise ConfigError(flag, "required (or --from-csv FILE)")
+            start = ph.parse_instant(str(since), "--since")
+            end = ph.parse_instant(until, "--until") if until else datetime.now(UTC)
+            api = PosthogApi(str(host), str(project_id), Secret(os.environ.get(POSTHOG_PERSONAL_KEY_ENV)))
+            result = ph.import_posthog(
+                api, output, event=event, since=start, until=end, where=where, limit=limit
+            )
+    except HarnessError as exc:
+        _fail(exc)
+    tables = ", ".join(f"{t} {n:,}" for t, n in result.tables.items())
+    read = f"{result.events:,} events read" + (f" ({tables})" if tables else "")
+    throttled = result.source.get("throttled") or {}
+    if throttled.get("times"):
+        read += f"; throttled {throttled['times']}× ({throttled['seconds']:.0f} s waited)"
+    out.print(read, highlight=False)
+    out.print(
+        f"wrote {result.cases:,} cases to {output} (calls from {result.first_start} to {result.last_start})",
+        highlight=False,
+    )
+    if result.duplicates:
+        out.print(f"duplicates dropped: {result.duplicates:,}", highlight=False)
+    if result.skipped:
+        skipped = ", ".join(f"{reason} × {n:,}" for reason, n in result.skipped.most_common())
+        out.print(f"skipped {sum(result.skipped.values()):,}: {skipped}", highlight=False)
+    for note in result.notes:
+        out.print(f"note: {note}", highlight=False)
+    out.print(f"provenance: {output}.import.json (recorded in the manifest of a run on {output.name})")
+
+
+@posthog_app.command(
+    "dashboard",
+    help="Create or update (matched by name) the Claude tutorial's dashboard and its six insights "
+    f"(personal API key from {POSTHOG_PERSONAL_KEY_ENV}, with insight and dashboard write access).",
+)
+def posthog_dashboard(
+    host: Annotated[str, Opt("--host", help="PostHog app host, e.g. https://us.posthog.com.")],
+    project_id: Annotated[str, Opt("--project-id", help="PostHog project id.")],
+    event: Annotated[
+        str,
+        Opt("--event", help="The events to chart: claude_message_completion (default) or $ai_generation."),
+    ] = "claude_message_completion",
+    name: Annotated[
+        str | None, Opt("--name", help="Dashboard name (default: 'Claude usage (EVENT)').")
+    ] = None,
+) -> None:
+    from harness.posthog_api import PosthogApi
+    from harness.posthog_dashboard import ensure_dashboard
+
+    try:
+        api = PosthogApi(host, project_id, Secret(os.environ.get(POSTHOG_PERSONAL_KEY_ENV)))
+        result = ensure_dashboard(api, event=event, name=name)
+    except HarnessError as exc:
+        _fail(exc)
+    verb = "created" if result.created else "updated"
+    out.print(f"dashboard {result.dashboard_id} {verb}: {len(result.insights)} insights", highlight=False)
+    for title, what in result.insights:
+        out.print(f"  {what}: {title}", highlight=False)
+    out.print(result.url, highlight=False, soft_wrap=True)
 
 
 @app.command()

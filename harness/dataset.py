@@ -35,9 +35,14 @@ __all__ = [
     "MAX_LINE_BYTES",
     "MAX_STOP_SEQUENCES",
     "MAX_TOKENS_LIMIT",
+    "PROVENANCE_SUFFIX",
     "LoadResult",
+    "file_sha256",
     "load_cases",
+    "provenance_of",
+    "row_problems",
     "validate",
+    "write_provenance",
 ]
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -86,6 +91,51 @@ class LoadResult:
     path: str = ""
     sha256: str = ""
     format: str = "jsonl"
+
+
+def row_problems(raw: dict[str, Any], name: str = "(row)") -> list[DatasetError]:
+    """Every problem of one JSON-shaped row (empty when `load_cases` would take it): for importers."""
+    problems: list[DatasetError] = []
+    _check_row(raw, name, None, problems)
+    return problems
+
+
+# ---------------------------------------------------------------- provenance sidecar
+#
+# An imported dataset (`harness import posthog`) says where it came from in a sidecar file beside
+# it, `<file>.import.json`, with the sha256 of the file it describes: a run records it in its
+# manifest only while the file is unchanged (an edited or filtered copy has no provenance).
+
+PROVENANCE_SUFFIX = ".import.json"
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (what `LoadResult.sha256` is for the same file)."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def write_provenance(path: Path, info: dict[str, Any]) -> Path:
+    """Write `path`'s sidecar: `info` plus the file's sha256."""
+    side = Path(str(path) + PROVENANCE_SUFFIX)
+    body = {**info, "dataset_sha256": file_sha256(path)}
+    side.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    return side
+
+
+def provenance_of(path: str | Path, sha256: str) -> dict[str, Any] | None:
+    """The sidecar of the dataset at `path` when it describes this very file (same sha256), else None."""
+    side = Path(str(path) + PROVENANCE_SUFFIX)
+    try:
+        info = orjson.loads(side.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(info, dict) or info.get("dataset_sha256") != sha256:
+        return None
+    return info
 
 
 def validate(path: str | Path) -> list[DatasetError]:

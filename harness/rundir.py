@@ -14,6 +14,8 @@ reader agree on what is there and which row wins. Layout::
     events-outbox.jsonl           events PostHog did not acknowledge (`harness events resend`)
     events-state.json             the event sessions confirmed by a clean close
     verdicts.jsonl                `harness grade`'s verdicts, one JSON line per graded call (the last wins)
+    originals.parquet             production's measurements of an imported dataset's cases (`harness
+                                  import posthog`), written at create, for "original vs replayed"
     summary.parquet, comparison.parquet, report.md, report.html, *.png   the report
 
 `<S>` is a *session*: one per process that opens the run for writing (`create` or
@@ -80,6 +82,7 @@ VERDICT_COLUMNS = (
     "judge_output_tokens",
 )
 EVENTS_JOURNAL = "events-journal-{session}.jsonl"
+ORIGINALS = "originals.parquet"
 REPORT_FILES = ("summary.parquet", "comparison.parquet", "report.md", "report.html")
 
 _COLUMNS = list(CALL_SCHEMA)
@@ -245,6 +248,20 @@ class RunDir:
         buf = io.BytesIO()
         frame.write_parquet(buf)
         return self.write_atomic(name, buf.getvalue())
+
+    def write_originals(self, frame: pl.DataFrame) -> Path:
+        """Production's measurements of the dataset's cases (one row per case)."""
+        return self.write_parquet(ORIGINALS, frame)
+
+    def load_originals(self) -> pl.DataFrame | None:
+        """What `write_originals` wrote, or None (a dataset not imported from production)."""
+        path = self.path / ORIGINALS
+        if not path.is_file():
+            return None
+        try:
+            return pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise StorageError(f"{path}: unreadable ({exc})") from exc
 
     def file(self, name: str) -> Path:
         """The path of a report file (`REPORT_FILES` or a chart) for a reader such as the console."""

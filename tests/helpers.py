@@ -5,7 +5,9 @@
 - `run_args`, `resume_args`, `wait_for`: `harness run` command lines for subprocess tests;
 - `event_settings`: PostHog event settings for a capture endpoint;
 - `genai_total_usd(row)`: genai-prices' own `calc_price` total for a row's usage;
-- `cli_commands()`: the CLI's commands and flags, read from the typer app (imported lazily).
+- `cli_commands()`: the CLI's commands and flags, read from the typer app (imported lazily);
+- `wrapper_event(i, end)` / `production_week(...)`: `$ai_generation` events as PostHog's Anthropic
+  wrapper captures them (production traffic to seed the simulated PostHog with).
 
 Other helper modules, each imported as `tests.<name>`: `tests.simproc` (the simulator
 process), `tests.synthetic` (synthetic run directories), `tests.reliability_matrix`.
@@ -15,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
+import random
 import time
+import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -276,3 +281,105 @@ def timed_profile(path: Path, *, answer_tokens_max: int, thinking_tps: dict[str,
         "[defaults.limits]\nrpm = 100000\nitpm = 100000000\notpm = 100000000\n" + models
     )
     return path
+
+
+PRODUCTION_MODEL = "claude-sonnet-4-5"
+_SYSTEM = "You are the support assistant of a bicycle shop. Answer in two sentences."
+_QUESTIONS = [
+    "Which tyre pressure suits a 28 mm road tyre?",
+    "How often should I oil a chain?",
+    "My gears skip under load: what should I check first?",
+    "Is a carbon frame worth it for commuting?",
+    "What does a bike fit include?",
+    "How do I stop disc brakes from squealing?",
+]
+
+
+def wrapper_event(i: int, end: datetime, *, kind: str = "plain", user: str | None = None) -> dict[str, Any]:
+    """Call `i` as `posthog.ai.anthropic` captures it: at the call's end, a uuid4-like id, the trace id as
+    distinct_id (personless) without a user. `kind`: plain | multi | media | privacy | tools."""
+    rng = random.Random(i)
+    latency = round(0.6 + rng.lognormvariate(0, 0.5), 6)
+    trace = str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"trace-{i}"))
+    question = _QUESTIONS[i % len(_QUESTIONS)] + f" (ticket {i})"
+    turns: list[dict[str, Any]] = [{"role": "system", "content": _SYSTEM}]
+    if kind == "multi":
+        turns += [
+            {"role": "user", "content": [{"type": "text", "text": "Hi, quick question."}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Sure, go ahead."}]},
+        ]
+    if kind == "media":
+        image = {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/jpeg", "data": "[base64 image redacted]"},
+        }
+        turns.append({"role": "user", "content": [image, {"type": "text", "text": question}]})
+    elif kind == "tools":
+        turns += [
+            {"role": "user", "content": question},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": f"toolu_{i}", "name": "stock", "input": {}}],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": f"toolu_{i}", "content": "3"}],
+            },
+        ]
+    else:
+        turns.append({"role": "user", "content": question})
+    input_tokens, output_tokens = 40 + 3 * len(question), 30 + rng.randrange(120)
+    props: dict[str, Any] = {
+        "$ai_lib": "posthog-ai",
+        "$ai_provider": "anthropic",
+        "$ai_model": PRODUCTION_MODEL,
+        "$ai_model_parameters": {"max_tokens": 300, "temperature": 0.5, "stream": True},
+        "$ai_input": None if kind == "privacy" else turns,
+        "$ai_output_choices": None
+        if kind == "privacy"
+        else [{"role": "assistant", "content": [{"type": "text", "text": "Answer."}]}],
+        "$ai_http_status": 200,
+        "$ai_input_tokens": input_tokens,
+        "$ai_output_tokens": output_tokens,
+        "$ai_cache_read_input_tokens": 0,
+        "$ai_cache_creation_input_tokens": 0,
+        "$ai_latency": latency,
+        "$ai_trace_id": trace,
+        "$ai_base_url": "https://api.anthropic.com",
+        "$ai_stop_reason": "end_turn",
+        "$ai_total_cost_usd": input_tokens * 3e-6 + output_tokens * 15e-6,
+    }
+    if user is None:
+        props["$process_person_profile"] = False
+    return {
+        "event": "$ai_generation",
+        "uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"production-call-{i}")),
+        "distinct_id": user or trace,
+        "timestamp": end.isoformat(),
+        "properties": props,
+    }
+
+
+def production_week(start: datetime, calls: int, *, seed: int = 0) -> list[dict[str, Any]]:
+    """`calls` wrapper events over 7 days from `start`: busier by day than by night, bursty, some users
+    repeat; about 1 in 12 carries redacted media, 1 in 15 is in privacy mode, 1 in 20 uses tools it
+    does not show, 1 in 6 is a multi-turn conversation."""
+    rng = random.Random(seed)
+    moments: list[datetime] = []
+    while len(moments) < calls:
+        at = start + timedelta(seconds=rng.uniform(0, 7 * 86400))
+        hour = at.hour + at.minute / 60
+        if rng.random() < 0.15 + 0.85 * max(0.0, math.sin(math.pi * (hour - 6) / 16)):  # 06-22 h busy
+            moments.append(at)
+            if rng.random() < 0.2:  # a burst: a few more within seconds
+                moments += [at + timedelta(seconds=rng.uniform(0, 5)) for _ in range(rng.randrange(1, 4))]
+    moments = sorted(moments[:calls])
+    events = []
+    for i, at in enumerate(moments):
+        kind = (
+            "media" if i % 12 == 5 else "privacy" if i % 15 == 7 else "tools" if i % 20 == 9
+            else "multi" if i % 6 == 1 else "plain"
+        )  # fmt: skip
+        user = f"customer-{rng.randrange(40)}" if rng.random() < 0.7 else None
+        events.append(wrapper_event(i, at, kind=kind, user=user))
+    return events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -16,11 +17,16 @@ from typing import Any
 import orjson
 import pytest
 
-from harness.events.event import build_event
+from harness.events.event import (
+    EVENT_BYTE_BUDGET,
+    SDK_MAX_EVENT_BYTES,
+    TRUNCATED_MARK,
+    build_event,
+)
 from harness.events.journal import read_events
 from harness.events.resend import resend_outbox
 from harness.events.sink import EventSink
-from harness.records import CallRecord
+from harness.records import CallRecord, Case
 from harness.rundir import RunDir
 from harness.store import RunStore
 from tests.helpers import POSTHOG_KEY as KEY
@@ -78,7 +84,9 @@ def test_build_event_properties() -> None:
     assert p["ttft_ms"] == pytest.approx(200.7) and p["limiter_wait_ms"] == pytest.approx(5.0)
     assert p["$ai_provider"] == "anthropic" and p["$ai_http_status"] == 200 and p["$ai_is_error"] is False
     assert "$ai_error" not in p
-    assert p["$ai_trace_id"] == p["run_id"] == "run-t" and p["$ai_span_id"] == p["call_id"] == record.call_id
+    assert p["$ai_trace_id"] == p["call_id"] == record.call_id, "one trace per call"
+    assert p["$ai_session_id"] == p["run_id"] == "run-t" and p["$ai_span_name"] == p["case_id"]
+    assert "$ai_span_id" not in p and "$process_person_profile" not in p, "a real user gets a person"
     assert p["$ai_base_url"] == "http://127.0.0.1:1/" and p["$ai_stream"] is True
     assert p["$ai_stop_reason"] == "end_turn"
     assert (p["case_id"], p["dataset"], p["attempts"], p["status"], p["target"], p["repeat"]) == (
@@ -91,7 +99,11 @@ def test_build_event_properties() -> None:
     )
     assert p["prompt"] == "question 7?"
     assert p["$ai_input"] == [{"role": "user", "content": "question 7?"}]
-    assert p["$ai_output_choices"] == [{"role": "assistant", "content": record.response_text}]
+    assert p["$ai_output_choices"] == [
+        {"role": "assistant", "content": [{"type": "text", "text": record.response_text}]}
+    ]
+    assert p["$ai_model_parameters"] == {"max_tokens": 1024, "stream": True}
+    assert p["time_to_first_text_s"] is None and "truncated" not in p
     assert build_event(record, settings, make_case(7)) == event, "pure: same record and case, same event"
 
 
@@ -101,13 +113,15 @@ def test_build_event_error_no_latency_and_fallbacks() -> None:
     event = build_event(record, settings)
     p = event["properties"]
     assert event["event"] == "$ai_generation"
-    assert event["distinct_id"] == "run:run-t"
+    assert event["distinct_id"] == "run:run-t" and p["$process_person_profile"] is False
     assert p["$ai_is_error"] is True and p["$ai_http_status"] == 529
     assert p["$ai_error"] == "overloaded: server overloaded" and p["error_kind"] == "overloaded"
     assert "response_time_in_ms" not in p and "$ai_latency" not in p
     assert "$ai_time_to_first_token" not in p
     no_start = make_record(4, started_at=None)
     assert build_event(no_start, settings)["timestamp"] == "2026-01-02T03:04:09.673901+00:00"
+    no_status = make_record(5, status="error", http_status=None, error_kind="connection")
+    assert build_event(no_status, settings)["properties"]["$ai_http_status"] == 0, "as the wrapper: 0"
 
 
 def test_no_prompt_capture_keeps_all_text_out() -> None:
@@ -124,12 +138,66 @@ def test_no_prompt_capture_keeps_all_text_out() -> None:
 def test_long_texts_are_capped_below_the_sdk_size_limit() -> None:
     record = make_record(1, response_text="字" * 200_000)
     event = build_event(record, settings_for("http://127.0.0.1:1"), make_case(1, "é" * 200_000))
-    size = len(orjson.dumps(event).decode().encode("ascii", "backslashreplace"))
-    assert size < 900 * 1024
-    assert event["properties"]["prompt"].endswith("…[truncated]")
+    size = len(json.dumps(event).encode())  # what the SDK measures: ASCII-escaped
+    assert EVENT_BYTE_BUDGET - 64 * 1024 < size <= EVENT_BYTE_BUDGET, "cut to fit, not far below"
+    assert event["properties"]["prompt"].endswith("…[truncated]") and event["properties"]["truncated"] is True
+
+
+def test_non_bmp_text_is_capped_by_serialised_bytes() -> None:
+    """An emoji costs 12 bytes once escaped: 32,000 characters of them per text used to exceed 900 KiB."""
+    record = make_record(2, response_text="😀" * 30_000)
+    case = Case(
+        id="case-2",
+        system="🚀" * 30_000,
+        messages=(
+            {"role": "user", "content": "🎉" * 30_000},
+            {"role": "assistant", "content": [{"type": "text", "text": "🙂" * 30_000}]},
+            {"role": "user", "content": "🧪" * 30_000},
+        ),
+    )
+    event = build_event(record, settings_for("http://127.0.0.1:1"), case)
+    assert len(json.dumps(event).encode()) <= EVENT_BYTE_BUDGET < SDK_MAX_EVENT_BYTES
+    p = event["properties"]
+    assert p["truncated"] is True
+    assert [t["role"] for t in p["$ai_input"]] == ["system", "user", "assistant", "user"], "every turn kept"
+    assert p["$ai_input"][1]["content"].endswith(TRUNCATED_MARK)
+    small = build_event(make_record(3), settings_for("http://127.0.0.1:1"), make_case(3, "😀" * 100))
+    assert "truncated" not in small["properties"] and small["properties"]["prompt"] == "😀" * 100
 
 
 # ---------------------------------------------------------------- delivery
+
+
+def test_an_oversized_event_is_cut_and_still_delivered(capture: SimProc, tmp_path: Path) -> None:
+    """A conversation of emoji far over 900 KiB once escaped: the SDK would drop it silently; cut, it arrives."""
+    record = make_record(1, response_text="😀" * 50_000)
+    case = Case(id=record.case_id, messages=({"role": "user", "content": "🎉" * 200_000},))
+    sink = EventSink(settings_for(capture.url), session(tmp_path), {(record.case_id, None): case})
+    sink.write(record)
+    sink.close()
+    stats = sink.stats()
+    assert (stats["delivered"], stats["truncated"], stats["sdk_errors"]) == (1, 1, 0)
+    (event,) = received(capture)["events"]
+    assert event["properties"]["truncated"] is True
+    assert event["properties"]["$ai_input"][0]["content"].startswith("🎉" * 100)
+
+
+def test_a_capture_mode_in_the_environment_changes_nothing(
+    capture: SimProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POSTHOG_CAPTURE_MODE=v1 would switch the SDK's protocol under the ledger: the child pins v0."""
+    monkeypatch.setenv("POSTHOG_CAPTURE_MODE", "v1")
+    sink = EventSink(settings_for(capture.url), session(tmp_path))
+    for record in _records(30):
+        sink.write(record)
+    sink.close()
+    stats = sink.stats()
+    assert (stats["handed"], stats["delivered"], stats["failed"], stats["pending"]) == (30, 30, 0, 0)
+    got = received(capture)
+    assert got["unique"] == 30
+    assert all("$lib" in e["properties"] for e in got["events"]), (
+        "v0 keeps $lib in the properties; v1 moves it"
+    )
 
 
 def _records(n: int, *, run_id: str = "run-t", cancelled: tuple[int, ...] = ()) -> list[CallRecord]:
@@ -239,6 +307,20 @@ def test_resend_keeps_what_still_fails(capture: SimProc, tmp_path: Path) -> None
     assert result == {**result, "resent": 5, "delivered": 0, "still_failed": 5}
     assert [e["uuid"] for e in read_events(run.events_outbox)] == [e["uuid"] for e in outbox_events]
     capture.outage("posthog", "500", 0.0)
+
+
+def test_resend_cuts_an_outbox_event_written_too_large(capture: SimProc, tmp_path: Path) -> None:
+    """An outbox from before events were cut to fit: the SDK would drop it on every resend."""
+    with session(tmp_path) as run:
+        EventSink(settings_for(capture.url), run).close()
+    big = build_event(make_record(1), settings_for(capture.url), make_case(1))
+    big["properties"]["prompt"] = big["properties"]["$ai_input"][0]["content"] = "😀" * 80_000
+    assert len(json.dumps(big)) > SDK_MAX_EVENT_BYTES
+    run.events_outbox.write_bytes(orjson.dumps(big) + b"\n")
+    result = resend_outbox(run.path, KEY, capture.url, max_retries=0, flush_timeout_s=5.0)
+    assert result == {**result, "resent": 1, "delivered": 1, "still_failed": 0, "sdk_errors": 0}
+    (event,) = received(capture)["events"]
+    assert event["uuid"] == big["uuid"] and event["properties"]["truncated"] is True
 
 
 # ---------------------------------------------------------------- crash recovery
@@ -418,7 +500,11 @@ def test_the_delivery_child_ignores_a_terminal_ctrl_c(capture: SimProc, tmp_path
         sink.write(record)
     sink.close()
     assert sink.stats()["delivered"] == 30
-    assert received(capture)["unique"] == 30
+    got = received(capture)
+    assert got["unique"] == 30
+    assert all("$lib" in e["properties"] for e in got["events"]), (
+        "v0 keeps $lib in the properties; v1 moves it"
+    )
 
 
 def test_a_prestarted_delivery_child_is_adopted_and_gets_its_key_only_through_the_pipe(

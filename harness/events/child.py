@@ -59,6 +59,7 @@ __all__ = [
     "write_all",
 ]
 
+CAPTURE_MODE = "v0"  # posthog's legacy /batch/ protocol: what the ledger and the simulator's sink speak
 END_LINE = b'"end"\n'  # a JSON string: never an event (events are objects)
 READY_LINE = b'"ready"\n'  # stdout, once the client is up: the parent starts its clock after it
 _LOG = logging.getLogger("posthog")
@@ -181,6 +182,9 @@ class Delivery:
             gzip=config.gzip,
             thread=config.threads,
             on_error=self._on_error,
+            # Pinned: POSTHOG_CAPTURE_MODE in the user's environment would otherwise switch to the v1
+            # protocol, whose per-event results this ledger does not read (it counts v0 batches).
+            capture_mode=CAPTURE_MODE,
         )
         self.tracking = self._wrap_consumers()
 

@@ -1,8 +1,10 @@
 """`harness events resend RUN_DIR`: deliver the outbox's events again, with their original uuids.
 
-PostHog drops a second copy of a uuid it already has, so a resend can never double an
-event; the outbox keeps only what still failed. The SDK runs in this process (a resend
-measures nothing, so its CPU costs nothing that matters).
+PostHog drops a second copy of a uuid it already has (eventually: its de-duplication is
+best-effort until ClickHouse merges the copies), and only events not known delivered are in the
+outbox; it keeps only what still failed. An outbox event over the SDK's size limit (written
+before events were cut to fit) is cut the same way first, or the SDK would drop it again. The
+SDK runs in this process (a resend measures nothing, so its CPU costs nothing that matters).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from harness.events.child import Delivery, DeliveryConfig
 from harness.events.journal import event_line, read_events
+from harness.events.size import fit_event
 from harness.rundir import RunDir
 from harness.secrets import env_secrets, usable
 
@@ -34,7 +37,7 @@ def resend_outbox(
     run = RunDir.read(run_dir)
     events: dict[str, dict[str, Any]] = {}
     for event in read_events(run.events_outbox):
-        events.setdefault(event["uuid"], event)
+        events.setdefault(event["uuid"], fit_event(event))
     hidden = usable([api_key, *secrets, *env_secrets()])
     delivery = Delivery(
         DeliveryConfig(

@@ -17,7 +17,7 @@ the two sinks), rebuilt from the row and its case (a resume runs the same datase
 Wiring (the composition root; store before events, so a row exists before its event)::
 
     run = RunDir.create(...)  or  RunDir.resume(...)
-    events = EventSink(settings, run, cases_by_id)
+    events = EventSink(settings, run, cases)          # {(case id, variant): the case as sent}
     events.recover()                                  # on resume
     ... engine with sinks [RunStore(run), events, …] ...
     events.close(); store.close(); run.update_manifest(events=events.stats())
@@ -66,9 +66,13 @@ def delivery_config(settings: EventSettings) -> DeliveryConfig:
 
 
 class EventSink:
-    """A `Sink`: one event per finished call (cancelled calls get none), journaled, then captured."""
+    """A `Sink`: one event per finished call (cancelled calls get none), journaled, then captured.
 
-    def __init__(self, settings: EventSettings, run: RunDir, cases: Mapping[str, Case] | None = None) -> None:
+    `cases` maps `(case id, variant)` to the case as the call sent it (after its variant), so
+    `$ai_input` shows what the API received; a plain case id is accepted as well.
+    """
+
+    def __init__(self, settings: EventSettings, run: RunDir, cases: Mapping[Any, Case] | None = None) -> None:
         assert run.session is not None, "events are written into a RunDir opened for writing"
         self.settings = settings
         self.run = run
@@ -86,6 +90,7 @@ class EventSink:
         self._recovered = 0
         self._rebuilt = 0
         self._outboxed = 0
+        self._truncated = 0
         self._closed = False
         self._stats: dict[str, Any] | None = None
         self._delivery = DeliveryPipe(delivery_config(settings), self._secrets)
@@ -99,7 +104,8 @@ class EventSink:
 
     def event_of(self, record: CallRecord) -> dict[str, Any]:
         """The event this sink sends for `record`."""
-        return build_event(record, self.settings, self._cases.get(record.case_id))
+        case = self._cases.get((record.case_id, record.variant)) or self._cases.get(record.case_id)
+        return build_event(record, self.settings, case)
 
     def write(self, record: CallRecord) -> None:
         """Build, journal and hand over the call's event: two writes, never a network wait."""
@@ -108,6 +114,8 @@ class EventSink:
         self._send(self.event_of(record))
 
     def _send(self, event: dict[str, Any]) -> None:
+        if event["properties"].get("truncated"):
+            self._truncated += 1  # cut to fit the SDK's size limit: counted in the manifest
         line = event_line(event, self._secret_bytes)  # a secret can hide in an error message
         if self._fd is not None:
             try:
@@ -208,6 +216,7 @@ class EventSink:
             recovered=self._recovered,
             rebuilt=self._rebuilt,
             outboxed=self._outboxed,
+            truncated=self._truncated,
             journal_errors=self._journal_errors,
             event_name=self.settings.event_name,
         )

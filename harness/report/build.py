@@ -19,12 +19,13 @@ from harness.pricing import PriceTable
 from harness.report.charts import render_charts
 from harness.report.compare_models import compare_models
 from harness.report.insights import posthog_insights_from_calls
+from harness.report.originals import original_vs_replayed
 from harness.report.prepared import Prepared, prepare
 from harness.report.recommend import Constraints, recommend
 from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
 from harness.report.summary import summarize
-from harness.report.tables import build_tables, stop_reason_facts
+from harness.report.tables import build_tables, originals_table, stop_reason_facts
 from harness.rundir import RunDir
 
 __all__ = ["ReportResult", "write_report"]
@@ -48,6 +49,13 @@ def _facts(manifest: dict[str, Any], prep: Prepared, summary: pl.DataFrame) -> l
         name = ds.get("path") or ds.get("name")
         sha = ds.get("sha256")
         facts.append(f"Dataset: {name}" + (f" (sha256 {str(sha)[:12]}…)" if sha else ""))
+        imported = ds.get("import")
+        if isinstance(imported, dict) and isinstance(imported.get("window"), dict):
+            window = imported["window"]
+            facts.append(
+                f"Imported from PostHog ({imported.get('host')}, project {imported.get('project_id')}, "
+                f"{imported.get('event')}): {window.get('since')} → {window.get('until')}"
+            )
     elif isinstance(ds, str):
         facts.append(f"Dataset: {ds}")
     n = prep_calls.height
@@ -108,6 +116,12 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
     insights = posthog_insights_from_calls(prep.calls)
     charts = render_charts(prep, summary, rec.pareto)
     tables = build_tables(summary, comparison, insights, _break_even(summary))
+    originals = run.load_originals()
+    if originals is not None and prep.calls.height:
+        target = manifest.get("target") if isinstance(manifest.get("target"), str) else None
+        if target and isinstance(manifest.get("base_url_host"), str):
+            target = f"the {target} target at {manifest['base_url_host']}"
+        tables.append(originals_table(original_vs_replayed(prep, originals), prep.word, target))
     run_id: object = manifest.get("run_id") or (
         prep.calls.get_column("run_id")[0] if prep.calls.height else run.path.name
     )

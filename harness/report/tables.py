@@ -17,7 +17,7 @@ import polars as pl
 from harness.records import arm_word
 from harness.report.summary import QUANTILES, STOP_COLUMNS
 
-__all__ = ["Table", "build_tables", "ci", "fmt_s", "stop_reason_facts"]
+__all__ = ["Table", "build_tables", "ci", "fmt_s", "originals_table", "stop_reason_facts"]
 
 
 @dataclass
@@ -241,6 +241,58 @@ def build_tables(
         ph.rows.append([model, _usd(total), "–" if rt is None else f"{rt:.0f} ms"])
     tables.append(ph)
     return tables
+
+
+def originals_table(frame: pl.DataFrame, word: str, target: str | None) -> Table:
+    """Production (the imported events' own figures) vs this run's arms, paired by case."""
+    t = Table(
+        "Original vs replayed (production traffic imported from PostHog)",
+        [
+            word,
+            "paired cases",
+            "production model",
+            "latency p50 prod → replay",
+            "latency p95 prod → replay",
+            "median latency ratio",
+            "TTFT p50 prod → replay",
+            "cost / 1k calls prod → replay",
+            "cost ratio",
+        ],
+        note=(
+            "Each imported call is paired with the same case's successful replayed calls (its repeats "
+            "averaged); failed production calls are left out. Production's latency includes its own "
+            "network, load and time of day"
+            + (f"; the replay ran against {target}" if target else "")
+            + ". Ratios are replay / production: below 1 is faster or cheaper."
+        ),
+    )
+
+    def arrow(a: float | None, b: float | None, fmt: Any) -> str:
+        return f"{fmt(a)} → {fmt(b)}" if a is not None or b is not None else "–"
+
+    def times(v: float | None) -> str:
+        return "–" if v is None or v != v or v in (float("inf"), float("-inf")) else f"×{v:.2f}"
+
+    for r in frame.iter_rows(named=True):
+        model = r["production_model"] or "–"
+        if (r["production_models"] or 0) > 1:
+            model += f" (+{r['production_models'] - 1} more)"
+        t.rows.append(
+            [
+                r["arm"],
+                str(r["pairs"]),
+                model,
+                arrow(r["orig_latency_p50_s"], r["replay_latency_p50_s"], fmt_s),
+                arrow(r["orig_latency_p95_s"], r["replay_latency_p95_s"], fmt_s),
+                times(r["latency_ratio_median"]),
+                arrow(r["orig_ttft_p50_s"], r["replay_ttft_p50_s"], fmt_s),
+                arrow(r["orig_cost_per_1k_usd"], r["replay_cost_per_1k_usd"], _usd)
+                if r["cost_pairs"]
+                else "–",
+                times(r["cost_ratio"]) if r["cost_pairs"] else "–",
+            ]
+        )
+    return t
 
 
 def _ratio(r: dict[str, Any], name: str) -> str:
