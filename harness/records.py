@@ -86,12 +86,10 @@ class PlannedCall:
     repeat: int
     index: int
     offset_s: float | None = None
-    variant: str | None = None
+    variant: str | None = None  # the configuration variant (harness.variants), None without variants
     judge: bool = False  # a judge's request about another call's answer, not a planned call
     cache_eligible: bool | None = None  # its cached prefix is long enough to cache (None: no breakpoint)
-    cache_group: str | None = (
-        None  # calls sharing a cache entry (model + prefix); the warm-up's unit  # the configuration variant (harness.variants), None without variants
-    )
+    cache_group: str | None = None  # calls sharing a cache entry (model + prefix): the warm-up's unit
 
 
 @dataclass(slots=True, kw_only=True)
