@@ -243,6 +243,10 @@ def report(
     max_error_rate: Annotated[float | None, Opt(help="Error-rate limit (0–1).")] = None,
     min_pass_rate: Annotated[float | None, Opt(help="Quality pass-rate floor (0–1).")] = None,
     min_score: Annotated[float | None, Opt(help="Mean grader score floor (0–1).")] = None,
+    reprice: Annotated[
+        bool,
+        Opt(help="Also price the stored usage with today's price table and show both (the run's own stays)."),
+    ] = False,
 ) -> None:
     """Write summary, comparison, recommendation and charts for a run directory."""
     from harness.report import Constraints, write_report
@@ -259,7 +263,7 @@ def report(
             },
             name=lambda key: "--" + key.replace("_", "-"),
         )
-        result = write_report(run_dir, constraints=constraints)
+        result = write_report(run_dir, constraints=constraints, reprice=reprice)
     except HarnessError as exc:
         _fail(exc)
     out.print(result.recommendation_text, highlight=False, markup=False, soft_wrap=True)
