@@ -279,8 +279,11 @@ def compare(
     cost_pct: Annotated[float, Opt(help="Cost regression threshold (%).")] = 5.0,
     pass_points: Annotated[float, Opt(help="Pass-rate threshold (points).")] = 3.0,
     score_points: Annotated[float, Opt(help="Mean-score threshold (points of the 0–1 scale).")] = 3.0,
+    min_samples: Annotated[
+        int, Opt(help="Values (or paired cases) each side needs for a check to be judged; a p95 needs ≥ 20.")
+    ] = 10,
 ) -> None:
-    """Compare two runs for nightly CI: exit 1 on a significant regression."""
+    """Compare two runs for nightly CI: exit 1 on a significant regression, 3 when there is too little data."""
     from harness.report import Thresholds, compare_runs
 
     try:
@@ -293,6 +296,7 @@ def compare(
                 cost_pct=cost_pct,
                 pass_rate_points=pass_points,
                 score_points=score_points,
+                min_samples=min_samples,
             ),
         )
     except HarnessError as exc:
