@@ -223,6 +223,11 @@ def test_the_rule_on_its_own() -> None:
     windowed = judge_drift(_frame([*long, 1.05]), DriftRule(window=7)).row(0, named=True)
     assert windowed["history_n"] == 7 and windowed["verdict"] == OK
     assert judge_drift(_frame([1.0, 1.0, 1.5]), rule).row(0, named=True)["verdict"] == INSUFFICIENT
+    # A timing drift on a night whose event loop lagged by a quarter of the change says so.
+    lagged = judge_drift(_frame([*steady, 1.6], loop_lag_max_ms=250.0), rule).row(0, named=True)
+    assert lagged["verdict"] == DRIFT and "event loop lagged up to 250 ms" in lagged["note"]
+    calm = judge_drift(_frame([*steady, 1.6], loop_lag_max_ms=5.0), rule).row(0, named=True)
+    assert calm["verdict"] == DRIFT and calm["note"] == ""
 
 
 def test_a_rate_is_never_judged_finer_than_its_binomial_noise() -> None:

@@ -163,7 +163,7 @@ class DriftRule:
 def series_key(dataset_sha256: Any, dataset_path: Any, target: Any, target_host: Any) -> str:
     """What a series shares besides the arm: the dataset (its sha256, else its path) and the target."""
     ds = str(dataset_sha256)[:12] if dataset_sha256 else f"path {dataset_path or '?'}"
-    where = f"{target or '?'}" + (f"@{target_host}" if target_host else "")
+    where = f"{target or 'target not recorded'}" + (f"@{target_host}" if target_host else "")
     return f"dataset {ds} · {where}"
 
 
@@ -181,6 +181,8 @@ def verdict_schema() -> dict[str, pl.DataType]:
         "change": f,
         "kind": s,
         "z": f,
+        "spread": f,  # the history's spread (log scale for ratios): step 3
+        "scale": f,  # what z divides by: the spread, or tonight's own noise when larger (step 4)
         "minimum": f,
         "verdict": s,
         "direction": s,
@@ -246,6 +248,8 @@ def _judge_one(
         "change": None,
         "kind": kind,
         "z": None,
+        "spread": None,
+        "scale": None,
         "minimum": rule.minimum(metric),
         "verdict": INSUFFICIENT,
         "direction": None,
@@ -264,7 +268,7 @@ def _judge_one(
     change = math.expm1(diff) if kind == "ratio" else diff
     row["median"] = math.exp(centre) if kind == "ratio" else centre
     row["change"], row["z"] = change, z
-    row["note"] = "scale from tonight's interval" if own > spread else "scale from the history's spread"
+    row["spread"], row["scale"] = spread, scale
     if abs(z) >= rule.z and abs(change) >= row["minimum"]:
         row["verdict"] = DRIFT
         row["direction"] = "worse" if (change > 0) == metric.higher_is_worse else "better"

@@ -219,8 +219,10 @@ def _verdict_table(verdicts: pl.DataFrame, rule: DriftRule) -> Table:
     t = Table(
         "Drift: tonight against each arm's own history",
         ["arm", "metric", "tonight", "history median (runs)", "change", "robust z", "minimum", "verdict"],
-        note=f"Rule: {rule.describe()}. z uses 1.4826 × MAD of the history, or tonight's own 95 % interval "
-        "when that is wider. Latency and cost are compared as ratios, rates in points.",
+        note=f"Rule: {rule.describe()}. robust z = (tonight − median) / scale; the scale is the history's "
+        "spread (the larger of the small-sample-corrected MAD and mean absolute deviation without the most "
+        "deviant night), and for rates and the cost per passed answer at least tonight's own binomial noise. "
+        "Latency and cost are compared as ratios, rates in points.",
     )
     for r in verdicts.iter_rows(named=True):
         verdict = r["verdict"] if r["verdict"] != DRIFT else f"**DRIFT ({r['direction']})**"
@@ -251,7 +253,8 @@ def _nights_table(series: pl.DataFrame, nights: int) -> Table:
     t = Table(
         f"Last {len(last)} night(s)",
         [
-            "run start (UTC)",
+            "run",
+            "start (UTC)",
             "arm",
             "calls",
             "error rate",
@@ -275,6 +278,7 @@ def _nights_table(series: pl.DataFrame, nights: int) -> Table:
     for r in rows.iter_rows(named=True):
         t.rows.append(
             [
+                str(r["run_id"]),
                 _when(r["run_start"]),
                 r["arm"],
                 str(g(r, "calls") or 0),
