@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
+from harness.report.render_md import md_table
 from harness.report.tables import Table
 
 __all__ = ["CARD_FIELDS", "Methodology", "card_from_facts", "card_markdown", "card_table", "methodology"]
@@ -393,7 +394,5 @@ def card_table(cards: Sequence[tuple[str, Methodology]]) -> Table:
 
 def card_markdown(cards: Sequence[tuple[str, Methodology]]) -> str:
     """`## Methodology` and the card as a markdown table."""
-    from harness.report.render_md import md_table
-
     t = card_table(cards)
     return f"## {t.title}\n\n{md_table(t.header, t.rows)}\n"
