@@ -124,7 +124,8 @@ class PriceTable:
                 continue
             rates[model] = _from_genai(snapshot, model, at, price_context)
         auto = snapshot.timestamp.isoformat() if snapshot.from_auto_update else None
-        return cls(rates, at, genai_prices.__version__, auto, snapshot.timestamp)
+        fetched = snapshot.timestamp if snapshot.from_auto_update else None  # else: the package's own data
+        return cls(rates, at, genai_prices.__version__, auto, fetched)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -190,15 +191,19 @@ class PriceTable:
         return self.cost(model, input_tokens, max_tokens).total_usd
 
     def _label(self) -> str:
-        """`genai-prices V (data D; effective E)`, plus `+ [prices] overrides` when the profile set some.
+        """`genai-prices V (bundled data; effective E)`, plus `+ [prices] overrides` when the profile set some.
 
-        D is the date of genai-prices' price data, E the date the prices were looked up for (a
-        price that changes over time is taken as it was on E).
+        The price data is the one bundled with genai-prices version V (so V names it), or, when
+        genai-prices fetched newer data, `data fetched D`; E is the date the prices were looked
+        up for (a price that changes over time is taken as it was on E).
         """
-        data = self._data_timestamp.date().isoformat() if self._data_timestamp else "unknown"
-        label = (
-            f"genai-prices {self._version} (data {data}; effective {self._resolved_at.date().isoformat()})"
+        when = self._resolved_at.date().isoformat()
+        data = (
+            f"data fetched {self._data_timestamp.date().isoformat()}"
+            if self._data_timestamp
+            else "bundled data"
         )
+        label = f"genai-prices {self._version} ({data}; effective {when})"
         if any(r.info.get("source") == "override" for r in self._rates.values()):
             label += " + [prices] overrides"
         return label

@@ -117,7 +117,7 @@ def test_a_model_slowed_on_the_last_night_drifts_on_its_latency_only(nightly: Pa
         "run_start", "dataset_sha256", "target", "arm", "calls", "error_rate", "ttft_p50_s", "ttft_p95_s",
         "first_text_p50_s", "first_text_p50_lo_s", "latency_p50_s", "latency_p50_lo_s",
         "cost_per_1k_calls_usd", "cost_per_pass_usd", "pass_rate", "pass_rate_lo", "harness_version",
-        "price_version", "price_data_date", "price_effective_date", "concurrency", "client_cpus", "event_loop",
+        "price_version", "price_library_version", "price_effective_date", "concurrency", "client_cpus", "event_loop",
     ):  # fmt: skip
         assert column in history.columns and history.get_column(column).null_count() == 0, column
     assert "latency_p95_hi_s" in history.columns  # null here: 24 calls cannot bound a p95

@@ -79,7 +79,10 @@ def test_a_run_records_its_methodology_and_every_page_lists_every_field(
     assert dataset["cases"] == 12 and dataset["prompt_chars"]["max"] > dataset["prompt_chars"]["p50"] > 0
     assert dataset["max_tokens"] == {"n": 12, "p50": 53.5, "p95": 58.45, "max": 59.0}
     prices = manifest["prices"]
-    assert prices["data_timestamp"] and prices["label"].startswith(f"genai-prices {prices['version']} (data ")
+    assert (
+        prices["label"]
+        == f"genai-prices {prices['version']} (bundled data; effective {prices['resolved_at'][:10]})"
+    )
 
     calls = RunDir.read(first).load_calls().collect()
     assert calls.get_column("price_version").unique().to_list() == [prices["label"]]
@@ -105,7 +108,7 @@ def test_a_run_records_its_methodology_and_every_page_lists_every_field(
     for fact in ("dataset_path", "dataset_sha256", "prompt_chars_p50", "output_tokens_p95", "load_mode",
                  "concurrency", "window_start", "window_end", "time_of_day_utc", "target", "target_host",
                  "client_cpus", "python_version", "sdk_version", "harness_version", "event_loop",
-                 "loop_lag_p99_ms", "price_source", "price_version", "price_data_date", "price_effective_date"):  # fmt: skip
+                 "loop_lag_p99_ms", "price_source", "price_version", "price_library_version", "price_effective_date"):  # fmt: skip
         assert row[fact] is not None, fact
 
 
@@ -139,12 +142,12 @@ def _old_priced_run(tmp_path: Path) -> Path:
         pl.Series("total_cost_usd", totals),
         pl.Series("output_cost_usd", totals),
         pl.lit(0.0).alias("input_cost_usd"),
-        pl.lit("genai-prices 0.0.1 (data 2025-01-01; effective 2025-02-03)").alias("price_version"),
+        pl.lit("genai-prices 0.0.1 (bundled data; effective 2025-02-03)").alias("price_version"),
     )
     run = write_run(tmp_path / "old", frame)
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["prices"] = {"library": "genai-prices", "version": "0.0.1", "resolved_at": "2025-02-03T03:17:00+00:00",
-                          "data_timestamp": "2025-01-01T00:00:00", "models": {}}  # fmt: skip
+                          "data_timestamp": None, "models": {}}  # fmt: skip
     (run / "manifest.json").write_text(json.dumps(manifest))
     return run
 
@@ -157,7 +160,7 @@ def test_an_old_run_keeps_its_stored_costs_and_reprice_shows_todays(tmp_path: Pa
     prices = _card_rows(md)["Prices"][0]
     assert (
         prices
-        == "genai-prices 0.0.1, data of 2025-01-01, effective 2025-02-03; the costs shown are the run's own"
+        == "genai-prices 0.0.1 (the data bundled with it), effective 2025-02-03; the costs shown are the run's own"
     )
 
     result = write_report(run, reprice=True)
@@ -169,7 +172,7 @@ def test_an_old_run_keeps_its_stored_costs_and_reprice_shows_todays(tmp_path: Pa
     md = result.report_md.read_text()
     table = md.split("## Costs repriced with today's price table", 1)[1].split("\n## ", 1)[0]
     assert table.count("| -50.0% |") == 2 * len(MODELS)
-    assert "priced with genai-prices 0.0.1 (data 2025-01-01; effective 2025-02-03)" in table
+    assert "priced with genai-prices 0.0.1 (bundled data; effective 2025-02-03)" in table
     assert f"priced with {PriceTable.resolve(MODELS).version_label}" in table
     assert pl.read_parquet(run / "summary-repriced.parquet").height == len(MODELS)
 

@@ -222,14 +222,14 @@ def _prices(manifest: dict[str, Any], calls: pl.DataFrame | None) -> dict[str, A
 def _prices_text(f: Mapping[str, Any]) -> str:
     if not any(f.get(k) for k in ("price_source", "price_version", "price_library_version")):
         return NOT_RECORDED
+    data = f"data of {f['price_data_date']}" if f.get("price_data_date") else "the data bundled with it"
     text = (
         f"{f.get('price_source') or 'source ' + NOT_RECORDED} {f.get('price_library_version') or ''}".rstrip()
-        + f", data of {f.get('price_data_date') or NOT_RECORDED}"
-        + f", effective {f.get('price_effective_date') or NOT_RECORDED}; the costs shown are the run's own"
+        + f" ({data}), effective {f.get('price_effective_date') or NOT_RECORDED}; the costs shown are the run's own"
     )
     label = f.get("price_version")
-    usual = f"(data {f.get('price_data_date')}; effective {f.get('price_effective_date')})"
-    if label and usual not in str(label):  # rows priced with another table than the manifest names
+    effective = f"effective {f.get('price_effective_date')})"
+    if label and effective not in str(label):  # rows priced with another table than the manifest names
         text += f" (rows: {label})"
     return text
 
