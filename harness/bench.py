@@ -40,6 +40,7 @@ from harness.pricing import PriceTable
 from harness.progress import ProgressSink
 from harness.records import Case, PlannedCall
 from harness.rundir import RunDir
+from harness.runfacts import run_facts
 from harness.runner import Engine, Runner, RunnerSettings, RunOutcome, Sink
 from harness.simlauncher import SimulatorProcess
 from harness.store import RunStore
@@ -220,6 +221,7 @@ def _open_run(
         "versions": _versions(),
         "git_sha": _git_sha(),
         "prices": prices.source(),
+        "methodology": run_facts(cfg, loaded.cases),  # load, client host, dataset lengths
         "planned": len(plan),
         "judge": {"model": judge.name, "repeats": cfg.judge_repeats, "prompt": JUDGE_PROMPT_VERSION}
         if judge

@@ -1,7 +1,8 @@
 """The `harness` command: a translator from options to `RunConfig` and one run of the event loop (`loops.run`).
 
 Every `HarnessError` becomes one clear line (no traceback) and its exit code:
-0 ok, 1 regression (compare), 2 bad input or config, 130 SIGINT, 143 SIGTERM.
+0 ok, 1 regression (compare) or drift (history --fail-on-drift), 2 bad input or config,
+3 not enough data to decide (compare; history --fail-on-drift), 130 SIGINT, 143 SIGTERM.
 No logic lives here beyond that translation.
 """
 
@@ -247,6 +248,10 @@ def report(
     max_error_rate: Annotated[float | None, Opt(help="Error-rate limit (0–1).")] = None,
     min_pass_rate: Annotated[float | None, Opt(help="Quality pass-rate floor (0–1).")] = None,
     min_score: Annotated[float | None, Opt(help="Mean grader score floor (0–1).")] = None,
+    reprice: Annotated[
+        bool,
+        Opt(help="Also price the stored usage with today's price table and show both (the run's own stays)."),
+    ] = False,
 ) -> None:
     """Write summary, comparison, recommendation and charts for a run directory."""
     from harness.report import Constraints, write_report
@@ -263,7 +268,7 @@ def report(
             },
             name=lambda key: "--" + key.replace("_", "-"),
         )
-        result = write_report(run_dir, constraints=constraints)
+        result = write_report(run_dir, constraints=constraints, reprice=reprice)
     except HarnessError as exc:
         _fail(exc)
     out.print(result.recommendation_text, highlight=False, markup=False, soft_wrap=True)
@@ -279,8 +284,11 @@ def compare(
     cost_pct: Annotated[float, Opt(help="Cost regression threshold (%).")] = 5.0,
     pass_points: Annotated[float, Opt(help="Pass-rate threshold (points).")] = 3.0,
     score_points: Annotated[float, Opt(help="Mean-score threshold (points of the 0–1 scale).")] = 3.0,
+    min_samples: Annotated[
+        int, Opt(help="Values (or paired cases) each side needs for a check to be judged; a p95 needs ≥ 20.")
+    ] = 10,
 ) -> None:
-    """Compare two runs for nightly CI: exit 1 on a significant regression."""
+    """Compare two runs for nightly CI: exit 1 on a significant regression, 3 when there is too little data."""
     from harness.report import Thresholds, compare_runs
 
     try:
@@ -293,12 +301,65 @@ def compare(
                 cost_pct=cost_pct,
                 pass_rate_points=pass_points,
                 score_points=score_points,
+                min_samples=min_samples,
             ),
         )
     except HarnessError as exc:
         _fail(exc)
     out.print(result.markdown, highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def history(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run directories, results directories (each run inside) and earlier histories "
+            "(history.parquet or a directory holding one).",
+            show_default=False,
+        ),
+    ],
+    out_dir: Annotated[
+        Path, Opt("--out", help="Where history.parquet, history.md/html and charts go.")
+    ] = Path("history"),
+    fail_on_drift: Annotated[
+        bool, Opt(help="Exit 1 on a drift for the worse, 3 when some check had too little history.")
+    ] = False,
+    window: Annotated[int, Opt(help="Earlier runs of an arm's series its figure is compared with.")] = 14,
+    min_history: Annotated[int, Opt(help="Earlier runs a verdict needs; fewer: insufficient history.")] = 5,
+    z: Annotated[float, Opt("--z", help="Robust z-score beyond which a change can be a drift.")] = 3.5,
+    median_pct: Annotated[float, Opt(help="Minimum change of a p50 (TTFT, first text, latency), %.")] = 10.0,
+    tail_pct: Annotated[float, Opt(help="Minimum change of a p95, %.")] = 20.0,
+    cost_pct: Annotated[float, Opt(help="Minimum change of a cost, %.")] = 5.0,
+    error_points: Annotated[float, Opt(help="Minimum change of the error rate, points.")] = 2.0,
+    pass_points: Annotated[float, Opt(help="Minimum change of the pass rate, points.")] = 3.0,
+    nights: Annotated[int, Opt(help="Runs in the last-nights table.")] = 10,
+    keep: Annotated[int, Opt(help="Newest runs kept in history.parquet.")] = 365,
+    run: Annotated[str | None, Opt("--run", help="Judge this run id (default: the latest).")] = None,
+) -> None:
+    """Every arm's figures run after run, with drift verdicts against each arm's own history."""
+    from harness.report.drift import DriftRule
+    from harness.report.history import write_history
+
+    try:
+        rule = DriftRule(
+            window=window,
+            min_history=min_history,
+            z=z,
+            median_pct=median_pct,
+            tail_pct=tail_pct,
+            cost_pct=cost_pct,
+            error_points=error_points,
+            pass_points=pass_points,
+        )
+        result = write_history(paths, out_dir, rule=rule, nights=nights, keep=keep, run_id=run)
+    except HarnessError as exc:
+        _fail(exc)
+    out.print(result.markdown, highlight=False, markup=False, soft_wrap=True)
+    out.print(f"history: {result.history_html}", highlight=False)
+    if fail_on_drift:
+        raise typer.Exit(1 if result.drift else (3 if result.insufficient else 0))
 
 
 @app.command()

@@ -79,12 +79,19 @@ class PriceTable:
     """Per-model prices resolved once; `cost()` is pure float arithmetic."""
 
     def __init__(
-        self, rates: Mapping[str, _Rates], resolved_at: datetime, version: str, auto_update: Any
+        self,
+        rates: Mapping[str, _Rates],
+        resolved_at: datetime,
+        version: str,
+        auto_update: Any,
+        data_timestamp: datetime | None = None,
     ) -> None:
         self._rates = dict(rates)
         self._resolved_at = resolved_at
         self._version = version
         self._auto_update = auto_update
+        self._data_timestamp = data_timestamp
+        self.version_label = self._label()  # one constant string per run: every row carries it
 
     @classmethod
     def resolve(
@@ -117,7 +124,8 @@ class PriceTable:
                 continue
             rates[model] = _from_genai(snapshot, model, at, price_context)
         auto = snapshot.timestamp.isoformat() if snapshot.from_auto_update else None
-        return cls(rates, at, genai_prices.__version__, auto)
+        fetched = snapshot.timestamp if snapshot.from_auto_update else None  # else: the package's own data
+        return cls(rates, at, genai_prices.__version__, auto, fetched)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -182,11 +190,31 @@ class PriceTable:
         """What a call may cost at most if it writes `max_tokens`: the budget guard's reservation."""
         return self.cost(model, input_tokens, max_tokens).total_usd
 
+    def _label(self) -> str:
+        """`genai-prices V (bundled data; effective E)`, plus `+ [prices] overrides` when the profile set some.
+
+        The price data is the one bundled with genai-prices version V (so V names it), or, when
+        genai-prices fetched newer data, `data fetched D`; E is the date the prices were looked
+        up for (a price that changes over time is taken as it was on E).
+        """
+        when = self._resolved_at.date().isoformat()
+        data = (
+            f"data fetched {self._data_timestamp.date().isoformat()}"
+            if self._data_timestamp
+            else "bundled data"
+        )
+        label = f"genai-prices {self._version} ({data}; effective {when})"
+        if any(r.info.get("source") == "override" for r in self._rates.values()):
+            label += " + [prices] overrides"
+        return label
+
     def source(self) -> dict[str, Any]:
         """The manifest's price source: library, version, date of the prices, and every model's rates."""
         return {
             "library": "genai-prices",
             "version": self._version,
+            "label": self.version_label,
+            "data_timestamp": self._data_timestamp.isoformat() if self._data_timestamp else None,
             "auto_update_timestamp": self._auto_update,
             "resolved_at": self._resolved_at.isoformat(),
             "models": {model: dict(r.info) for model, r in self._rates.items()},

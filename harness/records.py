@@ -150,6 +150,7 @@ class CallRecord:
     total_cost_usd: float
     uncached_cost_usd: float | None = None  # the same call priced as if nothing was cached
     cache_savings_usd: float | None = None  # uncached − actual (negative: a write cost more than it saved)
+    price_version: str | None = None  # the price table the costs come from (`PriceTable.version_label`)
     passed: bool | None
     score: float | None = None  # the grader's score in [0, 1] (harness.graders)
     grader: str | None = None  # the expectation's top-level kind
@@ -218,6 +219,7 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
     "total_cost_usd": pl.Float64(),
     "uncached_cost_usd": pl.Float64(),
     "cache_savings_usd": pl.Float64(),
+    "price_version": pl.String(),
     "passed": pl.Boolean(),
     "score": pl.Float64(),
     "grader": pl.String(),

@@ -205,6 +205,7 @@ class Runner:
         self.client = client
         self.limiter = limiter
         self.pricer = pricer
+        self._price_version = pricer.version_label  # a constant per run: no work per call
         self.sinks = list(sinks)
         self.outcome = RunOutcome()
         self._stop = asyncio.Event()
@@ -642,6 +643,7 @@ class Runner:
             total_cost_usd=costs.total_usd,
             uncached_cost_usd=uncached_usd,
             cache_savings_usd=None if uncached_usd is None else uncached_usd - costs.total_usd,
+            price_version=self._price_version,
             passed=q.passed if not cancelled else (False if case.expected else None),
             score=q.score,
             grader=q.grader,

@@ -19,11 +19,13 @@ from harness.pricing import PriceTable
 from harness.report.charts import render_charts
 from harness.report.compare_models import compare_models
 from harness.report.insights import posthog_insights_from_calls
+from harness.report.methodology import card_table, methodology
 from harness.report.originals import original_vs_replayed
 from harness.report.prepared import Prepared, prepare
 from harness.report.recommend import Constraints, recommend
 from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
+from harness.report.reprice import reprice_summary
 from harness.report.summary import summarize
 from harness.report.tables import build_tables, originals_table, stop_reason_facts
 from harness.rundir import RunDir
@@ -39,6 +41,7 @@ class ReportResult:
     report_md: Path
     report_html: Path
     summary: pl.DataFrame
+    repriced: pl.DataFrame | None = None  # the summary at today's prices (`--reprice`)
 
 
 def _facts(manifest: dict[str, Any], prep: Prepared, summary: pl.DataFrame) -> list[str]:
@@ -105,8 +108,14 @@ def _break_even(summary: pl.DataFrame) -> dict[str, dict[str, int | None]]:
     return out
 
 
-def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed: int = 0) -> ReportResult:
-    """Write the report files into `run_dir` and return the recommendation and the summary."""
+def write_report(
+    run_dir: Path, *, constraints: Constraints | None = None, seed: int = 0, reprice: bool = False
+) -> ReportResult:
+    """Write the report files into `run_dir` and return the recommendation and the summary.
+
+    Costs are the stored ones (the price table the run was run with); `reprice` adds a table of
+    the same usage at today's prices, summarized by the same `summarize`.
+    """
     run = RunDir.read(run_dir)
     manifest = run.manifest
     prep = prepare(run.load_calls(), manifest)
@@ -131,6 +140,13 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
         facts.insert(
             0, f"Constraints: {constraints.describe()} (met when the 95 % interval's worse end meets them)"
         )
+    method = methodology(manifest, prep.calls)
+    card = card_table([("", method)])
+    repriced = None
+    if reprice:
+        repriced, table = reprice_summary(run.load_calls(), manifest, summary, method, seed=seed)
+        tables.append(table)
+        run.write_parquet("summary-repriced.parquet", repriced)
     run.write_parquet("summary.parquet", summary)
     run.write_parquet("comparison.parquet", comparison)
     for file, _name, png in charts:
@@ -141,8 +157,11 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
         facts=facts,
         tables=tables,
         charts=[(f, n) for f, n, _ in charts],
+        card=card,
     )
-    html = render_html(title=title, recommendation=rec.text, facts=facts, tables=tables, charts=charts)
+    html = render_html(
+        title=title, recommendation=rec.text, facts=facts, tables=tables, charts=charts, card=card
+    )
     return ReportResult(
         recommendation_text=rec.text,
         recommended_model=rec.model,
@@ -150,4 +169,5 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
         report_md=run.write_atomic("report.md", md.encode()),
         report_html=run.write_atomic("report.html", html.encode()),
         summary=summary,
+        repriced=repriced,
     )

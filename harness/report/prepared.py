@@ -61,6 +61,7 @@ _USED = [
     "score",
     "judge_cost_usd",
     "judge_error",
+    "price_version",
 ]
 
 

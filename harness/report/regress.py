@@ -4,9 +4,12 @@ An arm is a model, or a model and a variant (`records.arm_of`); runs without var
 compare model by model as before, and two runs with the same variants compare each
 model × variant with itself. A regression is a change beyond its threshold **and**
 significant: the 95 % bootstrap interval of the change (the two runs' rows resampled
-independently) lies wholly on the worse side of "no change". Unusable input raises a
+independently) lies wholly on the worse side of "no change". A check with fewer values on
+either side than its test needs (`Thresholds.min_samples`, at least 20 for a p95; paired
+cases for quality on the same dataset) is not judged: with no regression elsewhere the
+comparison ends "not enough data to decide" (the CLI exits 3). Unusable input raises a
 `HarnessError` (the CLI exits 2); an arm missing on one side or a different dataset is
-reported, not fatal. Must not call the API.
+reported, not fatal. The methodology card of both runs heads `compare.md`. Must not call the API.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import polars as pl
 
 from harness.errors import HarnessError, StorageError
 from harness.records import arm_word
+from harness.report.methodology import card_markdown, methodology
 from harness.report.prepared import Prepared, prepare
 from harness.report.render_md import md_table
 from harness.report.stats import Resampler, boot_interval, quantile_rows
@@ -38,6 +42,11 @@ class Thresholds:
     cost_pct: float = 5.0
     pass_rate_points: float = 3.0
     score_points: float = 3.0  # mean grader score, in points of the 0–1 scale
+    min_samples: int = 10  # fewer values (or paired cases) on a side: the check is not judged
+
+
+# Exit codes of `harness compare` (2, unusable input, is the HarnessError's).
+NO_REGRESSION, REGRESSION, NOT_ENOUGH_DATA = 0, 1, 3
 
 
 @dataclass
@@ -47,6 +56,7 @@ class CompareResult:
     table: pl.DataFrame
     regressions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    undecided: list[str] = field(default_factory=list)  # checks with too little data to judge
 
 
 def _q(q: float) -> Any:
@@ -89,6 +99,11 @@ def _values(prep: Prepared, arm: str, column: str) -> np.ndarray:
     if column in ("is_error", "passed"):
         return prep.outcomes(arm, column)
     return prep.values(arm, column)
+
+
+def _needs(name: str, th: Thresholds) -> int:
+    """Values each side needs for a check: a p95 needs 20 (below that it is close to the maximum)."""
+    return max(th.min_samples, 20) if "p95" in name else th.min_samples
 
 
 def _load(run_dir: Path, role: str) -> tuple[Prepared, dict[str, Any]]:
@@ -151,7 +166,14 @@ def compare_runs(
             rows.append({"model": cur.model_of[arm], "variant": cur.variant_of[arm], **row})
     table = pl.DataFrame(rows, schema=_schema(), strict=False)
     regressions = [f"{r['arm']}: {r['metric']}" for r in rows if r["regression"]]
-    markdown = _markdown(table, warnings, regressions, baseline_dir, current_dir, word)
+    undecided = [f"{r['arm']}: {r['metric']}" for r in rows if not r["decided"]]
+    cards = [
+        ("baseline", methodology(base_manifest, base.calls)),
+        ("current", methodology(cur_manifest, cur.calls)),
+    ]
+    markdown = _markdown(
+        table, warnings, regressions, baseline_dir, current_dir, word, undecided, card_markdown(cards)
+    )
     if out_dir is None:  # into the current run's directory, through its owner
         run = RunDir.read(current_dir)
         run.write_atomic("compare.md", markdown.encode())
@@ -164,7 +186,8 @@ def compare_runs(
             table.write_parquet(out / "compare.parquet")
         except OSError as exc:
             raise StorageError(f"{out}: cannot write the comparison ({exc.strerror or exc})") from exc
-    return CompareResult(1 if regressions else 0, markdown, table, regressions, warnings)
+    code = REGRESSION if regressions else (NOT_ENOUGH_DATA if undecided else NO_REGRESSION)
+    return CompareResult(code, markdown, table, regressions, warnings, undecided)
 
 
 def _check(
@@ -189,6 +212,7 @@ def _check(
         "threshold": None,
         "significant": False,
         "regression": False,
+        "decided": True,
         "note": "",
     }
     if kind == "ratio":
@@ -214,7 +238,9 @@ def _check(
             math.exp(lo) - 1,
             math.exp(hi) - 1,
         )
-    elif paired is not None and len(paired) >= 10:  # the same cases in both runs: compare them case by case
+    elif paired is not None and len(paired) >= _needs(
+        name, th
+    ):  # the same cases in both runs: compare them case by case
         got = boot.bootstrap(paired)
         assert got is not None
         lo, hi = boot_interval(got[1])
@@ -231,10 +257,19 @@ def _check(
     else:
         row["significant"] = row["change_hi"] < 0
         row["regression"] = bool(row["significant"] and row["change"] < -row["threshold"])
-    if min(len(b), len(c)) < 20:
+    need = _needs(name, th)
+    if paired is not None and name in _QUALITY and len(paired) < need:
+        row["decided"] = False
+        row["note"] = f"not enough data: {len(paired)} paired cases (needs ≥ {need})"
+    elif min(len(b), len(c)) < need:
+        row["decided"] = False
+        row["note"] = f"not enough data: {len(b)} vs {len(c)} samples (needs ≥ {need})"
+    elif min(len(b), len(c)) < 20:
         row["note"] = f"few samples ({len(b)} vs {len(c)})"
     elif name in _QUALITY and not row["note"]:
         row["note"] = "unpaired (different datasets)"
+    if not row["decided"]:
+        row["significant"] = row["regression"] = False
     return row
 
 
@@ -253,6 +288,7 @@ def _schema() -> dict[str, pl.DataType]:
         "threshold": f,
         "significant": pl.Boolean(),
         "regression": pl.Boolean(),
+        "decided": pl.Boolean(),
         "note": pl.String(),
     }
 
@@ -274,13 +310,24 @@ def _change(metric: str, v: float | None) -> str:
 
 
 def _markdown(
-    table: pl.DataFrame, warnings: list[str], regressions: list[str], base: Path, cur: Path, word: str
+    table: pl.DataFrame,
+    warnings: list[str],
+    regressions: list[str],
+    base: Path,
+    cur: Path,
+    word: str,
+    undecided: list[str],
+    card: str,
 ) -> str:
-    head = (
-        (f"**{len(regressions)} regression(s)**: " + ", ".join(regressions))
-        if regressions
-        else "**No regression.**"
-    )
+    if regressions:
+        head = f"**{len(regressions)} regression(s)**: " + ", ".join(regressions)
+    elif undecided:
+        head = (
+            f"**Not enough data to decide** ({len(undecided)} check(s) with too few samples): "
+            + ", ".join(undecided)
+        )
+    else:
+        head = "**No regression.**"
     rows = []
     for r in table.iter_rows(named=True):
         verdict = (
@@ -288,6 +335,8 @@ def _markdown(
             if r["regression"]
             else ("significant, within threshold" if r["significant"] else "ok")
         )
+        if not r["decided"]:
+            verdict = "undecided"
         if r["note"]:
             verdict += f" ({r['note']})"
         ci = (
@@ -307,7 +356,7 @@ def _markdown(
                 verdict,
             ]
         )
-    out = [f"# Compare: {Path(base).name} → {Path(cur).name}", "", head, ""]
+    out = [f"# Compare: {Path(base).name} → {Path(cur).name}", "", card, head, ""]
     out += [f"- warning: {w}" for w in warnings]
     if warnings:
         out.append("")

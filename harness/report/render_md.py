@@ -21,10 +21,19 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def render_markdown(
-    *, title: str, recommendation: str, facts: list[str], tables: list[Table], charts: list[tuple[str, str]]
+    *,
+    title: str,
+    recommendation: str,
+    facts: list[str],
+    tables: list[Table],
+    charts: list[tuple[str, str]],
+    card: Table | None = None,
 ) -> str:
-    """facts: one-line run facts (dataset, calls, window); charts: (file name, title)."""
-    out = [f"# {title}", "", f"**{recommendation}**", ""]
+    """facts: one-line run facts (dataset, calls, window); charts: (file name, title); card: the methodology."""
+    out = [f"# {title}", ""]
+    if card is not None:
+        out += [f"## {card.title}", "", md_table(card.header, card.rows), ""]
+    out += [f"**{recommendation}**", ""]
     out += [f"- {f}" for f in facts]
     for t in tables:
         out += ["", f"## {t.title}", ""]
