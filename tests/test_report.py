@@ -252,8 +252,12 @@ def test_the_first_token_limit_reads_time_to_first_text_unless_told_otherwise(tm
 
 def test_cost_per_passed_answer_decides_and_quality_is_paired(tmp_path: Path) -> None:
     """A cheaper model that fails half its answers loses to a better one that costs less per good answer."""
-    cheap = ModelSpec("cheap", median_s=0.7, usd_per_output_token=4e-6, usd_per_input_token=1e-6, pass_prob=0.45)
-    good = ModelSpec("good", median_s=0.8, usd_per_output_token=5e-6, usd_per_input_token=1e-6, pass_prob=0.95)
+    cheap = ModelSpec(
+        "cheap", median_s=0.7, usd_per_output_token=4e-6, usd_per_input_token=1e-6, pass_prob=0.45
+    )
+    good = ModelSpec(
+        "good", median_s=0.8, usd_per_output_token=5e-6, usd_per_input_token=1e-6, pass_prob=0.95
+    )
     frame = synthetic_calls([cheap, good], cases=240, seed=9)
     frame = frame.with_columns(pl.col("passed").cast(pl.Float64).alias("score"))
     result = write_report(write_run(tmp_path / "run", frame))
