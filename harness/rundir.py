@@ -13,6 +13,8 @@ reader agree on what is there and which row wins. Layout::
     events-journal-<S>.jsonl      PostHog events of session S until delivery is confirmed
     events-outbox.jsonl           events PostHog did not acknowledge (`harness events resend`)
     events-state.json             the event sessions confirmed by a clean close
+    batches.jsonl                 batch mode: the Message Batches journal (`harness.batchjournal`
+                                  says what its lines mean), appended and fsynced line by line
     summary.parquet, comparison.parquet, report.md, report.html, *.png   the report
 
 `<S>` is a *session*: one per process that opens the run for writing (`create` or
@@ -20,13 +22,18 @@ reader agree on what is there and which row wins. Layout::
 recovery on the session of the calls it journaled.
 
 The one dedup rule (the report, a resume and `events resend` all read through it):
-one row per `call_id`; a finished row (`ok`/`error`) beats a `cancelled` one, and
-otherwise the later row wins. A resume re-runs only calls with no finished row.
+one row per `call_id`; a finished row (`ok`/`error`/`expired`) beats a `cancelled` one, and
+otherwise the later row wins. A resume re-runs only calls with no finished row. `expired`
+(a batch request Anthropic did not reach within the batch's 24 hours) is finished: the call
+was submitted and answered, so a plain resume does not submit it again (`--retry-errored`
+does, and its row then wins as the later one).
 `calls.parquet` is read when it is newer than every part and no journal is left;
 otherwise the parts and journals are read (a torn last journal line is ignored).
 
 Durability: the parts and the manifest are fsynced before their rename; a journal
-line is in the page cache once written, so a `kill -9` loses no finished call.
+line is in the page cache once written, so a `kill -9` loses no finished call. A
+batches journal line is fsynced before `append_batch_entry` returns: a batch id must
+survive a power loss too, since the batch keeps running (and billing) without us.
 This module computes no statistics.
 """
 
@@ -62,6 +69,7 @@ LOCK = ".lock"
 EVENTS_OUTBOX = "events-outbox.jsonl"
 EVENTS_STATE = "events-state.json"
 EVENTS_JOURNAL = "events-journal-{session}.jsonl"
+BATCHES = "batches.jsonl"
 REPORT_FILES = ("summary.parquet", "comparison.parquet", "report.md", "report.html")
 
 _COLUMNS = list(CALL_SCHEMA)
@@ -329,6 +337,47 @@ class RunDir:
         ]
         return pl.concat(frames, how="vertical")
 
+    # ------------------------------------------------------------ the batches journal
+
+    def append_batch_entry(self, entry: Mapping[str, Any]) -> None:
+        """Append one JSON line to `batches.jsonl` and fsync it before returning (the file's
+        directory too when this created it): what a batch engine journals must outlive any crash."""
+        assert self.session is not None, "a RunDir opened with read() has no session"
+        path = self.path / BATCHES
+        line = orjson.dumps(redact(dict(entry), self._secrets), option=orjson.OPT_APPEND_NEWLINE)
+        created = not path.exists()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                _fsync_dir(self.path)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    def batch_entries(self) -> list[dict[str, Any]]:
+        """Every line of `batches.jsonl` in order ([] without one); a torn last line is ignored."""
+        try:
+            data = (self.path / BATCHES).read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.path / BATCHES}: {exc.strerror or exc}") from exc
+        entries = []
+        for line in data.splitlines():
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # the line a kill cut short (only the last one can be)
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
+
     # ------------------------------------------------------------ events
 
     def events_journal(self, session: str | None = None) -> Path:
@@ -382,6 +431,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             tmp.unlink()
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a new file's name durable (its directory entry), where the platform allows."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def check_room(directory: Path, min_free_bytes: int) -> None:
