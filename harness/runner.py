@@ -152,6 +152,7 @@ class RunOutcome:
     saturated: bool = False  # open loop: the harness could not keep to the schedule
     error: HarnessError | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)  # per worker process, when there are several
+    batches: dict[str, Any] = field(default_factory=dict)  # batch mode: the journal's summary at the end
     cpu_s: float | None = None  # this engine's CPU time while it ran (a worker reports it to the parent)
 
     def count(self, record: CallRecord) -> None:
@@ -380,6 +381,18 @@ class Runner:
             state.reserved = 0.0
             if cap is not None:
                 cap.release()
+
+    async def grade(
+        self,
+        call: PlannedCall,
+        ok: bool,
+        text: str | None,
+        tool_calls: Sequence[dict[str, Any]] | None,
+        stop_reason: str | None,
+    ) -> Quality:
+        """An answer's verdict, a judge (when its case needs one) asked live through this runner's
+        attempts: how the batch engine grades the answers its batches bring back."""
+        return await self._verdicts.of(call.case, ok, text, tool_calls, stop_reason, call.call_id)
 
     async def _quality(self, call: PlannedCall, st: _CallState) -> Quality:
         a = st.last
