@@ -220,7 +220,7 @@ class BatchEngine:
         self.ledger = Ledger()
         self._retries = dict(retries or {})  # call_id → attempts its stored row already made
         self._calls: dict[str, PlannedCall] = {}
-        self._written: set[str] = set()  # call ids with a row from this session
+        self._stored: dict[str, set[str]] = {}  # batch key → its results stored this session
         self._queue: list[tuple[PlannedCall, int]] = []  # (call, attempt) waiting to be submitted
         self._stop = asyncio.Event()
         self._no_grace = asyncio.Event()
@@ -504,7 +504,8 @@ class BatchEngine:
         if not r.ok or r.batch is None:
             if r.error_kind == "not_found":  # deleted, or a simulator that restarted: resubmit its calls
                 self._journal(entry("lost", b.key, reason="the server no longer knows the batch"))
-                self._requeue(b, [cid for cid in b.call_ids if cid not in self._written])
+                stored = self._stored.get(b.key, set())
+                self._requeue(b, [cid for cid in b.call_ids if cid not in stored])
                 return True
             if r.fatal:
                 self._abort(r)
@@ -518,7 +519,8 @@ class BatchEngine:
     async def _collect(self, b: JournaledBatch, status: BatchStatus) -> bool:
         """Stream an ended batch's results into records; journal it collected once all are stored."""
         assert b.batch_id is not None
-        wanted = {cid for cid in b.call_ids if cid in self._calls and cid not in self._written}
+        stored = self._stored.setdefault(b.key, set())  # a second download skips what the first stored
+        wanted = {cid for cid in b.call_ids if cid in self._calls and cid not in stored}
         seen: set[str] = set()
         retry: list[tuple[PlannedCall, int]] = []
         try:
@@ -529,6 +531,7 @@ class BatchEngine:
                     continue  # a call already stored, or not ours (an adopted batch of someone else)
                 call = self._calls[cid]
                 seen.add(call.call_id)
+                stored.add(call.call_id)
                 result = line.get("result")
                 kind, attempt = attempt_of_result(result if isinstance(result, Mapping) else {})
                 if self._should_retry(kind, attempt, b.attempt):
@@ -736,7 +739,6 @@ class BatchEngine:
         )
 
     def _emit(self, record: CallRecord) -> None:
-        self._written.add(record.call_id)
         self.outcome.count(record)
         problem = deliver(self.sinks, record)
         if problem is not None:

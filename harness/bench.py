@@ -442,8 +442,10 @@ async def cancel_batches(results_dir: Path, run_id: str) -> list[str]:
     manifest = run.manifest
     if manifest.get("mode") != "batch":
         raise ConfigError("RUN_ID", f"{run_id} is not a batch run")
-    saved = manifest.get("cli")
-    cfg = build_config({**(saved if isinstance(saved, dict) else {}), "posthog_enabled": False})
+    recorded = manifest.get("config")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    given = {k: recorded.get(k) for k in ("target", "base_url", "timeout_s", "transport")}
+    cfg = build_config({**given, "models": manifest.get("models") or None, "posthog_enabled": False})
     if needs_simulator(cfg):
         raise TargetError(
             f"{run_id} ran on a simulator the harness started for it; it ended with the run, and its "
