@@ -21,7 +21,7 @@ from harness.report.prepared import Prepared, prepare
 from harness.report.recommend import Constraints, recommend
 from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
-from harness.report.summary import summarize
+from harness.report.summary import summarize, summarize_batches
 from harness.report.tables import build_tables, stop_reason_facts
 from harness.rundir import RunDir
 
@@ -67,6 +67,11 @@ def _facts(manifest: dict[str, Any], prep: Prepared, summary: pl.DataFrame) -> l
         facts.append(
             f"Target: {manifest['target'] if isinstance(manifest['target'], str) else 'see manifest'}"
         )
+    if manifest.get("mode") == "batch":
+        facts.append(
+            "Batch run (Message Batches, batch prices): an answer arrives when its batch ends, so the "
+            "report shows turnaround instead of latency, and latency limits do not apply"
+        )
     facts += stop_reason_facts(summary)
     small = [r["arm"] for r in summary.iter_rows(named=True) if r["latency_n"] and not r["latency_p99_ci_ok"]]
     if small:
@@ -94,7 +99,7 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
     rec = recommend(summary, constraints, comparison)
     insights = posthog_insights_from_calls(prep.calls)
     charts = render_charts(prep, summary, rec.pareto)
-    tables = build_tables(summary, comparison, insights)
+    tables = build_tables(summary, comparison, insights, summarize_batches(prep))
     run_id: object = manifest.get("run_id") or (
         prep.calls.get_column("run_id")[0] if prep.calls.height else run.path.name
     )

@@ -6,7 +6,9 @@ model × variant with itself. A regression is a change beyond its threshold **an
 significant: the 95 % bootstrap interval of the change (the two runs' rows resampled
 independently) lies wholly on the worse side of "no change". Unusable input raises a
 `HarnessError` (the CLI exits 2); an arm missing on one side or a different dataset is
-reported, not fatal. Must not call the API.
+reported, not fatal. When one run is a batch run and the other live, the comparison also
+gets the batch-vs-live section (`batch_live.py`: cost ratio, turnaround against latency,
+answer agreement, the break-even sentence). Must not call the API.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import polars as pl
 
 from harness.errors import HarnessError, StorageError
 from harness.records import arm_word
+from harness.report.batch_live import BatchVsLive, batch_vs_live, is_batch_run
 from harness.report.prepared import Prepared, prepare
 from harness.report.render_md import md_table
 from harness.report.stats import Resampler, boot_interval, quantile_rows
@@ -46,6 +49,7 @@ class CompareResult:
     table: pl.DataFrame
     regressions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    batch_vs_live: BatchVsLive | None = None
 
 
 def _q(q: float) -> Any:
@@ -133,19 +137,29 @@ def compare_runs(
     table = pl.DataFrame(rows, schema=_schema(), strict=False)
     regressions = [f"{r['arm']}: {r['metric']}" for r in rows if r["regression"]]
     markdown = _markdown(table, warnings, regressions, baseline_dir, current_dir, word)
+    versus = None
+    base_batch, cur_batch = is_batch_run(base, base_manifest), is_batch_run(cur, cur_manifest)
+    if base_batch != cur_batch:
+        live, batch = (cur, base) if base_batch else (base, cur)
+        versus = batch_vs_live(live, batch, common, seed=seed)
+        markdown += "\n" + versus.markdown
     if out_dir is None:  # into the current run's directory, through its owner
         run = RunDir.read(current_dir)
         run.write_atomic("compare.md", markdown.encode())
         run.write_parquet("compare.parquet", table)
+        if versus is not None:
+            run.write_parquet("compare-batch-live.parquet", versus.table)
     else:
         out = Path(out_dir)
         try:
             out.mkdir(parents=True, exist_ok=True)
             (out / "compare.md").write_text(markdown)
             table.write_parquet(out / "compare.parquet")
+            if versus is not None:
+                versus.table.write_parquet(out / "compare-batch-live.parquet")
         except OSError as exc:
             raise StorageError(f"{out}: cannot write the comparison ({exc.strerror or exc})") from exc
-    return CompareResult(1 if regressions else 0, markdown, table, regressions, warnings)
+    return CompareResult(1 if regressions else 0, markdown, table, regressions, warnings, versus)
 
 
 def _check(
