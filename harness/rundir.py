@@ -73,6 +73,7 @@ BATCHES = "batches.jsonl"
 REPORT_FILES = ("summary.parquet", "comparison.parquet", "report.md", "report.html")
 
 _COLUMNS = list(CALL_SCHEMA)
+_ROW_GROUP = 10_000
 _TS_COLUMNS = [name for name, dtype in CALL_SCHEMA.items() if isinstance(dtype, pl.Datetime)]
 _CHUNK_RE = re.compile(r"^(journal|part)-([0-9A-Za-z]+)-(\d+)\.(jsonl|parquet)$")
 _EVENTS_JOURNAL_RE = re.compile(r"^events-journal-([0-9A-Za-z]+)\.jsonl$")
@@ -242,12 +243,14 @@ class RunDir:
         """Write `calls.parquet` from everything stored (lazy scan, sink to tmp, os.replace); its row count."""
         final = self.path / CALLS
         tmp = self.path / f".{CALLS}.tmp-{os.getpid()}"
-        rows = self._all_rows()
         try:
-            if rows is None:
+            parts = self._plain_parts()
+            if parts:  # the common case, streamed as one scan: 200,000 rows in ~60 MB, not ~190
+                pl.scan_parquet(parts).sink_parquet(tmp, row_group_size=_ROW_GROUP)
+            elif (rows := self._all_rows()) is None:
                 pl.DataFrame(schema=CALL_SCHEMA).write_parquet(tmp)
             else:
-                _dedup(rows).sink_parquet(tmp)
+                _dedup(rows).sink_parquet(tmp, row_group_size=_ROW_GROUP)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
@@ -257,6 +260,17 @@ class RunDir:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise StorageError(f"cannot write {final}: {detail}") from exc
         return int(pl.scan_parquet(final).select(pl.len()).collect().item())
+
+    def _plain_parts(self) -> list[Path]:
+        """The chunks, when all are parts in `CALL_SCHEMA` and no call_id repeats (nothing to
+        dedup or conform: the rows can be copied as they are, in write order); else []."""
+        chunks = [p for _, _, p in self._chunks()]
+        if not chunks or any(p.suffix != ".parquet" for p in chunks):
+            return []
+        if any(pl.read_parquet_schema(p) != CALL_SCHEMA for p in chunks):
+            return []  # a part of an older harness: read through `conform`
+        ids = pl.scan_parquet(chunks).select("call_id").collect().get_column("call_id")
+        return [] if ids.is_duplicated().any() else chunks
 
     # ------------------------------------------------------------ calls: the one reader
 
