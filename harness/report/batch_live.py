@@ -1,7 +1,7 @@
 """`harness compare LIVE BATCH`: what batch mode costs and gives up against a live run of the same plan.
 
-Per arm in both runs: the cost ratio (batch mean cost per call over live, with a bootstrap
-interval), the batch's turnaround (created → ended of each call's batch) against the live
+Per arm in both runs: the cost ratio (batch cost over live cost of the same successful calls,
+paired by (case, repeat), with a paired bootstrap interval), the batch's turnaround (created → ended of each call's batch) against the live
 latency, and answer agreement paired by case: the pass rates of both, the share of
 (case, repeat) pairs whose pass/fail differs, and McNemar's exact test on those pairs. Then
 the break-even sentence: what batch saves, and how soon an answer must be needed for live to
@@ -20,7 +20,7 @@ import polars as pl
 
 from harness.report.prepared import Prepared
 from harness.report.render_md import md_table
-from harness.report.stats import Resampler, boot_interval, mcnemar_p
+from harness.report.stats import Resampler, boot_interval, mcnemar_p, ratio_interval
 
 __all__ = ["BatchVsLive", "batch_vs_live", "is_batch_run"]
 
@@ -50,6 +50,19 @@ def _pairs(live: Prepared, batch: Prepared, arm: str) -> tuple[int, int, int]:
     return joined.height, live_only, batch_only
 
 
+def _paired_costs(live: Prepared, batch: Prepared, arm: str) -> tuple[np.ndarray, np.ndarray]:
+    """(live, batch) cost of the calls both runs answered, paired by (case, repeat)."""
+    cols = ["case_id", "repeat", "total_cost_usd"]
+    ok = (pl.col("arm") == arm) & (pl.col("status") == "ok")
+    a = live.calls.filter(ok).select(cols)
+    b = batch.calls.filter(ok).select(cols)
+    joined = a.join(b, on=["case_id", "repeat"], how="inner", suffix="_batch")
+    return (
+        joined.get_column("total_cost_usd").to_numpy().astype(np.float64),
+        joined.get_column("total_cost_usd_batch").to_numpy().astype(np.float64),
+    )
+
+
 def _rate(prep: Prepared, arm: str) -> float | None:
     passed = prep.outcomes(arm, "passed")
     return float(passed.mean()) if len(passed) else None
@@ -67,7 +80,18 @@ def batch_vs_live(live: Prepared, batch: Prepared, arms: list[str], seed: int = 
         row: dict[str, Any] = {"arm": arm, "live_cost_per_call_usd": None, "batch_cost_per_call_usd": None}
         row |= {"cost_ratio": None, "cost_ratio_lo": None, "cost_ratio_hi": None}
         rl, rb = boot.bootstrap(lc), boot.bootstrap(bc)
-        if rl is not None and rb is not None and rl[0] > 0 and rb[0] > 0:
+        pl_cost, pb_cost = _paired_costs(live, batch, arm)
+        if len(pl_cost) >= 2 and pl_cost.sum() > 0 and pb_cost.sum() > 0:
+            # The same calls on both sides: their costs move together, so pair them.
+            lo, hi = ratio_interval(pb_cost, pl_cost, seed + 13)
+            row |= {
+                "live_cost_per_call_usd": float(lc.mean()),
+                "batch_cost_per_call_usd": float(bc.mean()),
+                "cost_ratio": float(pb_cost.sum() / pl_cost.sum()),
+                "cost_ratio_lo": lo,
+                "cost_ratio_hi": hi,
+            }
+        elif rl is not None and rb is not None and rl[0] > 0 and rb[0] > 0:
             d = np.log(np.maximum(rb[1], 1e-15)) - np.log(np.maximum(rl[1], 1e-15))
             lo, hi = boot_interval(d)
             row |= {
@@ -209,7 +233,8 @@ def _markdown(table: pl.DataFrame, sentence: str) -> str:
             "",
             md_table(head, rows),
             "",
-            "_Cost ratio: batch mean cost per successful call over live's (bootstrap interval). Turnaround: "
+            "_Cost ratio: what the calls answered on both sides cost in batch over live, paired by (case, "
+            "repeat) (paired bootstrap interval; unpaired means when no case pairs). Turnaround: "
             "created → ended of the call's batch. Pass/fail is paired by (case, repeat); McNemar's exact "
             "test counts only the pairs that differ._",
             "",

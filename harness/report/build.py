@@ -18,7 +18,7 @@ from harness.report.charts import render_charts
 from harness.report.compare_models import compare_models
 from harness.report.insights import posthog_insights_from_calls
 from harness.report.prepared import Prepared, prepare
-from harness.report.recommend import Constraints, recommend
+from harness.report.recommend import Constraints, applicable, recommend
 from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
 from harness.report.summary import summarize, summarize_batches
@@ -105,9 +105,11 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
     )
     title = f"Model selection report — run {run_id!s}"
     facts = _facts(manifest, prep, summary)
-    if constraints is not None and not constraints.is_empty():
+    if constraints is not None and not applicable(constraints, summary).is_empty():
         facts.insert(
-            0, f"Constraints: {constraints.describe()} (met when the 95 % interval's worse end meets them)"
+            0,
+            f"Constraints: {applicable(constraints, summary).describe()} "
+            "(met when the 95 % interval's worse end meets them)",
         )
     run.write_parquet("summary.parquet", summary)
     run.write_parquet("comparison.parquet", comparison)
