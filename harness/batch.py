@@ -304,8 +304,11 @@ class BatchEngine:
         if found is None:
             return  # cannot tell now: the intents stay as they are, the run stops (outcome.error)
         known = self.ledger.known_ids()
+        # Newest first on both sides: an intent is written only once the one before it is settled,
+        # so the latest intent is the one a crash can have left with a batch on the server.
         candidates = sorted((b for b in found if b.id not in known), key=lambda b: b.created_at or since)
-        for intent in intents:
+        candidates.reverse()
+        for intent in reversed(intents):
             after = (_parse(intent.at) or since) - _CLOCK_SKEW
             match = next(
                 (
