@@ -535,7 +535,6 @@ class BatchEngine:
         stored = self._stored.setdefault(b.key, set())  # a second download skips what the first stored
         wanted = {cid for cid in b.call_ids if cid in self._calls and cid not in stored}
         seen: set[str] = set()
-        retry: list[tuple[PlannedCall, int]] = []
         try:
             await self._pause()
             async for line in self.client.batch_results(b.batch_id):
@@ -548,7 +547,7 @@ class BatchEngine:
                 result = line.get("result")
                 kind, attempt = attempt_of_result(result if isinstance(result, Mapping) else {})
                 if self._should_retry(kind, attempt, b.attempt):
-                    retry.append((call, b.attempt + 1))
+                    self._queue.append((call, b.attempt + 1))  # submitted after this round of polls
                 await self._record_result(call, b, status, kind, attempt)
                 if len(seen) % 64 == 0:
                     await self._sinks_drained()
@@ -572,7 +571,6 @@ class BatchEngine:
             )
         )
         self._requeue(b, missing)
-        self._queue.extend(retry)
         _release_freed_memory()
         return True
 

@@ -5,6 +5,7 @@ Also the batch price against genai-prices' `calc_price` with the batch context, 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -111,7 +112,7 @@ class NoJudge:
 
 def engine(api: FakeBatches, journal: MemoryJournal, **settings: Any) -> tuple[BatchEngine, ListSink]:
     sink = ListSink()
-    s = BatchSettings(run_id="r1", target="custom", poll_s=0.01, max_requests=10, **settings)
+    s = BatchSettings(**{"run_id": "r1", "target": "custom", "poll_s": 0.01, "max_requests": 10, **settings})
     return BatchEngine(s, api, journal, PRICES, [sink], grader=NoJudge()), sink
 
 
@@ -212,3 +213,39 @@ def test_an_override_is_billed_at_half_in_a_batch_table() -> None:
         live.cost("my-model", 1000, 1000, 100, 100).total_usd / 2
     )
     assert batch.source()["models"]["my-model"]["share_of_override"] == 0.5
+
+
+class RateLimited(FakeBatches):
+    """Polls answer 429 with retry-after twice, then tell `remaining: 0` until a reset 0.3 s away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.polls: list[float] = []
+
+    async def get_batch(self, batch_id: str) -> BatchCall:
+        self.polls.append(time.monotonic())
+        if len(self.polls) <= 2:
+            return BatchCall(status=429, error_kind="rate_limit", error_message="429", retry_after_s=0.3)
+        answer = await super().get_batch(batch_id)
+        reset = (datetime.now(UTC) + timedelta(seconds=0.3)).isoformat()
+        answer.headers = {
+            "anthropic-ratelimit-requests-remaining": "0",
+            "anthropic-ratelimit-requests-reset": reset,
+        }
+        return answer
+
+    async def batch_results(self, batch_id: str) -> AsyncIterator[dict[str, Any]]:
+        self.polls.append(time.monotonic())  # the download is the next request after the last poll
+        async for line in super().batch_results(batch_id):
+            yield line
+
+
+async def test_polls_wait_for_retry_after_and_for_the_window_to_reset() -> None:
+    api, journal = RateLimited(), MemoryJournal()
+    eng, sink = engine(api, journal, max_requests=60)
+    await eng.run(plan())
+    assert len(sink.records) == 60
+    gaps = [b - a for a, b in itertools.pairwise(api.polls)]
+    assert len(gaps) == 3, gaps  # two 429s, the poll that saw the end, the download
+    assert gaps[0] >= 0.29 and gaps[1] >= 0.29, "retry-after honoured"
+    assert gaps[2] >= 0.2, "no request while the window has none left"
