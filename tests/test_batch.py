@@ -194,7 +194,9 @@ async def test_no_wait_submits_and_exits_then_a_resume_collects(sim, tmp_path) -
     assert frame.height == 40 and set(frame["status"]) == {"ok"}
     assert len(sim.batches()) == 1, "the resume collected the batch, it did not submit it again"
     assert RunDir.read(run_dir).manifest["status"] == "finished"
-    assert "Batch turnaround" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "Batch turnaround" in report and "## Batches" in report and "expiry rate" in report
+    assert "batch_turnaround.png" in report and "latency_cdf.png" not in report, "no empty latency charts"
 
 
 async def test_max_cost_is_checked_before_submission_at_the_batch_price(sim, tmp_path) -> None:
