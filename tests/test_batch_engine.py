@@ -249,3 +249,32 @@ async def test_polls_wait_for_retry_after_and_for_the_window_to_reset() -> None:
     assert len(gaps) == 3, gaps  # two 429s, the poll that saw the end, the download
     assert gaps[0] >= 0.29 and gaps[1] >= 0.29, "retry-after honoured"
     assert gaps[2] >= 0.2, "no request while the window has none left"
+
+
+def test_batch_options_from_the_profile_and_the_flags(tmp_path) -> None:
+    from harness.config import build_config
+    from harness.errors import ConfigError
+
+    profile = tmp_path / "p.toml"
+    profile.write_text(
+        '[run]\nmodels = ["claude-haiku-4-5"]\nmode = "batch"\n'
+        "[batch]\nwait = false\npoll_interval = 2\nretry_errored = true\nmax_requests = 50\nmax_bytes = 100000\n"
+    )
+    cfg = build_config({"profile": str(profile)}, env={})
+    assert (cfg.mode, cfg.batch_wait, cfg.batch_poll_s, cfg.retry_errored) == ("batch", False, 2.0, True)
+    assert (cfg.batch_max_requests, cfg.batch_max_bytes) == (50, 100_000)
+    live = build_config({"models": "claude-haiku-4-5", "mode": False}, env={})
+    assert live.mode == "live"
+    bad = [
+        ({"mode": "bulk"}, "--batch"),
+        ({"mode": True, "rate": 5.0}, "--rate"),
+        ({"mode": True, "arrival": "poisson"}, "--arrival"),
+        ({"mode": True, "workers": 2}, "--workers"),
+        ({"mode": True, "batch_max_requests": 100_001}, "batch.max_requests"),
+        ({"mode": True, "batch_poll_s": 0}, "--poll-interval"),
+        ({"retry_errored": True}, "--retry-errored"),
+    ]
+    for given, option in bad:
+        with pytest.raises(ConfigError) as caught:
+            build_config({"models": "claude-haiku-4-5", **given}, env={})
+        assert caught.value.option == option, (given, caught.value)
