@@ -377,6 +377,12 @@ def _batch_options(c: RunConfig, n: Callable[[str], str]) -> dict[str, Any]:
         raise ConfigError(n("arrival"), "batch mode has no arrivals: drop it, or run --live")
     if c.workers not in (None, 1):
         raise ConfigError(n("workers"), "batch mode runs in one process: drop it, or run --live")
+    if not c.batch_wait and c.target == "simulator" and not c.base_url:
+        raise ConfigError(
+            n("batch_wait"),
+            "the simulator this run starts ends with it, and its batches with it: serve one that "
+            "outlives the run (`harness simulate`) and give it with --base-url",
+        )
     return updates
 
 

@@ -259,6 +259,7 @@ def test_batch_options_from_the_profile_and_the_flags(tmp_path) -> None:
     profile.write_text(
         '[run]\nmodels = ["claude-haiku-4-5"]\nmode = "batch"\n'
         "[batch]\nwait = false\npoll_interval = 2\nretry_errored = true\nmax_requests = 50\nmax_bytes = 100000\n"
+        '[target]\nkind = "custom"\nbase_url = "http://127.0.0.1:1"\n'
     )
     cfg = build_config({"profile": str(profile)}, env={})
     assert (cfg.mode, cfg.batch_wait, cfg.batch_poll_s, cfg.retry_errored) == ("batch", False, 2.0, True)
@@ -273,6 +274,7 @@ def test_batch_options_from_the_profile_and_the_flags(tmp_path) -> None:
         ({"mode": True, "batch_max_requests": 100_001}, "batch.max_requests"),
         ({"mode": True, "batch_poll_s": 0}, "--poll-interval"),
         ({"retry_errored": True}, "--retry-errored"),
+        ({"mode": True, "batch_wait": False}, "--wait"),  # on the simulator the run itself starts
     ]
     for given, option in bad:
         with pytest.raises(ConfigError) as caught:
