@@ -1,4 +1,4 @@
-"""`make perf`: every performance target of issue #6, measured side by side in one run, against the simulator.
+"""`make perf`: every performance target of issues #6 and #14 (batch memory), measured side by side in one run, against the simulator.
 
 `python -m benchmarks.perf [--quick] [--only NAME[,NAME]] [--out-dir DIR]`
 
@@ -562,6 +562,41 @@ def memory(ctx: Ctx) -> None:
     ctx.judge("T6b", "RSS growth from 10 % to 100 % of the run (MB)", growth, "<=", 30, "MB")
 
 
+def batch(ctx: Ctx) -> None:
+    """Issue #14: a 200,000-call batch run, peak RSS while it submits and collects (results streamed)."""
+    n = 20_000 if ctx.quick else 200_000
+    ds = ctx.dataset("memory", 1000, 10)
+    # Batches of 100,000 requests end ~3 s after their creation at this time scale.
+    with SimServer(time_scale=0.0005) as sim:
+        r = run_scenario(
+            {
+                "cli": ctx.cli(sim, dataset=str(ds), repeats=n // 1000, mode="batch", batch_poll_s=0.5),
+                "rss_marks": True,
+            },
+            timeout_s=1800,
+        )
+    marks = r["rss_marks_mb"]
+    events = r["events"]
+    _log(
+        f"  {r['calls']:,} calls in {n // 100_000 or 1} batch(es) in {r['wall_s']:.0f} s "
+        f"({r['cpu_s']:.0f} s CPU): RSS at 10/50/100 % of the results "
+        + ", ".join(f"{v:.0f}" for v in marks.values())
+        + f" MB; peak {r['peak_rss_mb']:.0f} MB (the plan, submission, the streamed results, calls.parquet); "
+        f"events delivered {events.get('delivered')} of {events.get('handed')}"
+    )
+    growth = marks.get("100%", 0.0) - marks.get("10%", 0.0)
+    ctx.figures["batch"] = {
+        "calls": r["calls"],
+        "rss_mb": marks,
+        "peak_rss_mb": r["peak_rss_mb"],
+        "growth_mb": growth,
+        "wall_s": r["wall_s"],
+        "events": events,
+    }
+    ctx.judge("T9a", f"batch run of {n:,} calls: peak RSS (MB)", r["peak_rss_mb"], "<", 300, "MB")
+    ctx.judge("T9b", "batch run: RSS growth from 10 % to 100 % of the results (MB)", growth, "<=", 30, "MB")
+
+
 def micro(ctx: Ctx) -> None:
     """Target 7: pytest-benchmark micro-benchmarks of the per-call hot path."""
     out_json = ctx.scratch / "micro.json"
@@ -613,6 +648,7 @@ SECTIONS: dict[str, Callable[[Ctx], None]] = {
     "pacing": pacing,
     "ratelimits": ratelimits,
     "memory": memory,
+    "batch": batch,
     "micro": micro,
     "reports": reports,
 }

@@ -24,11 +24,13 @@ from typing import Any
 from rich.console import Console
 
 from harness import __version__, loops
+from harness.batch import BatchEngine, BatchSettings, retry_candidates
+from harness.batchjournal import Ledger
 from harness.caching import apply_cache, cache_prefix, eligible_prefixes
 from harness.client import ClaudeClient
 from harness.config import ModelSpec, RunConfig
 from harness.dataset import load_cases, provenance_of
-from harness.errors import ConfigError, HarnessError, Interrupted, StorageError
+from harness.errors import ConfigError, HarnessError, Interrupted, StorageError, TargetError
 from harness.events.event import EventSettings
 from harness.events.sink import EventSink
 from harness.graders import judge_specs
@@ -36,7 +38,7 @@ from harness.judge import JUDGE_PROMPT_VERSION
 from harness.limiter import Limiter, PoolLimits, default_pool_key
 from harness.plan import make_plan
 from harness.posthog_import import originals_of
-from harness.pricing import PriceTable
+from harness.pricing import BATCH_CONTEXT, PriceTable
 from harness.progress import ProgressSink
 from harness.records import Case, PlannedCall
 from harness.rundir import RunDir
@@ -48,7 +50,7 @@ from harness.target import Target, launch_simulator, needs_simulator, preflight
 from harness.variants import parse_variants
 from harness.workers import WorkerPool, auto_workers
 
-__all__ = ["RunResult", "execute_run", "new_run_id"]
+__all__ = ["RunResult", "cancel_batches", "execute_run", "new_run_id"]
 
 
 @dataclass
@@ -127,6 +129,12 @@ async def _execute(
         )
     judge = _judge_of(cfg, loaded.cases)
     prices = PriceTable.resolve([*cfg.model_names, *([judge.name] if judge else [])], cfg.prices)
+    # Batch mode: the arms at genai-prices' batch price; the judge (asked live) at the standard one.
+    batch_prices = (
+        PriceTable.resolve(cfg.model_names, cfg.prices, price_context=BATCH_CONTEXT)
+        if cfg.mode == "batch"
+        else None
+    )
 
     run_id = cfg.resume or cfg.run_id or new_run_id()
     source = cfg.variants_source or "variants"
@@ -150,21 +158,30 @@ async def _execute(
 
     target = Target.resolve(cfg, sim)
     try:
-        workers = cfg.workers or auto_workers(
-            concurrency=cfg.concurrency,
-            rate=cfg.rate,
-            max_in_flight=cfg.max_in_flight,
-            local_simulator=target.loopback,
+        workers = (
+            1
+            if batch_prices is not None
+            else cfg.workers
+            or auto_workers(
+                concurrency=cfg.concurrency,
+                rate=cfg.rate,
+                max_in_flight=cfg.max_in_flight,
+                local_simulator=target.loopback,
+            )
         )
         client = ClaudeClient(**target.client_kwargs(cfg))
         try:
             # With worker processes each worker opens its own connections; here only the checks run.
-            warm = 1 if workers > 1 else min(64, cfg.max_in_flight or cfg.concurrency)
+            warm = 1 if workers > 1 or batch_prices else min(64, cfg.max_in_flight or cfg.concurrency)
             await preflight(client, (*cfg.model_names, *([judge.name] if judge else [])), warm=warm)
             plan = await _cache_plan(cfg, plan, client)
-            run, plan = _open_run(cfg, run_id, loaded, prices, plan, target, cli_args, judge)
+            run, plan, retries = _open_run(
+                cfg, run_id, loaded, batch_prices or prices, plan, target, cli_args, judge
+            )
             with run:
                 engine = _engine(cfg, run_id, target, client, workers, prices, judge)
+                if batch_prices is not None:
+                    engine = _batch_engine(cfg, run_id, target, client, engine, batch_prices, retries)
                 return await _run(cfg, run, plan, sent, engine, target, extra_sinks, console)
         finally:
             await client.aclose()
@@ -181,9 +198,15 @@ def _open_run(
     target: Target,
     cli_args: dict[str, Any] | None,
     judge: ModelSpec | None,
-) -> tuple[RunDir, list[PlannedCall]]:
+) -> tuple[RunDir, list[PlannedCall], dict[str, int]]:
+    """The run directory (created or resumed), the calls still to make, and (batch mode with
+    `--retry-errored`) the failed batch calls to submit again, with the attempts they made."""
     if cfg.resume:
         run = RunDir.resume(cfg.results_dir, run_id)
+        was = run.manifest.get("mode") or "live"
+        if was != cfg.mode:
+            run.close()
+            raise StorageError(f"--resume {run_id}: the run is a {was} run; resume it as one (--{was})")
         recorded = run.manifest.get("dataset", {}).get("sha256")
         if recorded and recorded != loaded.sha256:
             run.close()
@@ -196,11 +219,13 @@ def _open_run(
                 f"--resume {run_id}: the variants changed since the run started (see the manifest's variants)"
             )
         finished = run.finished_call_ids()
-        plan = [c for c in plan if c.call_id not in finished]
+        retries = retry_candidates(run.load_calls(), cfg.max_retries) if cfg.retry_errored else {}
+        plan = [c for c in plan if c.call_id not in finished or c.call_id in retries]
         run.update_manifest(resumed_at=datetime.now(UTC).isoformat(), status="running")
-        return run, plan
+        return run, plan, retries
     manifest = {
         "run_id": run_id,
+        "mode": cfg.mode,
         "status": "running",
         "started_at": datetime.now(UTC).isoformat(),
         "config": cfg.redacted(),
@@ -231,7 +256,7 @@ def _open_run(
     originals = originals_of(loaded.cases)
     if originals is not None:  # an imported dataset: production's figures, for "original vs replayed"
         run.write_originals(originals)
-    return run, plan
+    return run, plan, {}
 
 
 async def _cache_plan(cfg: RunConfig, plan: list[PlannedCall], client: ClaudeClient) -> list[PlannedCall]:
@@ -288,9 +313,9 @@ def _engine(
     settings = replace(RunnerSettings.from_config(cfg, run_id), judge_model=judge.name if judge else None)
     limiter = Limiter(pools, model_pool)
     if workers <= 1:
-        return _EngineParts(lambda sinks: Runner(settings, client, limiter, prices, sinks), limiter, 1)
+        return _EngineParts(lambda sinks, *_: Runner(settings, client, limiter, prices, sinks), limiter, 1)
 
-    def pool(sinks: Sequence[Sink]) -> Engine:
+    def pool(sinks: Sequence[Sink], *_: Any) -> Engine:
         return WorkerPool(
             workers,
             settings,
@@ -306,13 +331,36 @@ def _engine(
     return _EngineParts(pool, limiter, workers)
 
 
+def _batch_engine(
+    cfg: RunConfig,
+    run_id: str,
+    target: Target,
+    client: ClaudeClient,
+    live: _EngineParts,
+    prices: PriceTable,
+    retries: dict[str, int],
+) -> _EngineParts:
+    """The batch engine; the judge (when a case needs one) goes live through the live runner."""
+    settings = BatchSettings.from_config(cfg, run_id, quality_headers=target.kind == "simulator")
+
+    def build(sinks: Sequence[Sink], run: RunDir, progress: ProgressSink) -> Engine:
+        grader = live.build((), run, progress)
+        assert isinstance(grader, Runner)
+        return BatchEngine(
+            settings, client, run, prices, sinks, grader=grader, view=progress, retries=retries
+        )
+
+    return _EngineParts(build, live.limiter, 1, batch=True)
+
+
 @dataclass
 class _EngineParts:
     """An engine still waiting for its sinks (they need the run directory, opened after the checks)."""
 
-    build: Callable[[Sequence[Sink]], Engine]
+    build: Callable[[Sequence[Sink], RunDir, ProgressSink], Engine]
     limiter: Limiter
     workers: int
+    batch: bool = False
 
 
 async def _run(
@@ -337,7 +385,7 @@ async def _run(
         events.wait_ready()
     progress = ProgressSink(len(plan), mode=cfg.progress, console=console)
     # Store first: a record the store could not take reaches no event (see runner.deliver).
-    engine = parts.build([store, *([events] if events else []), progress, *extra_sinks])
+    engine = parts.build([store, *([events] if events else []), progress, *extra_sinks], run, progress)
     caught: list[str] = []
     loop = asyncio.get_running_loop()
 
@@ -373,6 +421,10 @@ async def _run(
             "the harness itself): latency_from_schedule_s includes that queueing"
         )
     status = "interrupted" if caught else ("failed" if outcome.error else "finished")
+    waiting = parts.batch and bool(outcome.batches.get("open"))
+    if waiting and status == "finished":
+        status = "submitted"  # --no-wait, or a budget stop: the batches run on; a resume collects them
+    extra: dict[str, Any] = {"batches": outcome.batches} if parts.batch else {}
     run.update_manifest(
         status=status,
         ended_at=datetime.now(UTC).isoformat(),
@@ -388,15 +440,79 @@ async def _run(
         worker_health=outcome.workers,
         saturated=outcome.saturated,
         events=delivery,
+        **extra,
     )
     result = RunResult(run_id=run.run_id, run_dir=run.path, outcome=outcome, delivery=delivery)
+    if waiting:
+        _say_batches_run_on(console, run, cfg, len(outcome.batches.get("open") or ()))
     if caught:
         raise Interrupted(caught[0])
     if outcome.error:
         raise outcome.error
+    if waiting:
+        return result  # no report before the results are in
     if cfg.report:
         result.report = _write_report(run.path, cfg, console)
     return result
+
+
+def _say_batches_run_on(console: Console, run: RunDir, cfg: RunConfig, n: int) -> None:
+    """The batches go on without us: how to collect them, and how to stop them."""
+    where = "" if cfg.results_dir == Path("results") else f" --results-dir {cfg.results_dir}"
+    console.print(
+        f"{n} batch(es) keep running on the API's side; collect them with: "
+        f"harness run --resume {run.run_id}{where}\n"
+        f"cancel them with: harness batches cancel {run.run_id}{where}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+async def cancel_batches(results_dir: Path, run_id: str) -> list[str]:
+    """`harness batches cancel RUN_ID`: cancel the run's open batches; one line per batch.
+
+    Through the run's own target (its saved options, the key from the environment). The
+    canceled requests come back `cancelled` when a resume collects the batches, and a
+    resume after that submits them again, as it re-runs a live run's cancelled calls.
+    """
+    from harness.config import build_config
+
+    run = RunDir.read(Path(results_dir) / run_id)
+    manifest = run.manifest
+    if manifest.get("mode") != "batch":
+        raise ConfigError("RUN_ID", f"{run_id} is not a batch run")
+    recorded = manifest.get("config")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    given = {k: recorded.get(k) for k in ("target", "base_url", "timeout_s", "transport")}
+    cfg = build_config({**given, "models": manifest.get("models") or None, "posthog_enabled": False})
+    if needs_simulator(cfg):
+        raise TargetError(
+            f"{run_id} ran on a simulator the harness started for it; it ended with the run, and its "
+            "batches with it (keep batches across runs with `harness simulate` and --base-url)"
+        )
+    ledger = Ledger.load(run.batch_entries())
+    target = Target.resolve(cfg)
+    client = ClaudeClient(**target.client_kwargs(cfg))
+    lines: list[str] = []
+    try:
+        for b in ledger.batches.values():
+            if b.state == "intent":
+                lines.append(f"{b.key}: creation never acknowledged; a resume settles it")
+                continue
+            if b.state != "open" or b.batch_id is None:
+                continue
+            r = await client.cancel_batch(b.batch_id)
+            if r.ok and r.batch is not None:
+                lines.append(f"{b.key} {b.batch_id}: {r.batch.processing_status}")
+            elif r.fatal:
+                raise TargetError(f"the API refused the key ({r.error_message})")
+            else:
+                lines.append(f"{b.key} {b.batch_id}: not canceled ({r.error_message})")
+    finally:
+        await client.aclose()
+        target.close()
+    return lines or [f"{run_id}: no batch is open"]
 
 
 def _json_equal(recorded: Any, current: Any) -> bool:

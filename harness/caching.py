@@ -25,16 +25,21 @@ import asyncio
 import copy
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from harness.records import Case, PlannedCall
 
+if TYPE_CHECKING:
+    from harness.client import Attempt
+    from harness.pricing import PriceTable
+
 __all__ = [
     "CACHE_MODES",
     "MAX_BREAKPOINTS",
     "apply_cache",
+    "cache_columns",
     "cache_prefix",
     "eligible_prefixes",
     "min_cacheable_tokens",
@@ -205,4 +210,33 @@ async def eligible_prefixes(
     return {
         key: (tokens, tokens is None or tokens >= min_cacheable_tokens(key[0], overrides))
         for key, tokens in zip(todo, counted, strict=True)
+    }
+
+
+def cache_columns(
+    prices: PriceTable, call: PlannedCall, a: Attempt | None, total_usd: float
+) -> dict[str, Any]:
+    """A row's cache columns: eligibility, hit, and what the call would have cost uncached.
+
+    The uncached cost prices every cached token (read or written) as plain input; a row with
+    no cache traffic and no cache eligibility has no such figure (None), one that was eligible
+    but missed has its own cost.
+    """
+    uncached: float | None = None
+    if a is not None and (a.cache_creation_input_tokens or a.cache_read_input_tokens):
+        uncached = prices.cost(
+            call.model,
+            a.input_tokens + a.cache_creation_input_tokens + a.cache_read_input_tokens,
+            a.output_tokens,
+            web_searches=a.web_search_requests or 0,
+        ).total_usd
+    elif a is not None and call.cache_eligible is not None:
+        uncached = total_usd
+    return {
+        "cache_eligible": call.cache_eligible,
+        "cache_hit": (a is not None and a.cache_read_input_tokens > 0)
+        if call.cache_eligible is not None
+        else None,
+        "uncached_cost_usd": uncached,
+        "cache_savings_usd": None if uncached is None else uncached - total_usd,
     }

@@ -31,6 +31,8 @@ import_app = typer.Typer(help="Import production traffic as a dataset.", no_args
 app.add_typer(import_app, name="import")
 posthog_app = typer.Typer(help="Set up the user's PostHog project.", no_args_is_help=True)
 app.add_typer(posthog_app, name="posthog")
+batches_app = typer.Typer(help="The Message Batches of a batch run.", no_args_is_help=True)
+app.add_typer(batches_app, name="batches")
 err = Console(stderr=True)
 out = Console()
 
@@ -179,6 +181,31 @@ def run(
         bool | None,
         Opt("--allow-self-judge/--no-allow-self-judge", help="Let a model under test also be the judge."),
     ] = None,
+    mode: Annotated[
+        bool | None,
+        Opt(
+            "--batch/--live",
+            help="Submit the plan as Message Batches (half the price, answers within 24 h) or call live (default).",
+        ),
+    ] = None,
+    batch_wait: Annotated[
+        bool | None,
+        Opt(
+            "--wait/--no-wait",
+            help="Batch: wait for the batches and collect them (default), or submit, journal and exit.",
+        ),
+    ] = None,
+    batch_poll_s: Annotated[
+        float | None,
+        Opt("--poll-interval", help="Batch: first seconds between polls; grows while nothing changes."),
+    ] = None,
+    retry_errored: Annotated[
+        bool | None,
+        Opt(
+            "--retry-errored/--no-retry-errored",
+            help="Batch: resubmit errored (retryable) and expired calls in follow-up batches.",
+        ),
+    ] = None,
 ) -> None:
     """Replay a dataset against Claude models; write parquet, events and a report."""
     from harness.config import build_config
@@ -195,6 +222,8 @@ def run(
                 raise HarnessError(f"--resume: no run {resume!r} in {results_dir or 'results'}") from None
             if not isinstance(saved, dict):
                 raise HarnessError(f"--resume: run {resume!r} has no readable manifest")
+            # Waiting is this invocation's choice: a run submitted with --no-wait is collected by a resume.
+            saved = {k: v for k, v in saved.items() if k != "batch_wait"}
             given = {**saved, **{k: v for k, v in given.items() if v is not None}, "resume": resume}
             given["run_id"] = None
         config = build_config(given)
@@ -551,6 +580,23 @@ def posthog_dashboard(
     for title, what in result.insights:
         out.print(f"  {what}: {title}", highlight=False)
     out.print(result.url, highlight=False, soft_wrap=True)
+
+
+@batches_app.command("cancel")
+def batches_cancel(
+    run_id: str,
+    results_dir: Annotated[Path, Opt("--results-dir", help="Where run directories go.")] = Path("results"),
+) -> None:
+    """Cancel the run's batches still processing (their requests end `canceled`; a resume resubmits them)."""
+    from harness import loops
+    from harness.bench import cancel_batches
+
+    try:
+        lines = loops.run(cancel_batches(results_dir, run_id), "auto")
+    except HarnessError as exc:
+        _fail(exc)
+    for line in lines:
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -17,15 +17,28 @@ event lacks its blank line is accepted at EOF, as the SDK does. An `error` event
 after the 200 carrying a retryable type (`overloaded_error`, `api_error`,
 `rate_limit_error`) is the same failure as that error sent as an HTTP status.
 Usage is merged and read by `harness.usage`.
+
+Message Batches (`harness.batch` drives them) go through the same client: create, retrieve,
+list and cancel through `client.messages.batches` (one attempt each, a failure translated
+into a `BatchCall`'s `error_kind` as above), and results streamed line by line from
+`client.messages.batches.with_streaming_response.results`, never held whole. A create's body
+is a stream of pre-encoded request lines of a known length, sent through the SDK's own
+`post` (same auth, headers and error translation): `messages.batches.create` takes the
+requests as Python objects and encodes the whole body in memory, twice the size of the
+batch, which a 100,000-request batch cannot afford (issue #14: flat memory at 200,000
+calls). A batch request is the Messages body `request_params` makes, unstreamed, with
+the extra-body fields in place and `custom_id` = the call id; a succeeded result's message
+is read by the same `_read_message` as a live answer.
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import anthropic
@@ -35,7 +48,20 @@ import orjson
 from harness.records import PlannedCall
 from harness.usage import apply_usage, merge_usage
 
-__all__ = ["ERROR_KINDS", "Attempt", "ClaudeClient", "StreamReader", "max_tokens_of", "request_params"]
+__all__ = [
+    "BATCH_HEADERS_KEY",
+    "ERROR_KINDS",
+    "Attempt",
+    "BatchCall",
+    "BatchDownloadError",
+    "BatchStatus",
+    "ClaudeClient",
+    "StreamReader",
+    "attempt_of_result",
+    "batch_item",
+    "max_tokens_of",
+    "request_params",
+]
 
 DEFAULT_MAX_TOKENS = 1024
 
@@ -56,6 +82,7 @@ ERROR_KINDS: dict[str, tuple[bool, bool]] = {
     "stream_truncated": (False, False),  # body ended without message_stop
     "client_error": (False, False),  # anything else raised by the client
     "harness_error": (False, False),  # a bug in the harness while handling the call
+    "expired": (False, False),  # batch mode: not processed within the batch's 24 hours
 }
 
 _STATUS_KINDS = {
@@ -126,6 +153,136 @@ class Attempt:
         if not self.last_byte_ns:
             self.last_byte_ns = time.perf_counter_ns()
         return self
+
+
+# A batch result's `error.type` → the harness's error_kind (as the same error sent as a status).
+_ERROR_TYPE_KINDS = {
+    "invalid_request_error": "bad_request",
+    "authentication_error": "authentication",
+    "permission_error": "permission",
+    "not_found_error": "not_found",
+    "request_too_large": "request_too_large",
+    "rate_limit_error": "rate_limit",
+    "api_error": "server_error",
+    "overloaded_error": "overloaded",
+}
+# The simulator's key for a batch request's harness headers (its `validate.BATCH_HEADERS_KEY`).
+BATCH_HEADERS_KEY = "x-harness-headers"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """A Message Batch as the engine reads it (the API's `MessageBatch`)."""
+
+    id: str
+    processing_status: str  # in_progress | canceling | ended
+    request_counts: dict[str, int]
+    created_at: datetime | None
+    ended_at: datetime | None = None
+    expires_at: datetime | None = None
+    cancel_initiated_at: datetime | None = None
+
+    @property
+    def requests(self) -> int:
+        return sum(self.request_counts.values())
+
+
+@dataclass(slots=True)
+class BatchCall:
+    """What one request to a batch endpoint produced: the batch(es), or a translated failure."""
+
+    batch: BatchStatus | None = None
+    page: list[BatchStatus] = field(default_factory=list)  # list: newest first
+    has_more: bool = False
+    status: int | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    retry_after_s: float | None = None
+    headers: Mapping[str, str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+    @property
+    def retryable(self) -> bool:
+        return ERROR_KINDS.get(self.error_kind or "", (False, False))[0]
+
+    @property
+    def fatal(self) -> bool:
+        return ERROR_KINDS.get(self.error_kind or "", (False, False))[1]
+
+
+class BatchDownloadError(Exception):
+    """A results download failed (the SDK's or the transport's error, translated here)."""
+
+    def __init__(self, kind: str, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.retry_after_s = retry_after_s
+
+
+def batch_item(call: PlannedCall, *, quality_headers: bool = False) -> dict[str, Any]:
+    """One request of a Message Batch: `custom_id` is the call id, `params` the unstreamed body.
+
+    The SDK's `extra_body` fields (temperature, top_k, top_p) go into the body itself; with
+    `quality_headers` (the project's simulator only) the case's expectation rides along.
+    """
+    params = request_params(call, stream=False)
+    params.update(params.pop("extra_body", None) or {})
+    item: dict[str, Any] = {"custom_id": call.call_id, "params": params}
+    if quality_headers:
+        headers = simulator_quality_headers(call)
+        if headers:
+            item[BATCH_HEADERS_KEY] = headers
+    return item
+
+
+def attempt_of_result(result: Mapping[str, Any]) -> tuple[str, Attempt]:
+    """A batch result (`{"type", ...}` of one JSONL line) → its type and the `Attempt` it amounts to.
+
+    `succeeded`: the message read as a live unstreamed answer; `errored`: the API error's kind;
+    `expired` / `canceled`: a failed attempt of that kind. No time marks: a batch has none per request.
+    """
+    kind = str(result.get("type"))
+    a = Attempt()
+    if kind == "succeeded":
+        message = result.get("message")
+        ClaudeClient._read_message_obj(message if isinstance(message, Mapping) else {}, a)
+    elif kind == "errored":
+        body = result.get("error")
+        error = body.get("error") if isinstance(body, Mapping) else None
+        error = error if isinstance(error, Mapping) else {}
+        etype = str(error.get("type") or "error")
+        a.fail(_ERROR_TYPE_KINDS.get(etype, "client_error"), f"{etype}: {error.get('message') or ''}")
+        a.request_id = body.get("request_id") if isinstance(body, Mapping) else None
+    elif kind == "expired":
+        a.fail("expired", "not processed before the batch expired (24 hours)")
+    elif kind == "canceled":
+        a.fail("cancelled", "the batch was canceled before this request was processed")
+    else:
+        a.fail("client_error", f"unknown batch result type {kind!r}")
+    a.last_byte_ns = 0
+    return kind, a
+
+
+def _batch_status(batch: Any) -> BatchStatus:
+    counts = batch.request_counts
+    return BatchStatus(
+        id=batch.id,
+        processing_status=batch.processing_status,
+        request_counts={
+            "processing": counts.processing,
+            "succeeded": counts.succeeded,
+            "errored": counts.errored,
+            "canceled": counts.canceled,
+            "expired": counts.expired,
+        },
+        created_at=batch.created_at,
+        ended_at=batch.ended_at,
+        expires_at=batch.expires_at,
+        cancel_initiated_at=batch.cancel_initiated_at,
+    )
 
 
 _current_attempt: ContextVar[Attempt | None] = ContextVar("current_attempt", default=None)
@@ -317,6 +474,104 @@ class ClaudeClient:
             _current_attempt.reset(token)
         return a
 
+    # ------------------------------------------------------------ Message Batches
+
+    async def _batch_call(self, request: Any) -> BatchCall:
+        """Await one batch-endpoint request (a `with_raw_response` coroutine); failures translated."""
+        out = BatchCall()
+        try:
+            raw = await request
+            if hasattr(raw, "http_response"):  # a raw response: its headers carry the rate limits
+                out.status = raw.http_response.status_code
+                out.headers = raw.headers
+                parsed = await raw.parse()
+            else:
+                out.status, parsed = 200, raw
+        except anthropic.APIStatusError as exc:
+            status = exc.status_code
+            out.status, out.headers = status, exc.response.headers
+            out.retry_after_s = _retry_after(exc.response.headers)
+            out.error_kind = _STATUS_KINDS.get(status) or ("server_error" if status >= 500 else "bad_request")
+            out.error_message = f"{status} {getattr(exc, 'type', None) or ''}: {_api_message(exc)}"[:500]
+            return out
+        except anthropic.APITimeoutError:
+            out.error_kind, out.error_message = "timeout", "no response within the timeout"
+            return out
+        except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
+            out.error_kind = "connection"
+            out.error_message = f"connection failed: {type(exc.__cause__ or exc).__name__}"
+            return out
+        except (anthropic.AnthropicError, ValueError, TypeError) as exc:
+            out.error_kind, out.error_message = "client_error", f"{type(exc).__name__}: {exc}"[:500]
+            return out
+        if hasattr(parsed, "data"):  # a page of the list
+            out.page = [_batch_status(b) for b in parsed.data]
+            out.has_more = bool(parsed.has_more)
+        else:
+            out.batch = _batch_status(parsed)
+        return out
+
+    async def create_batch(
+        self, body: AsyncIterable[bytes], size: int, *, tag: str | None = None
+    ) -> BatchCall:
+        """`POST /v1/messages/batches` with a streamed body of `size` bytes (see the module docstring)."""
+        from anthropic.types.messages import MessageBatch
+
+        headers = {"Content-Type": "application/json", "Content-Length": str(size)}
+        if tag and self._tag:
+            headers["x-harness-call-id"] = tag
+        request = self._client.post(
+            "/v1/messages/batches",
+            content=body,
+            cast_to=MessageBatch,
+            options={"headers": headers},
+        )
+        return await self._batch_call(request)
+
+    async def get_batch(self, batch_id: str) -> BatchCall:
+        return await self._batch_call(self._client.messages.batches.with_raw_response.retrieve(batch_id))
+
+    async def cancel_batch(self, batch_id: str) -> BatchCall:
+        return await self._batch_call(self._client.messages.batches.with_raw_response.cancel(batch_id))
+
+    async def list_batches(self, *, after_id: str | None = None, limit: int = 100) -> BatchCall:
+        """One page of the key's batches, newest first (`after_id`: the page after that batch)."""
+        batches = self._client.messages.batches.with_raw_response
+        if after_id:
+            return await self._batch_call(batches.list(limit=limit, after_id=after_id))
+        return await self._batch_call(batches.list(limit=limit))
+
+    async def batch_results(self, batch_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The results of an ended batch, one parsed JSONL line at a time (streamed, never held whole).
+
+        Raises `BatchDownloadError` when the download fails or is cut; lines already yielded stand.
+        """
+        try:
+            async with self._client.messages.batches.with_streaming_response.results(batch_id) as resp:
+                pending = b""
+                async for chunk in resp.http_response.aiter_bytes():
+                    lines = (pending + chunk).split(b"\n")
+                    pending = lines.pop()
+                    for line in lines:
+                        if line.strip():
+                            yield orjson.loads(line)
+                if pending.strip():
+                    yield orjson.loads(pending)
+        except anthropic.APIStatusError as exc:
+            status = exc.status_code
+            kind = _STATUS_KINDS.get(status) or ("server_error" if status >= 500 else "bad_request")
+            raise BatchDownloadError(
+                kind, f"{status}: {_api_message(exc)}", _retry_after(exc.response.headers)
+            ) from None
+        except anthropic.APITimeoutError:
+            raise BatchDownloadError("timeout", "results download timed out") from None
+        except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
+            raise BatchDownloadError("connection", f"results download cut: {type(exc).__name__}") from None
+        except orjson.JSONDecodeError:
+            raise BatchDownloadError("client_error", "a results line is not JSON") from None
+        except anthropic.AnthropicError as exc:  # e.g. no results_url yet
+            raise BatchDownloadError("client_error", f"{type(exc).__name__}: {exc}"[:300]) from None
+
     @staticmethod
     def _read_message(body: bytes, a: Attempt) -> None:
         try:
@@ -324,6 +579,11 @@ class ClaudeClient:
         except orjson.JSONDecodeError:
             a.fail("client_error", "response body is not JSON")
             return
+        ClaudeClient._read_message_obj(message if isinstance(message, Mapping) else {}, a)
+
+    @staticmethod
+    def _read_message_obj(message: Mapping[str, Any], a: Attempt) -> None:
+        """A complete (unstreamed or batch) message: text, tool calls, usage, stop reason."""
         a.model_reported = message.get("model")
         a.stop_reason = message.get("stop_reason")
         texts: list[str] = []

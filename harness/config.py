@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,11 @@ __all__ = ["OPTIONS", "ModelSpec", "Option", "RunConfig", "build_config", "load_
 
 ARRIVALS = ("closed", "poisson", "constant", "trace")
 TARGETS = ("simulator", "anthropic", "custom")
+MODES = ("live", "batch")
+# The Message Batches API's limits per batch (its documentation): a batch run splits by them,
+# or by the smaller `[batch] max_requests` / `max_bytes` of a profile.
+BATCH_MAX_REQUESTS = 100_000
+BATCH_MAX_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,12 @@ class RunConfig:
     judge: ModelSpec | None = None  # the judge with its client-side limits (profile [models.<judge>])
     report: bool = True
     progress: str = "auto"  # auto | bar | plain | off
+    mode: str = "live"  # live | batch (the same plan through the Message Batches API: harness.batch)
+    batch_wait: bool = True  # batch: wait for the batches and collect them; else submit, journal, exit
+    batch_poll_s: float = 10.0  # batch: the first wait between polls (it grows while nothing changes)
+    retry_errored: bool = False  # batch: resubmit errored (retryable) and expired calls, in new batches
+    batch_max_requests: int = BATCH_MAX_REQUESTS  # batch: split above this many requests per batch
+    batch_max_bytes: int = BATCH_MAX_BYTES  # ... or this many bytes of request body per batch
     profile_path: Path | None = None
 
     @property
@@ -188,6 +199,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("judge_model", "--judge-model", "judge.model"),
     Option("judge_repeats", "--judge-repeats", "judge.repeats"),
     Option("allow_self_judge", "--allow-self-judge/--no-allow-self-judge", "judge.allow_self"),
+    Option("mode", "--batch/--live", "run.mode"),
+    Option("batch_wait", "--wait/--no-wait", "batch.wait"),
+    Option("batch_poll_s", "--poll-interval", "batch.poll_interval"),
+    Option("retry_errored", "--retry-errored/--no-retry-errored", "batch.retry_errored"),
+    Option("batch_max_requests", None, "batch.max_requests"),
+    Option("batch_max_bytes", None, "batch.max_bytes"),
 )
 _BY_FIELD = {o.field: o for o in OPTIONS}
 _FIELDS = {f.name for f in fields(RunConfig)}  # what a caller of build_config may set
@@ -313,6 +330,8 @@ def build_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     for key in ("dataset", "results_dir", "sim_profile"):
         if key in values and values[key] is not None:
             values[key] = Path(values[key])
+    if isinstance(values.get("mode"), bool):  # the --batch/--live flag pair
+        values["mode"] = "batch" if values["mode"] else "live"
     judge = values.get("judge_model", RunConfig.judge_model)
     if isinstance(judge, str) and judge:
         values["judge"] = ModelSpec(name=judge, **model_limits.get(judge, {}))
@@ -337,6 +356,39 @@ def _variants(given: Any, source: str) -> tuple[dict[str, dict[str, Any]], str]:
     else:
         parsed = parse_variants(given, source)
     return {v.name: dict(v.overrides) for v in parsed}, source
+
+
+def _batch_options(c: RunConfig, n: Callable[[str], str]) -> dict[str, Any]:
+    """Batch mode's options, and the live-only options it refuses (a batch has no arrivals)."""
+    if c.mode not in MODES:
+        raise ConfigError(n("mode"), f"must be live or batch, got {c.mode!r}")
+    updates: dict[str, Any] = {
+        "batch_poll_s": _number(n("batch_poll_s"), c.batch_poll_s, minimum=0, strict=True),
+        "batch_max_requests": _number(n("batch_max_requests"), c.batch_max_requests, minimum=1, integer=True),
+        "batch_max_bytes": _number(n("batch_max_bytes"), c.batch_max_bytes, minimum=1024, integer=True),
+    }
+    if updates["batch_max_requests"] > BATCH_MAX_REQUESTS:
+        raise ConfigError(n("batch_max_requests"), f"the API takes at most {BATCH_MAX_REQUESTS:,} per batch")
+    if updates["batch_max_bytes"] > BATCH_MAX_BYTES:
+        raise ConfigError(n("batch_max_bytes"), f"the API takes at most {BATCH_MAX_BYTES:,} bytes per batch")
+    if c.mode == "live":
+        if c.retry_errored:
+            raise ConfigError(n("retry_errored"), "resubmits failed batch requests: only with --batch")
+        return updates
+    for name, given in (("rate", c.rate is not None), ("duration_s", c.duration_s is not None)):
+        if given:
+            raise ConfigError(n(name), "batch mode submits the whole plan at once: drop it, or run --live")
+    if c.arrival != "closed":
+        raise ConfigError(n("arrival"), "batch mode has no arrivals: drop it, or run --live")
+    if c.workers not in (None, 1):
+        raise ConfigError(n("workers"), "batch mode runs in one process: drop it, or run --live")
+    if not c.batch_wait and c.target == "simulator" and not c.base_url:
+        raise ConfigError(
+            n("batch_wait"),
+            "the simulator this run starts ends with it, and its batches with it: serve one that "
+            "outlives the run (`harness simulate`) and give it with --base-url",
+        )
+    return updates
 
 
 # Default closed-loop ramp: about two calls' worth of the harness's CPU per start (make perf, T0a).
@@ -412,6 +464,7 @@ def validate(c: RunConfig, sources: Mapping[str, str] | None = None) -> RunConfi
         raise ConfigError(n("event_loop"), f"must be one of {', '.join(EVENT_LOOPS)}, got {c.event_loop!r}")
     if c.progress not in ("auto", "bar", "plain", "off"):
         raise ConfigError(n("progress"), f"must be auto, bar, plain or off, got {c.progress!r}")
+    updates.update(_batch_options(c, n))
     if not isinstance(c.prices, Mapping):
         raise ConfigError("prices", "must be a table of model → {input, output} dollars per token")
     return replace(c, **updates)

@@ -16,6 +16,12 @@ Here every argument uses Anthropic's meaning, and long-context tiers are a cliff
 on the *total* input (uncached + cache write + cache read): above a tier's start,
 every unit of the call is billed at the tier's price.
 
+Batch mode resolves a second table with genai-prices' batch variant (`price_context`
+`{"processing": "batch"}`): every token at its batch price, cache writes and reads at their
+own batch rates, so the batch discount stacks with the cache multipliers as Anthropic bills
+them. A `[prices]` override is a standard price; in a batch table it is billed at
+Anthropic's documented batch share of it (`BATCH_SHARE`, the one place that is assumed).
+
 This module must not guess a price, call the network, or call `calc_price` per call.
 """
 
@@ -30,7 +36,12 @@ from typing import Any
 
 from harness.errors import PricingError
 
-__all__ = ["Costs", "PriceTable"]
+__all__ = ["BATCH_CONTEXT", "BATCH_SHARE", "Costs", "PriceTable"]
+
+# genai-prices' price context of the Message Batches API, and its documented share of a standard
+# price (50 % of every unit), used only for a model whose price is a profile override.
+BATCH_CONTEXT: Mapping[str, str] = {"processing": "batch"}
+BATCH_SHARE = 0.5
 
 # Rate slots of one price band, dollars per token (web search: per search).
 _IN, _CW5M, _CW1H, _CR, _OUT, _WEB = range(6)
@@ -85,8 +96,10 @@ class PriceTable:
         version: str,
         auto_update: Any,
         data_timestamp: datetime | None = None,
+        context: Mapping[str, str] | None = None,
     ) -> None:
         self._rates = dict(rates)
+        self._context = dict(context or {})
         self._resolved_at = resolved_at
         self._version = version
         self._auto_update = auto_update
@@ -121,11 +134,13 @@ class PriceTable:
                 continue
             if model in checked:
                 rates[model] = checked[model]
+                if price_context and dict(price_context) == dict(BATCH_CONTEXT):
+                    rates[model] = _scaled(checked[model], BATCH_SHARE, price_context)
                 continue
             rates[model] = _from_genai(snapshot, model, at, price_context)
         auto = snapshot.timestamp.isoformat() if snapshot.from_auto_update else None
         fetched = snapshot.timestamp if snapshot.from_auto_update else None  # else: the package's own data
-        return cls(rates, at, genai_prices.__version__, auto, fetched)
+        return cls(rates, at, genai_prices.__version__, auto, fetched, price_context)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -204,6 +219,8 @@ class PriceTable:
             else "bundled data"
         )
         label = f"genai-prices {self._version} ({data}; effective {when})"
+        if self._context:  # e.g. the batch price: the same data, another price
+            label += " " + ", ".join(f"{k}={v}" for k, v in sorted(self._context.items()))
         if any(r.info.get("source") == "override" for r in self._rates.values()):
             label += " + [prices] overrides"
         return label
@@ -248,6 +265,13 @@ def _check_overrides(overrides: Mapping[str, Mapping[str, float]]) -> dict[str, 
         info: dict[str, Any] = {"source": "override", "matched_id": None, **_band_info(band)}
         out[model] = _Rates((), (band,), info)
     return out
+
+
+def _scaled(rates: _Rates, share: float, context: Mapping[str, str]) -> _Rates:
+    """An override's rates times `share` (its batch price), said so in the manifest's price source."""
+    bands = tuple(tuple(rate * share for rate in band) for band in rates.bands)
+    info = {**rates.info, **_band_info(bands[0]), "price_context": dict(context), "share_of_override": share}
+    return _Rates(rates.starts, bands, info)
 
 
 def _per_token(option: str, value: Any) -> float:

@@ -2,7 +2,9 @@
 
 `ProgressSink` is a `Sink`: it counts records as they finish and keeps a bounded
 window of recent latencies for the running p50/p95. It never touches a record's
-numbers and never prints a secret (records hold none).
+numbers and never prints a secret (records hold none). In batch mode the engine also
+reports each batch's status and request counts (`batch`): a bar per batch under the
+calls bar, or a plain line whenever a batch's status changes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
@@ -38,9 +41,10 @@ class ProgressSink:
         self._last_line = self.started
         self._progress: Progress | None = None
         self._task: Any = None
+        self._batches: dict[str, tuple[Any, str]] = {}  # key → (bar task, last status line)
         if mode == "bar":
             self._progress = Progress(
-                TextColumn("[bold]calls"),
+                TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[stats]}"),
@@ -49,7 +53,7 @@ class ProgressSink:
                 transient=False,
                 refresh_per_second=4,
             )
-            self._task = self._progress.add_task("run", total=planned, stats="")
+            self._task = self._progress.add_task("calls", total=planned, stats="")
             self._progress.start()
 
     def _stats(self) -> str:
@@ -78,6 +82,22 @@ class ProgressSink:
                 self.console.print(
                     f"progress: {self.done}/{self.planned} calls  {self._stats()}", highlight=False
                 )
+
+    def batch(
+        self, key: str, batch_id: str | None, status: str, counts: Mapping[str, int], requests: int
+    ) -> None:
+        """A batch's state as last polled: `counts` are the API's request counts."""
+        done = requests - int(counts.get("processing", 0)) if status == "ended" else 0
+        shown = ", ".join(f"{k} {v:,}" for k, v in counts.items() if v)
+        line = f"{status}  {shown}" if shown else status
+        task, last = self._batches.get(key, (None, ""))
+        if self._progress is not None:
+            if task is None:
+                task = self._progress.add_task(f"batch {key}", total=max(1, requests), stats=line)
+            self._progress.update(task, completed=done, stats=f"{line}  {batch_id or ''}")
+        elif self.mode == "plain" and line != last:
+            self.console.print(f"batch {key} {batch_id or '(not created)'}: {line}", highlight=False)
+        self._batches[key] = (task, line)
 
     def close(self) -> None:
         if self._progress is not None:

@@ -111,7 +111,7 @@ class CallRecord:
     variant: str | None  # the configuration variant (harness.variants); None without variants
     model_reported: str | None
     target: str
-    status: str  # ok | error | cancelled
+    status: str  # ok | error | expired (a batch request not processed in time) | cancelled
     error_kind: str | None
     error_message: str | None
     http_status: int | None
@@ -130,6 +130,9 @@ class CallRecord:
     latency_s: float | None
     latency_from_schedule_s: float | None
     output_tokens_per_s: float | None
+    batch_id: str | None = None  # the Message Batch that answered the call; null for a live call
+    batch_created_at: datetime | None = None  # that batch's created_at (UTC)
+    batch_ended_at: datetime | None = None  # its ended_at: created → ended is the batch's turnaround
     input_tokens: int
     output_tokens: int
     cache_creation_input_tokens: int
@@ -199,6 +202,9 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
     "latency_s": pl.Float64(),
     "latency_from_schedule_s": pl.Float64(),
     "output_tokens_per_s": pl.Float64(),
+    "batch_id": pl.String(),
+    "batch_created_at": _TS,
+    "batch_ended_at": _TS,
     "input_tokens": pl.Int64(),
     "output_tokens": pl.Int64(),
     "cache_creation_input_tokens": pl.Int64(),
@@ -242,9 +248,14 @@ def record_columns() -> list[str]:
     return [f.name for f in fields(CallRecord)]
 
 
-def event_uuid(run_id: str, call_id: str) -> str:
-    """The PostHog event uuid of a call: deterministic, so a re-send is deduplicated."""
-    return str(uuid5(NAMESPACE_URL, f"claude-bench:{run_id}:{call_id}"))
+def event_uuid(run_id: str, call_id: str, attempt: int = 1) -> str:
+    """The PostHog event uuid of a call: deterministic, so a re-send is deduplicated.
+
+    A call resubmitted in a later batch (`--retry-errored`, attempt 2, 3, …) is a new outcome of
+    the call: its event gets a uuid of its own, or PostHog would keep the failed first one.
+    """
+    key = f"claude-bench:{run_id}:{call_id}" + (f":{attempt}" if attempt > 1 else "")
+    return str(uuid5(NAMESPACE_URL, key))
 
 
 def arm_of(model: str, variant: str | None) -> str:

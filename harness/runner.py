@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 
+from harness.caching import cache_columns
 from harness.client import FIRST_TOKEN_HOOK, Attempt, max_tokens_of
 from harness.errors import HarnessError, StorageError, TargetError
 from harness.graders import judge_specs
@@ -152,6 +153,7 @@ class RunOutcome:
     saturated: bool = False  # open loop: the harness could not keep to the schedule
     error: HarnessError | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)  # per worker process, when there are several
+    batches: dict[str, Any] = field(default_factory=dict)  # batch mode: the journal's summary at the end
     cpu_s: float | None = None  # this engine's CPU time while it ran (a worker reports it to the parent)
 
     def count(self, record: CallRecord) -> None:
@@ -406,6 +408,18 @@ class Runner:
         await event.wait()
         return None
 
+    async def grade(
+        self,
+        call: PlannedCall,
+        ok: bool,
+        text: str | None,
+        tool_calls: Sequence[dict[str, Any]] | None,
+        stop_reason: str | None,
+    ) -> Quality:
+        """An answer's verdict, a judge (when its case needs one) asked live through this runner's
+        attempts: how the batch engine grades the answers its batches bring back."""
+        return await self._verdicts.of(call.case, ok, text, tool_calls, stop_reason, call.call_id)
+
     async def _quality(self, call: PlannedCall, st: _CallState) -> Quality:
         a = st.last
         ok = a is not None and a.ok
@@ -545,7 +559,6 @@ class Runner:
         a = st.last
         case = call.case
         s = 1e-9
-        uncached_usd: float | None = None
         if a is None:
             costs = self.pricer.cost(call.model, 0, 0)
         else:
@@ -558,15 +571,6 @@ class Runner:
                 a.cache_creation_1h_input_tokens,
                 web_searches=a.web_search_requests or 0,
             )
-            if a.cache_creation_input_tokens or a.cache_read_input_tokens:  # else it is the actual cost
-                uncached_usd = self.pricer.cost(
-                    call.model,
-                    a.input_tokens + a.cache_creation_input_tokens + a.cache_read_input_tokens,
-                    a.output_tokens,
-                    web_searches=a.web_search_requests or 0,
-                ).total_usd
-            elif call.cache_eligible is not None:
-                uncached_usd = costs.total_usd
         if cancelled:
             status = "cancelled"
         elif a is not None and a.ok:
@@ -627,10 +631,6 @@ class Runner:
             if a
             else 0,
             cache_write_1h_input_tokens=a.cache_creation_1h_input_tokens if a else 0,
-            cache_eligible=call.cache_eligible,
-            cache_hit=(a is not None and a.cache_read_input_tokens > 0)
-            if call.cache_eligible is not None
-            else None,
             thinking_tokens=a.thinking_tokens if a else None,
             web_search_requests=a.web_search_requests if a else None,
             web_fetch_requests=a.web_fetch_requests if a else None,
@@ -641,9 +641,8 @@ class Runner:
             cache_cost_usd=costs.cache_usd,
             server_tool_cost_usd=costs.server_tool_usd,
             total_cost_usd=costs.total_usd,
-            uncached_cost_usd=uncached_usd,
-            cache_savings_usd=None if uncached_usd is None else uncached_usd - costs.total_usd,
             price_version=self._price_version,
+            **cache_columns(self.pricer, call, a, costs.total_usd),
             passed=q.passed if not cancelled else (False if case.expected else None),
             score=q.score,
             grader=q.grader,

@@ -253,9 +253,10 @@ def cli_commands() -> dict[str, set[str]]:
     return found
 
 
-def genai_total_usd(row: Mapping[str, Any]) -> float:
+def genai_total_usd(row: Mapping[str, Any], price_context: Mapping[str, str] | None = None) -> float:
     """genai-prices' own total for a `calls.parquet` row's usage (`dataclasses.asdict` of a record
-    works too), every priced key given explicitly: the reference the fast price path must equal."""
+    works too), every priced key given explicitly: the reference the fast price path must equal.
+    `price_context` selects a price variant (`{"processing": "batch"}` for a batch row)."""
     counts = {key: row[column] or 0 for column, key in SERVER_TOOL_COUNTS.items() if key is not None}
     usage = genai_prices.Usage(
         input_tokens=row["input_tokens"]
@@ -268,6 +269,13 @@ def genai_total_usd(row: Mapping[str, Any]) -> float:
         cache_write_1h_tokens=row["cache_write_1h_input_tokens"],
         **counts,
     )
+    price = genai_prices.calc_price(
+        usage,
+        row["model"],
+        provider_id="anthropic",
+        price_context=dict(price_context) if price_context else None,  # type: ignore[arg-type]
+    )
+    return float(price.total_price)
     return float(genai_prices.calc_price(usage, row["model"], provider_id="anthropic").total_price)
 
 

@@ -67,6 +67,9 @@ CASES: dict[str, str] = {
     "privacy-no-capture": "--no-prompt-capture: no prompt/response in events; --no-store-text: no response in parquet",
     "simulator-loopback": "the simulator listens on 127.0.0.1 only (default and tests)",
     "budget-max-cost": "--max-cost, concurrency 64: spent <= budget, budget_stopped, every sent call is a row",
+    "crash-batch-kill9": "batch mode, kill -9 at a dozen steps, --resume until done: every call once, no call in two batches",
+    "crash-batch-sigint": "batch mode, SIGINT while waiting: exit 130, batch runs on, resume command printed, resume collects it",
+    "crash-batch-sigterm": "batch mode, SIGTERM while waiting: exit 143, batch runs on, resume command printed, resume collects it",
 }
 
 # What the final attempt's simulator fault must become in the row: (error_kind, http_status).

@@ -5,6 +5,7 @@
         client = anthropic.Anthropic(api_key="sk-test", base_url=sim.url, max_retries=0)
         ...
         truth = sim.requests()          # ground truth, one dict per Messages request
+        batches = sim.batches(True)     # ground truth, one dict per Message Batch (with custom_ids)
         sim.set_faults({"overloaded": 0.2}, model="claude-haiku-4-5")
         sim.outage("posthog", "500", 5)  # capture endpoints answer 500 for 5 s
         sim.reset()                      # forget requests/events, restore startup faults
@@ -76,6 +77,11 @@ class SimProc:
     def requests(self) -> list[dict[str, Any]]:
         """Ground truth: one record per `POST /v1/messages` received, in order of receipt."""
         lines = self._call("GET", "/_sim/requests").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def batches(self, custom_ids: bool = False) -> list[dict[str, Any]]:
+        """Ground truth: one record per Message Batch created, in order (with its custom_ids if asked)."""
+        lines = self._call("GET", "/_sim/batches" + ("?custom_ids=1" if custom_ids else "")).splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
     def events(self, summary: bool = False) -> dict[str, Any]:

@@ -165,6 +165,7 @@ class Delivery:
         self.pending = 0
         self.finished = False
         self.errors_seen: list[str] = []
+        self._stalled = False
         self._secrets = usable([config.api_key, *config.secrets])
         self._redactor = Redactor(self._secrets)
         self._counter = LogCounter()
@@ -245,6 +246,26 @@ class Delivery:
                 return False
             self.admitted += 1
         return True
+
+    def wait_for_room(self) -> None:
+        """Hold the next event while the SDK's queue is nearly full, for at most `flush_timeout_s`.
+
+        The pipe then fills behind us and a producer faster than the capture endpoint (a batch's
+        results file) waits on it, where the SDK would drop events once its queue is full. A
+        capture endpoint that stays away costs one such wait; then events are admitted (and
+        dropped to the outbox) as before, until the queue has room again.
+        """
+        queue = getattr(self.client, "queue", None)
+        if queue is None:
+            return
+        limit = int(self.config.max_queue_size * 0.9)
+        if queue.qsize() < limit:
+            self._stalled = False
+            return
+        deadline = time.monotonic() + self.config.flush_timeout_s
+        while not self._stalled and queue.qsize() >= limit and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self._stalled = queue.qsize() >= limit
 
     def finish(self) -> set[str]:
         """Bounded end (flush, then shutdown or a joined daemon shutdown); returns uuids not known delivered."""
@@ -337,6 +358,7 @@ def main() -> int:
         except orjson.JSONDecodeError:
             continue  # cannot happen with the parent's writer; never worth a crash
         if isinstance(event, dict) and isinstance(event.get("uuid"), str):
+            delivery.wait_for_room()
             delivery.capture(event)
     if not ended:
         os._exit(3)  # the parent is gone: its journal keeps the events for `recover`

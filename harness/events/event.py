@@ -261,7 +261,7 @@ def build_event(record: CallRecord, settings: EventSettings, case: Case | None =
     """
     latency = record.latency_s
     input_cost = record.input_cost_usd + record.cache_cost_usd
-    is_error = record.status == "error"
+    is_error = record.status in ("error", "expired")  # expired: a batch request never answered
     body = request_body(record, case) if case is not None else None
     props: dict[str, Any] = {
         # PostHog's Claude tutorial
@@ -318,6 +318,11 @@ def build_event(record: CallRecord, settings: EventSettings, case: Case | None =
     props.update({k: v for k, v in optional.items() if v})  # as the wrapper: only when > 0
     if record.service_tier is not None:
         props["$ai_service_tier"] = record.service_tier
+    if record.batch_id is not None:  # batch mode: no latency of its own, the batch's turnaround
+        props["batch_id"] = record.batch_id
+        if record.batch_created_at is not None and record.batch_ended_at is not None:
+            turnaround = (record.batch_ended_at - record.batch_created_at).total_seconds()
+            props["batch_turnaround_s"] = turnaround
     if latency is not None:
         props["response_time_in_ms"] = latency * 1000.0
         props["$ai_latency"] = latency

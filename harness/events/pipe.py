@@ -86,7 +86,9 @@ class DeliveryPipe:
     non-blocking pipe (enlarged to 1 MiB). When the child is behind and the pipe
     is full, the rest waits in a deque that a writer thread drains (it only
     writes bytes, which releases the GIL); order is kept because the loop writes
-    directly only while that deque is empty, both under one lock.
+    directly only while that deque is empty, both under one lock. `backlog_bytes`
+    says how much waits there: an engine whose results come faster than the child can
+    take them (a batch's results file) waits on it instead of growing the deque.
     """
 
     def __init__(self, config: DeliveryConfig, secrets: list[str]) -> None:
@@ -113,6 +115,7 @@ class DeliveryPipe:
         os.set_blocking(self._fd, False)
         self._lock = threading.Lock()
         self._backlog: deque[bytes] = deque()
+        self._backlog_bytes = 0
         self._wake = threading.Event()
         self._stopping = False
         self._dead = False
@@ -128,15 +131,22 @@ class DeliveryPipe:
             self.handed += count
             self._put(line)
 
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes waiting in this process for the child to read them."""
+        return self._backlog_bytes
+
     def _put(self, line: bytes) -> None:
         if self._dead:
             return
         if self._backlog:
             self._backlog.append(line)  # the writer thread is draining: keep the order
+            self._backlog_bytes += len(line)
             return
         n = self._write(line)
         if n < len(line):
             self._backlog.append(line[n:])
+            self._backlog_bytes += len(line) - n
             self._wake.set()
 
     def _write(self, data: bytes) -> int:
@@ -159,6 +169,7 @@ class DeliveryPipe:
             while True:
                 with self._lock:
                     if self._dead or not self._backlog:
+                        self._backlog_bytes = 0
                         self._wake.clear()
                         stop = self._stopping
                         break
@@ -171,6 +182,7 @@ class DeliveryPipe:
                         self._backlog.appendleft(b"".join(parts))
                     chunk = self._backlog[0]
                     n = self._write(chunk)
+                    self._backlog_bytes -= min(n, len(chunk))
                     if n >= len(chunk):
                         self._backlog.popleft()
                     elif n:

@@ -102,6 +102,12 @@ class EventSink:
         """Wait for the delivery child to be up, so its start-up does not share the first calls' CPU."""
         return self._delivery.wait_ready(timeout_s)
 
+    def backlog_bytes(self) -> int:
+        """Events built but not yet taken by the delivery child (a producer may wait on it)."""
+        with self._pending_lock:
+            pending = sum(len(line) for line in self._pending)
+        return pending + self._delivery.backlog_bytes
+
     def event_of(self, record: CallRecord) -> dict[str, Any]:
         """The event this sink sends for `record`."""
         case = self._cases.get((record.case_id, record.variant)) or self._cases.get(record.case_id)

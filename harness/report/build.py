@@ -22,11 +22,11 @@ from harness.report.insights import posthog_insights_from_calls
 from harness.report.methodology import card_table, methodology
 from harness.report.originals import original_vs_replayed
 from harness.report.prepared import Prepared, prepare
-from harness.report.recommend import Constraints, recommend
+from harness.report.recommend import Constraints, applicable, recommend
 from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
 from harness.report.reprice import reprice_summary
-from harness.report.summary import summarize
+from harness.report.summary import summarize, summarize_batches
 from harness.report.tables import build_tables, originals_table, stop_reason_facts
 from harness.rundir import RunDir
 
@@ -80,6 +80,11 @@ def _facts(manifest: dict[str, Any], prep: Prepared, summary: pl.DataFrame) -> l
         facts.append(
             f"Target: {manifest['target'] if isinstance(manifest['target'], str) else 'see manifest'}"
         )
+    if manifest.get("mode") == "batch":
+        facts.append(
+            "Batch run (Message Batches, batch prices): an answer arrives when its batch ends, so the "
+            "report shows turnaround instead of latency, and latency limits do not apply"
+        )
     facts += stop_reason_facts(summary)
     small = [r["arm"] for r in summary.iter_rows(named=True) if r["latency_n"] and not r["latency_p99_ci_ok"]]
     if small:
@@ -124,7 +129,7 @@ def write_report(
     rec = recommend(summary, constraints, comparison)
     insights = posthog_insights_from_calls(prep.calls)
     charts = render_charts(prep, summary, rec.pareto)
-    tables = build_tables(summary, comparison, insights, _break_even(summary))
+    tables = build_tables(summary, comparison, insights, _break_even(summary), summarize_batches(prep))
     originals = run.load_originals()
     if originals is not None and prep.calls.height:
         target = manifest.get("target") if isinstance(manifest.get("target"), str) else None
@@ -136,9 +141,11 @@ def write_report(
     )
     title = f"Model selection report — run {run_id!s}"
     facts = _facts(manifest, prep, summary)
-    if constraints is not None and not constraints.is_empty():
+    if constraints is not None and not applicable(constraints, summary).is_empty():
         facts.insert(
-            0, f"Constraints: {constraints.describe()} (met when the 95 % interval's worse end meets them)"
+            0,
+            f"Constraints: {applicable(constraints, summary).describe()} "
+            "(met when the 95 % interval's worse end meets them)",
         )
     method = methodology(manifest, prep.calls)
     card = card_table([("", method)])

@@ -187,8 +187,43 @@ def cost_per_user(summary: pl.DataFrame, word: str) -> Chart:
     return "cost_per_user.png", f"Average cost per user per {word}", _png(fig)
 
 
+def batch_turnaround(prep: Prepared) -> Chart:
+    """A batch run's wait: each batch's created → ended, at its creation time, one colour per arm set."""
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    batches = (
+        prep.calls.lazy()
+        .filter(pl.col("batch_id").is_not_null() & pl.col("turnaround_s").is_not_null())
+        .group_by("batch_id")
+        .agg(
+            pl.col("batch_created_at").min().alias("created"),
+            pl.col("turnaround_s").max().alias("turnaround"),
+            pl.len().alias("calls"),
+        )
+        .sort("created")
+        .collect()
+    )
+    if batches.height:
+        labels = [f"{i + 1}" for i in range(batches.height)]
+        ax.bar(labels, batches["turnaround"].to_numpy(), color="tab:blue")
+        for i, (t, n) in enumerate(zip(batches["turnaround"], batches["calls"], strict=True)):
+            ax.annotate(f"{n:,} calls", (i, t), ha="center", va="bottom", fontsize=8)
+    else:
+        _empty(ax, "ended batches")
+    title = "Turnaround per batch (created → ended), in order of creation"
+    ax.set(xlabel="batch", ylabel="turnaround (s)", title=title)
+    ax.grid(alpha=0.3, axis="y")
+    return "batch_turnaround.png", title, _png(fig)
+
+
 def render_charts(prep: Prepared, summary: pl.DataFrame, pareto: list[str]) -> list[Chart]:
-    """All charts, in the order the report shows them."""
+    """All charts, in the order the report shows them (a batch run: its turnaround, not latency)."""
+    batched = any(len(prep.values(a, "turnaround_s")) for a in prep.arms)
+    if batched and not any(len(prep.values(a, "latency_s")) for a in prep.arms):
+        batch_makers: list[Callable[[], Chart]] = [lambda: batch_turnaround(prep)]
+        if quality_known(summary):
+            batch_makers.append(lambda: cost_vs_quality(summary, pareto))
+        batch_makers.append(lambda: cost_per_user(summary, prep.word))
+        return [make() for make in batch_makers]
     makers: list[Callable[[], Chart]] = [
         lambda: latency_cdf(prep),
         lambda: ttft_distribution(prep),

@@ -33,6 +33,20 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# A batch run has no latency: the turnaround of the calls' batches, and its expired calls, instead.
+_BATCH_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("calls", "calls", "int"),
+    ("errors", "errors", "int"),
+    ("expired", "expired", "int"),
+    ("turnaround p50", "turnaround_p50_s", "s"),
+    ("turnaround max", "turnaround_max_s", "s"),
+    ("total $", "total_cost_usd", "usd4"),
+    ("$ / 1k calls", "cost_per_1k_calls_usd", "usd3"),
+    ("pass rate", "pass_rate", "share"),
+    ("$ / pass", "cost_per_pass_usd", "usd6"),
+)
+
+
 def _cell(value: object, fmt: str) -> str:
     if value is None:
         return "–"
@@ -53,11 +67,14 @@ def print_summary_table(summary: pl.DataFrame, console: Console) -> None:
     if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
         console = Console(file=console.file, width=170)
     word = arm_word(summary.get_column("variant"))
-    table = Table(title=f"Per {word}")
+    batch = "turnaround_n" in summary.columns and not int(summary["latency_n"].sum() or 0)
+    batch = batch and int(summary["turnaround_n"].sum() or 0) > 0
+    columns = _BATCH_COLUMNS if batch else _COLUMNS
+    table = Table(title=f"Per {word}" + (" (batch run: turnaround, not latency)" if batch else ""))
     table.add_column(word, justify="left")
-    for header, _, _ in _COLUMNS:
+    for header, _, _ in columns:
         table.add_column(header, justify="right")
     for row in summary.iter_rows(named=True):
         # An arm's "[variant]" is text, not rich markup.
-        table.add_row(escape(str(row["arm"])), *(_cell(row.get(col), fmt) for _, col, fmt in _COLUMNS))
+        table.add_row(escape(str(row["arm"])), *(_cell(row.get(col), fmt) for _, col, fmt in columns))
     console.print(table)

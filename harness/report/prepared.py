@@ -4,7 +4,9 @@ Its job is projection and partitioning: read only the columns the report uses, a
 the PostHog `distinct_id` and the call's `arm` (`records.arm_expr`: the model, or the
 model and its variant), and hold per-arm sorted arrays so no statistic re-reads the
 frame. Everything downstream (summary, comparison, charts, `compare`) groups by `arm`,
-which is the model id when the run had no variants. It computes no statistic itself.
+which is the model id when the run had no variants. It computes no statistic itself. A batch
+run's rows have no latency of their own; `turnaround_s` (the batch's created → ended: the wait
+for that answer) is derived here once and is a metric like the latencies.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import polars as pl
 
 from harness.records import arm_expr, arm_of, arm_word
 
-__all__ = ["METRICS", "Prepared", "distinct_id_expr", "prepare"]
+__all__ = ["ATTEMPTED", "METRICS", "Prepared", "distinct_id_expr", "prepare", "turnaround_expr"]
 
 # (prefix in the report, column in calls.parquet)
 METRICS: tuple[tuple[str, str], ...] = (
@@ -26,6 +28,7 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("first_text", "time_to_first_text_s"),
     ("sched_latency", "latency_from_schedule_s"),
     ("limiter_wait", "limiter_wait_s"),
+    ("turnaround", "turnaround_s"),  # batch mode: created → ended of the call's batch
 )
 
 _USED = [
@@ -47,6 +50,9 @@ _USED = [
     "latency_s",
     "latency_from_schedule_s",
     "output_tokens_per_s",
+    "batch_id",
+    "batch_created_at",
+    "batch_ended_at",
     "input_tokens",
     "output_tokens",
     "cache_creation_input_tokens",
@@ -66,6 +72,15 @@ _USED = [
 
 
 _NUMERIC = [c for _, c in METRICS] + ["total_cost_usd", "output_tokens_per_s", "score"]
+# The statuses of calls that reached an outcome: an error rate's denominator (expired: a batch's).
+ATTEMPTED = ["ok", "error", "expired"]
+
+
+def turnaround_expr() -> pl.Expr:
+    """Seconds from the call's batch's creation to its end (null for a live call)."""
+    return ((pl.col("batch_ended_at") - pl.col("batch_created_at")).dt.total_microseconds() / 1e6).alias(
+        "turnaround_s"
+    )
 
 
 def distinct_id_expr() -> pl.Expr:
@@ -92,12 +107,12 @@ class Prepared:
     _outcomes: dict[str, pl.DataFrame] | None = None
 
     def outcomes(self, arm: str, column: str) -> np.ndarray:
-        """0/1 per call: `passed` (calls with a check) or `is_error` (ok + error calls); one partition, cached."""
+        """0/1 per call: `passed` (calls with a check) or `is_error` (attempted calls); one partition, cached."""
         if self._outcomes is None:
             frame = self.calls.select(
                 "arm",
                 pl.col("passed").cast(pl.Float64),
-                pl.when(pl.col("status").is_in(["ok", "error"]))
+                pl.when(pl.col("status").is_in(ATTEMPTED))
                 .then((pl.col("status") == "error").cast(pl.Float64))
                 .alias("is_error"),
             )
@@ -139,7 +154,7 @@ class Prepared:
 
 def prepare(lazy: pl.LazyFrame, manifest: dict[str, Any] | None = None) -> Prepared:
     """Collect the used columns once and split them by arm."""
-    calls = lazy.select(_USED).with_columns(distinct_id_expr(), arm_expr()).collect()
+    calls = lazy.select(_USED).with_columns(distinct_id_expr(), arm_expr(), turnaround_expr()).collect()
     kinds = calls.select("arm", "model", "variant").unique(maintain_order=True).drop_nulls("arm")
     model_of = dict(zip(kinds["arm"].to_list(), kinds["model"].to_list(), strict=True))
     variant_of = dict(zip(kinds["arm"].to_list(), kinds["variant"].to_list(), strict=True))

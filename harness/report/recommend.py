@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import polars as pl
@@ -18,7 +18,15 @@ import polars as pl
 from harness.errors import ConfigError
 from harness.records import arm_word
 
-__all__ = ["FIRST_TOKENS", "Constraints", "Recommendation", "pareto_set", "quality_known", "recommend"]
+__all__ = [
+    "FIRST_TOKENS",
+    "Constraints",
+    "Recommendation",
+    "applicable",
+    "pareto_set",
+    "quality_known",
+    "recommend",
+]
 
 FIRST_TOKENS = ("text", "any")
 
@@ -163,6 +171,18 @@ def _tie(best: dict[str, Any], eligible: list[dict[str, Any]], comparison: pl.Da
     )
 
 
+def applicable(c: Constraints, summary: pl.DataFrame) -> Constraints:
+    """The constraints that apply to the run: a batch run has no latency (an answer comes when its
+    batch ends, see its turnaround), so its latency and first-token limits are dropped."""
+    batch = (
+        summary.height > 0
+        and "turnaround_n" in summary.columns
+        and not int(summary.get_column("latency_n").sum() or 0)
+        and int(summary.get_column("turnaround_n").sum() or 0) > 0
+    )
+    return replace(c, max_p95_s=None, max_ttft_p95_s=None) if batch else c
+
+
 def quality_known(summary: pl.DataFrame) -> bool:
     """Every arm has a pass rate: the trade-off to show is cost against quality, not latency."""
     return summary.height > 0 and summary.get_column("pass_rate").null_count() == 0
@@ -195,7 +215,7 @@ def recommend(
     Sentences say "model" when the run had no variants and "arm" when it had: the same text as
     before variants existed, and no "model" that is really a model with a thinking budget.
     """
-    c = constraints or Constraints()
+    c = applicable(constraints or Constraints(), summary)
     rows = list(summary.iter_rows(named=True))
     if not rows:
         return Recommendation(None, None, "No calls were recorded, so there is nothing to recommend.", [], {})

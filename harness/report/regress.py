@@ -9,7 +9,10 @@ either side than its test needs (`Thresholds.min_samples`, at least 20 for a p95
 cases for quality on the same dataset) is not judged: with no regression elsewhere the
 comparison ends "not enough data to decide" (the CLI exits 3). Unusable input raises a
 `HarnessError` (the CLI exits 2); an arm missing on one side or a different dataset is
-reported, not fatal. The methodology card of both runs heads `compare.md`. Must not call the API.
+reported, not fatal. When one run is a batch run and the other live, the comparison also
+gets the batch-vs-live section (`batch_live.py`: cost ratio, turnaround against latency,
+answer agreement, the break-even sentence). The methodology card of both runs heads
+`compare.md`. Must not call the API.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import polars as pl
 
 from harness.errors import HarnessError, StorageError
 from harness.records import arm_word
+from harness.report.batch_live import BatchVsLive, batch_vs_live, is_batch_run
 from harness.report.methodology import card_markdown, methodology
 from harness.report.prepared import Prepared, prepare
 from harness.report.render_md import md_table
@@ -57,6 +61,7 @@ class CompareResult:
     regressions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)  # checks with too little data to judge
+    batch_vs_live: BatchVsLive | None = None
 
 
 def _q(q: float) -> Any:
@@ -174,20 +179,38 @@ def compare_runs(
     markdown = _markdown(
         table, warnings, regressions, baseline_dir, current_dir, word, undecided, card_markdown(cards)
     )
+    versus = None
+    base_batch, cur_batch = is_batch_run(base, base_manifest), is_batch_run(cur, cur_manifest)
+    if base_batch != cur_batch:
+        live, batch = (cur, base) if base_batch else (base, cur)
+        versus = batch_vs_live(live, batch, common, seed=seed)
+        markdown += "\n" + versus.markdown
     if out_dir is None:  # into the current run's directory, through its owner
         run = RunDir.read(current_dir)
         run.write_atomic("compare.md", markdown.encode())
         run.write_parquet("compare.parquet", table)
+        if versus is not None:
+            run.write_parquet("compare-batch-live.parquet", versus.table)
     else:
         out = Path(out_dir)
         try:
             out.mkdir(parents=True, exist_ok=True)
             (out / "compare.md").write_text(markdown)
             table.write_parquet(out / "compare.parquet")
+            if versus is not None:
+                versus.table.write_parquet(out / "compare-batch-live.parquet")
         except OSError as exc:
             raise StorageError(f"{out}: cannot write the comparison ({exc.strerror or exc})") from exc
     code = REGRESSION if regressions else (NOT_ENOUGH_DATA if undecided else NO_REGRESSION)
-    return CompareResult(code, markdown, table, regressions, warnings, undecided)
+    return CompareResult(
+        code,
+        markdown,
+        table,
+        regressions=regressions,
+        warnings=warnings,
+        undecided=undecided,
+        batch_vs_live=versus,
+    )
 
 
 def _check(

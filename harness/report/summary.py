@@ -7,6 +7,11 @@ truncations are what a model chooser must see next to speed and price.
 Percentiles are polars `quantile(q, interpolation="linear")` (numpy's default), one
 expression per quantile; their intervals come from order statistics, means from a
 seeded bootstrap, rates from Wilson. It must not loop over rows or render anything.
+
+Error and expiry rates share one denominator, the calls that reached an outcome (ok, error,
+or `expired`: a batch request Anthropic did not reach in 24 hours); cancelled calls count
+against no arm. `summarize_batches` gives a batch run's table of batches (one row each, with
+its turnaround), the figures behind the report's per-batch view.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from harness.records import STOP_REASONS
 from harness.report.prepared import METRICS, Prepared
 from harness.report.stats import Resampler, boot_interval, percentile_ci, ratio_interval, wilson
 
-__all__ = ["QUANTILES", "STOP_COLUMNS", "summarize"]
+__all__ = ["QUANTILES", "STOP_COLUMNS", "summarize", "summarize_batches"]
 
 QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.50), ("p90", 0.90), ("p95", 0.95), ("p99", 0.99))
 # (label, summary column): every documented stop reason, then the rest of the finished calls.
@@ -50,6 +55,7 @@ def _point_estimates(prep: Prepared) -> pl.DataFrame:
         ok.sum().alias("ok"),
         (pl.col("status") == "error").sum().alias("errors"),
         (pl.col("status") == "cancelled").sum().alias("cancelled"),
+        (pl.col("status") == "expired").sum().alias("expired"),
     ]
     for prefix, col in METRICS:
         x = pl.col(col).filter(ok & pl.col(col).is_not_null() & pl.col(col).is_not_nan())
@@ -119,12 +125,14 @@ def summarize(prep: Prepared, *, seed: int = 0) -> pl.DataFrame:
     for arm in prep.arms:
         p = points[arm]
         row: dict[str, Any] = {"model": prep.model_of[arm], "variant": prep.variant_of[arm], "arm": arm}
-        for key in ("calls", "ok", "errors", "cancelled"):
+        for key in ("calls", "ok", "errors", "cancelled", "expired"):
             row[key] = int(p[key] or 0)
         row["errors_by_kind"] = kinds.get(arm, "")
-        attempted = row["ok"] + row["errors"]
+        attempted = row["ok"] + row["errors"] + row["expired"]
         row["error_rate"] = row["errors"] / attempted if attempted else None
         row["error_rate_lo"], row["error_rate_hi"] = wilson(row["errors"], attempted)
+        row["expiry_rate"] = row["expired"] / attempted if attempted else None
+        row["expiry_rate_lo"], row["expiry_rate_hi"] = wilson(row["expired"], attempted)
         for prefix, col in METRICS:
             values = prep.values(arm, col)
             row[f"{prefix}_n"] = int(p[f"{prefix}_n"] or 0)
@@ -213,8 +221,9 @@ def summary_schema() -> dict[str, pl.DataType]:
     """A fixed schema, so an empty or all-failed run still writes the same columns."""
     f, i, b, s = pl.Float64(), pl.Int64(), pl.Boolean(), pl.String()
     schema: dict[str, pl.DataType] = {"model": s, "variant": s, "arm": s}
-    schema |= {"calls": i, "ok": i, "errors": i, "cancelled": i}
+    schema |= {"calls": i, "ok": i, "errors": i, "cancelled": i, "expired": i}
     schema |= {"errors_by_kind": s, "error_rate": f, "error_rate_lo": f, "error_rate_hi": f}
+    schema |= {"expiry_rate": f, "expiry_rate_lo": f, "expiry_rate_hi": f}
     for prefix, _ in METRICS:
         schema[f"{prefix}_n"] = i
         schema |= {f"{prefix}_mean_s": f, f"{prefix}_mean_lo_s": f, f"{prefix}_mean_hi_s": f}
@@ -238,3 +247,32 @@ def summary_schema() -> dict[str, pl.DataType]:
     schema |= {"judge_cost_usd": f, "judge_errors": i}
     schema |= {column: i for _label, column in STOP_COLUMNS}
     return schema
+
+
+def summarize_batches(prep: Prepared) -> pl.DataFrame:
+    """One row per Message Batch of the run (none for a live run): its calls by outcome, its
+    created → ended turnaround, its cost; oldest first. A batch's calls share one turnaround."""
+    status = pl.col("status")
+    return (
+        prep.calls.lazy()
+        .filter(pl.col("batch_id").is_not_null())
+        .group_by("batch_id")
+        .agg(
+            pl.col("arm").unique().sort().str.join(", ").alias("arms"),
+            pl.len().alias("calls"),
+            (status == "ok").sum().alias("ok"),
+            (status == "error").sum().alias("errors"),
+            (status == "expired").sum().alias("expired"),
+            (status == "cancelled").sum().alias("cancelled"),
+            pl.col("batch_created_at").min().alias("created_at"),
+            pl.col("batch_ended_at").max().alias("ended_at"),
+            pl.col("turnaround_s").max().alias("turnaround_s"),
+            pl.col("total_cost_usd").sum().alias("total_cost_usd"),
+        )
+        .with_columns(
+            (pl.col("errors") / (pl.col("calls") - pl.col("cancelled"))).alias("error_rate"),
+            (pl.col("expired") / (pl.col("calls") - pl.col("cancelled"))).alias("expiry_rate"),
+        )
+        .sort("created_at", "batch_id")
+        .collect()
+    )

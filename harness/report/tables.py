@@ -1,13 +1,16 @@
 """The report's tables as plain data (title, header, rows, note), shared by the markdown and HTML renderers.
 
 Its job is wording and number formatting: one table per concern, each estimate with
-its interval, one row per arm (named "model" when the run had no variants). Also the
+its interval, one row per arm (named "model" when the run had no variants). A batch run
+shows its turnaround (per call, and per batch) instead of latency tables it has no
+figures for, and its expiry rate beside its error rate. Also the
 report's one-line stop-reason facts, so the table and the facts show the same shares.
 Must not compute statistics or write files.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,21 +78,92 @@ def _latency_table(summary: pl.DataFrame, prefix: str, title: str, note: str) ->
     return t
 
 
+def _has(summary: pl.DataFrame, column: str) -> bool:
+    return summary.height > 0 and int(summary.get_column(column).sum() or 0) > 0
+
+
 def build_tables(
     summary: pl.DataFrame,
     comparison: pl.DataFrame,
     insights: dict[str, Any],
     break_even: Mapping[str, Mapping[str, int | None]] | None = None,
+    batches: pl.DataFrame | None = None,
 ) -> list[Table]:
-    """Every table of the report, in reading order; `break_even`: reuses a cached prefix needs, per model."""
+    """Every table of the report, in reading order; `break_even`: reuses a cached prefix needs, per
+    model; `batches`: `summary.summarize_batches`."""
     word = _word(summary)
+    batched = batches is not None and batches.height > 0
+    live = _has(summary, "latency_n") or not batched
     ci_note = (
         "Percentiles use linear interpolation (numpy's default). [lo–hi] is a 95 % interval: "
         "distribution-free order statistics for percentiles, a seeded bootstrap for means. "
         "'no CI: too few' means the run has too few samples to bound that percentile "
         "(a two-sided interval for p99 needs at least 368)."
     )
-    tables = [
+    tables = _batch_tables(summary, batches, ci_note) if batched else []
+    if live:
+        tables += _live_latency_tables(summary, ci_note)
+    _rest(tables, summary, comparison, insights, word, batched, break_even or {})
+    return tables
+
+
+def _batch_tables(summary: pl.DataFrame, batches: Any, ci_note: str) -> list[Table]:
+    """Per call: the turnaround of the batch that answered it; per batch: its outcomes and cost."""
+    turnaround = _latency_table(
+        summary,
+        "turnaround",
+        "Batch turnaround (created → ended of the call's batch: when its answer could be read)",
+        ci_note + " Over the successful calls; every call of a batch has that batch's turnaround.",
+    )
+    per_batch = Table(
+        "Batches",
+        [
+            "batch",
+            "arms",
+            "calls",
+            "ok",
+            "errors",
+            "expired",
+            "cancelled",
+            "created (UTC)",
+            "turnaround",
+            "cost",
+        ],
+        note="Turnaround of the batches: "
+        + _spread(batches.get_column("turnaround_s").drop_nulls().to_list())
+        + ". Error and expiry rates per batch are over its calls not cancelled.",
+    )
+    for r in batches.iter_rows(named=True):
+        created = r["created_at"]
+        per_batch.rows.append(
+            [
+                r["batch_id"],
+                r["arms"],
+                str(r["calls"]),
+                str(r["ok"]),
+                _share(r["errors"], r["calls"] - r["cancelled"]),
+                _share(r["expired"], r["calls"] - r["cancelled"]),
+                str(r["cancelled"]),
+                "–" if created is None else created.strftime("%Y-%m-%d %H:%M:%S"),
+                fmt_s(r["turnaround_s"]),
+                _usd(r["total_cost_usd"]),
+            ]
+        )
+    return [turnaround, per_batch]
+
+
+def _spread(values: list[float]) -> str:
+    """min / median / max of a few values, as words."""
+    if not values:
+        return "none ended"
+    if len(values) == 1:
+        return f"{fmt_s(values[0])} (one batch)"
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"min {fmt_s(low)}, median {fmt_s(mid)}, max {fmt_s(high)} over {len(values)} batches"
+
+
+def _live_latency_tables(summary: pl.DataFrame, ci_note: str) -> list[Table]:
+    return [
         _latency_table(summary, "latency", "Latency (sent → last byte)", ci_note),
         _latency_table(
             summary,
@@ -111,6 +185,17 @@ def build_tables(
             "Only streamed calls that sent text have one.",
         ),
     ]
+
+
+def _rest(
+    tables: list[Table],
+    summary: pl.DataFrame,
+    comparison: pl.DataFrame,
+    insights: dict[str, Any],
+    word: str,
+    batched: bool,
+    break_even: Mapping[str, Mapping[str, int | None]],
+) -> None:
     thr = Table(
         "Throughput and tokens",
         [
@@ -160,12 +245,29 @@ def build_tables(
         )
     tables.append(cost)
     if summary.height and summary["cache_calls"].sum():
-        tables.append(_caching_table(summary, word, break_even or {}))
+        tables.append(_caching_table(summary, word, break_even))
+    expiring = batched or _has(summary, "expired")
     err = Table(
         "Errors",
-        [word, "calls", "ok", "errors", "cancelled", "error rate [95 % Wilson]", "by kind"],
-        note="Error rate = errors / (ok + errors); cancelled calls are not counted against "
-        + ("an arm." if word == "arm" else "a model."),
+        [
+            word,
+            "calls",
+            "ok",
+            "errors",
+            *(["expired"] if expiring else []),
+            "cancelled",
+            "error rate [95 % Wilson]",
+            *(["expiry rate [95 % Wilson]"] if expiring else []),
+            "by kind",
+        ],
+        note=(
+            "Error rate = errors / (ok + errors + expired)"
+            if expiring
+            else "Error rate = errors / (ok + errors)"
+        )
+        + "; cancelled calls are not counted against "
+        + ("an arm." if word == "arm" else "a model.")
+        + (" Expired: batch requests not processed within the batch's 24 hours." if expiring else ""),
     )
     for r in summary.iter_rows(named=True):
         err.rows.append(
@@ -174,8 +276,10 @@ def build_tables(
                 str(r["calls"]),
                 str(r["ok"]),
                 str(r["errors"]),
+                *([str(r["expired"])] if expiring else []),
                 str(r["cancelled"]),
                 ci(r["error_rate"], r["error_rate_lo"], r["error_rate_hi"], _pct),
+                *([ci(r["expiry_rate"], r["expiry_rate_lo"], r["expiry_rate_hi"], _pct)] if expiring else []),
                 r["errors_by_kind"] or "–",
             ]
         )
@@ -240,7 +344,6 @@ def build_tables(
         rt = insights["avg_response_time_ms_per_model"].get(model)
         ph.rows.append([model, _usd(total), "–" if rt is None else f"{rt:.0f} ms"])
     tables.append(ph)
-    return tables
 
 
 def originals_table(frame: pl.DataFrame, word: str, target: str | None) -> Table:

@@ -138,7 +138,9 @@ ends. Timing: each model's share is processed within (`batch_base_s` +
 expiry (also scaled; later requests `expired`). A cancel answers `canceling`; in-flight
 requests still finish for 10 simulated seconds, then the batch ends and the rest are
 `canceled`. A succeeded result is the non-streamed answer the same params get live
-(`usage.service_tier` "batch"). Limits (profile `[batch_limits]`, per key, shared by
+(`usage.service_tier` "batch"); a request whose envelope item carries the harness's headers
+as `"x-harness-headers": {...}` (the simulator's one extension of the envelope) gets the
+quality model's answer, the same as live for the same call id. Limits (profile `[batch_limits]`, per key, shared by
 every model): `rpm` over all batch endpoints and `queue` (requests waiting to be
 processed), each 429 `rate_limit_error` with `retry-after`; batch responses carry
 `anthropic-ratelimit-requests-*`. Ground truth per batch: id, key_id, call_id /

@@ -11,8 +11,12 @@ request's `errored` result, as the real API reports params errors after processi
 Results are streamed as JSON Lines in a seeded shuffle, each line rendered from the
 stored request just before it is written, with `messages.plan_for` and
 `finish_message`: a succeeded result carries the content and usage a non-streamed call
-with the same params gets live, with `usage.service_tier` "batch". This module must not
-import anything of the harness outside `harness.simulator`.
+with the same params gets live, with `usage.service_tier` "batch". A request carrying the
+harness's headers in the envelope's `x-harness-headers` object (`validate.BATCH_HEADERS_KEY`,
+the simulator's one extension: batch requests have no HTTP headers of their own) gets the
+quality model's answer, drawn as live (its `custom_id` is the call id the draw is keyed by);
+a judge mark there is ignored. This module must not import anything of the harness outside
+`harness.simulator`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from harness.simulator import quality
 from harness.simulator.batchstore import DAY_S, ERRORED, SUCCEEDED, Batch, BatchBuilder
 from harness.simulator.messages import (
     STATE,
@@ -39,7 +44,7 @@ from harness.simulator.messages import (
 from harness.simulator.profiles import Profiles
 from harness.simulator.ratelimit import key_id
 from harness.simulator.state import SimState
-from harness.simulator.validate import check_batch_create
+from harness.simulator.validate import BATCH_HEADERS_KEY, check_batch_create
 
 __all__ = ["MAX_BATCH_BYTES", "batch_json", "routes"]
 
@@ -169,7 +174,11 @@ async def create_batch(request: web.Request) -> web.Response:
         cache=state.cache,
     )
     for i, item in enumerate(items):
-        builder.add(item["custom_id"], item["params"])
+        try:
+            ask = quality.read_headers(item.get(BATCH_HEADERS_KEY) or {})
+        except quality.HeaderError as exc:
+            return error_response(400, "invalid_request_error", f"requests.{i}.{exc}", headers)
+        builder.add(item["custom_id"], item["params"], ask if ask is not None and not ask.judge else None)
         if i % _YIELD_EVERY == _YIELD_EVERY - 1:
             await asyncio.sleep(0)  # a 100,000-request batch must not stall live streams
     now = time.monotonic()
@@ -278,14 +287,35 @@ def _message_id(seed: int, batch_id: str, index: int) -> str:
     return "msg_01" + hashlib.blake2b(f"{seed}|{batch_id}|{index}".encode(), digest_size=11).hexdigest()
 
 
-def result_line(seed: int, profiles: Profiles, batch: Batch, index: int) -> bytes:
-    """One line of the results file for request `index` of an ended batch."""
+def result_line(
+    seed: int, profiles: Profiles, batch: Batch, index: int, memo: quality.Memo | None = None
+) -> bytes:
+    """One line of the results file for request `index` of an ended batch.
+
+    `memo` holds the quality model's occurrences (the simulator's, so a re-download repeats the
+    answers: each request's draw is keyed by its custom_id)."""
     request = batch.requests[index]
     outcome = batch.outcome(request)
     result: dict[str, Any]
     if outcome == SUCCEEDED and request.model is not None and request.inputs is not None:
         profile = profiles.models[request.model]
-        reply = plan_for(seed, profile, request.inputs, request.digest)
+        shaped = None
+        if request.ask is not None:
+            shaped = quality.shape(
+                request.ask,
+                seed=seed,
+                model=profile.id,
+                table=profile.quality,
+                digest=request.digest,
+                body=request.inputs,
+                web_search_s=profile.web_search_s,
+                memo=memo if memo is not None else quality.Memo(),
+                call_id=request.custom_id,
+                judge_malformed=0.0,
+            )
+        reply = (
+            shaped.reply if shaped is not None else plan_for(seed, profile, request.inputs, request.digest)
+        )
         message = base_message(
             _message_id(seed, batch.id, index), profile.id, request.input_tokens, "batch", request.cache
         )
@@ -320,7 +350,7 @@ async def batch_results(request: web.Request) -> web.StreamResponse:
         chunk: list[bytes] = []
         size = 0
         for index in batch.order(seed):
-            line = result_line(seed, profiles, batch, index)
+            line = result_line(seed, profiles, batch, index, state.quality)
             chunk.append(line)
             size += len(line)
             if size >= _CHUNK_BYTES:

@@ -69,7 +69,8 @@ class BatchRequest:
     """One request of a batch, as little as its result needs.
 
     `error` is (error type, message) for a request that ends `errored` whatever happens (bad
-    params, unknown model, a `batch_errored` fault); `inputs` is None for those.
+    params, unknown model, a `batch_errored` fault); `inputs` is None for those. `ask` is what
+    the harness's headers asked of it (the quality model, `quality.Ask`), else None.
     """
 
     custom_id: str
@@ -82,6 +83,7 @@ class BatchRequest:
     inputs: dict[str, Any] | None = None
     cache: CacheUsage = NO_CACHE  # what the prompt cache read and wrote for it
     prompt: Prompt | None = None  # while the batch is built: its breakpoints and prefixes
+    ask: Any = None
 
 
 @dataclass(eq=False)
@@ -235,8 +237,12 @@ class BatchBuilder:
         self.requests: list[BatchRequest] = []
         self._rng = random.Random(f"sim-batch:{seed}:{number}")
 
-    def add(self, custom_id: str, params: dict[str, Any]) -> None:
-        """One request; `params` is judged as a Messages body (a bad one ends `errored`)."""
+    def add(self, custom_id: str, params: dict[str, Any], ask: Any = None) -> None:
+        """One request; `params` is judged as a Messages body (a bad one ends `errored`).
+
+        `ask` (a `quality.Ask` from the request's harness headers) makes its result a quality-model
+        answer; the last user turn is then kept whole, since the answer is drawn from it.
+        """
         draw = self._rng.random
         where, fault_u, kind_u = draw(), draw(), draw()
         model = model_of(params)
@@ -265,7 +271,8 @@ class BatchBuilder:
         request.expired = fault == "batch_expired"
         request.input_tokens = input_tokens
         request.digest = content_digest(params)
-        request.inputs = reply_inputs(params)
+        request.inputs = reply_inputs(params, keep_text=ask is not None)
+        request.ask = ask
         breakpoints = find_breakpoints(params) if self.cache is not None else []
         if breakpoints:
             request.prompt = build_prompt(

@@ -277,18 +277,19 @@ def _preamble(words: list[str]) -> list[str]:
 _REPLY_FIELDS = ("max_tokens", "stop_sequences", "thinking", "tools", "tool_choice", "output_config")
 
 
-def reply_inputs(body: dict[str, Any]) -> dict[str, Any]:
+def reply_inputs(body: dict[str, Any], *, keep_text: bool = False) -> dict[str, Any]:
     """The part of a valid body that decides its reply, small enough to keep for every request
     of a large Message Batch until its results are read.
 
     The conversation shrinks to the last user turn's text, and to nothing when that text
-    cannot change the reply: without tools it only matters through a refusal marker.
-    `plan_reply` gives the same reply for this as for the whole body (with the digest of the
-    whole body); a unit test holds the two together, so keep this next to `plan_reply`.
+    cannot change the reply: without tools it only matters through a refusal marker (the
+    quality model reads it always: `keep_text`). `plan_reply` gives the same reply for this
+    as for the whole body (with the digest of the whole body); a unit test holds the two
+    together, so keep this next to `plan_reply`.
     """
     kept = {name: body[name] for name in _REPLY_FIELDS if name in body}
     text = _last_user_text(body)
-    if not body.get("tools") and _refusal(text) is None:
+    if not keep_text and not body.get("tools") and _refusal(text) is None:
         text = ""
     kept["messages"] = ({"role": "user", "content": text},) if text else ()
     return kept

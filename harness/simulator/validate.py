@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from harness.simulator.promptcache import BreakpointError, find_breakpoints
 
 __all__ = [
+    "BATCH_HEADERS_KEY",
     "MAX_BATCH_REQUESTS",
     "MIN_THINKING_BUDGET",
     "check_batch_create",
@@ -40,6 +41,10 @@ _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 MAX_MESSAGES = 100_000
 MIN_THINKING_BUDGET = 1024
 MAX_BATCH_REQUESTS = 100_000
+# The simulator's one extension of the batch envelope: a request's harness headers
+# (`x-harness-expected`, `x-harness-tags`: see `quality.py`), which a batch request cannot carry
+# as HTTP headers. The real API refuses the key; the harness sends it to the simulator only.
+BATCH_HEADERS_KEY = "x-harness-headers"
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 # Messages the real API sends for these (recorded in public bug reports), word for word.
@@ -351,8 +356,13 @@ def check_batch_create(body: Any) -> str | None:
             if not isinstance(item, dict):
                 _fail(f"requests.{i}", "Input should be a valid dictionary")
             for name in item:
-                if name not in ("custom_id", "params"):
+                if name not in ("custom_id", "params", BATCH_HEADERS_KEY):
                     _fail(f"requests.{i}.{name}", "Extra inputs are not permitted")
+            extension = item.get(BATCH_HEADERS_KEY)
+            if extension is not None and (
+                not isinstance(extension, dict) or not all(isinstance(v, str) for v in extension.values())
+            ):
+                _fail(f"requests.{i}.{BATCH_HEADERS_KEY}", "Input should be a dictionary of strings")
             if "custom_id" not in item:
                 _fail(f"requests.{i}.custom_id", "Field required")
             custom_id = _custom_id(f"requests.{i}.custom_id", item["custom_id"])
