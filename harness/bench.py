@@ -151,7 +151,7 @@ async def _execute(
         client = ClaudeClient(**target.client_kwargs(cfg))
         try:
             # With worker processes each worker opens its own connections; here only the checks run.
-            warm = 1 if workers > 1 else min(64, cfg.max_in_flight or cfg.concurrency)
+            warm = 1 if workers > 1 else _warm(cfg, target, 1)
             await preflight(client, (*cfg.model_names, *([judge.name] if judge else [])), warm=warm)
             run, plan = _open_run(cfg, run_id, loaded, prices, plan, target, cli_args, judge)
             with run:
@@ -259,11 +259,23 @@ def _engine(
             model_pool=model_pool,
             prices=prices,
             client=target.client_kwargs(cfg),
-            warm=min(64, -(-(cfg.max_in_flight or cfg.concurrency) // workers)),
+            warm=_warm(cfg, target, workers),
             event_loop=cfg.event_loop,
         )
 
     return _EngineParts(pool, limiter, workers)
+
+
+def _warm(cfg: RunConfig, target: Target, workers: int) -> int:
+    """Keep-alive connections each process opens before the clock starts.
+
+    A call on a new connection counts the connect in its TTFT, and on a busy loop the
+    iterations around it too (p99 +460 ms at concurrency 256, issue #16). On a loopback
+    target every one of a process's streams gets one (they are cheap there); on a remote
+    target at most 64 (the rest open during the first calls).
+    """
+    share = -(-(cfg.max_in_flight or cfg.concurrency) // workers)
+    return min(256 if target.loopback else 64, share)
 
 
 @dataclass
