@@ -34,6 +34,7 @@ import anthropic
 import httpx2
 import orjson
 
+from harness import selfdelay
 from harness.records import PlannedCall
 from harness.usage import apply_usage, merge_usage
 
@@ -88,6 +89,10 @@ class Attempt:
     first_text_ns: int | None = None  # first text_delta
     first_thinking_ns: int | None = None  # first thinking_delta
     last_byte_ns: int = 0
+    # This process's own delay at the first-token and last-byte marks (`harness.selfdelay`); None
+    # outside a run (no loop clock) or without the mark.
+    first_token_delay_ns: int | None = None
+    last_byte_delay_ns: int | None = None
     status: int | None = None
     ok: bool = False
     error_kind: str | None = None
@@ -126,8 +131,14 @@ class Attempt:
         if status is not None:
             self.status = status
         if not self.last_byte_ns:
-            self.last_byte_ns = time.perf_counter_ns()
+            self.mark_last_byte(time.perf_counter_ns(), selfdelay.current())
         return self
+
+    def mark_last_byte(self, now: int, clock: selfdelay.LoopClock | None) -> None:
+        """The last-byte mark, with this process's own delay at it when a loop clock runs."""
+        self.last_byte_ns = now
+        if clock is not None:
+            self.last_byte_delay_ns = clock.delay_ns(now)
 
 
 _current_attempt: ContextVar[Attempt | None] = ContextVar("current_attempt", default=None)
@@ -300,7 +311,7 @@ class ClaudeClient:
                     await self._read_stream(http, a)
                 else:
                     body = await http.aread()
-                    a.last_byte_ns = time.perf_counter_ns()
+                    a.mark_last_byte(time.perf_counter_ns(), selfdelay.current())
                     self._read_message(body, a)
         except anthropic.APIStatusError as exc:
             a.headers = exc.response.headers
@@ -367,10 +378,11 @@ class StreamReader:
     joined and decoded once, at its `content_block_stop`.
     """
 
-    __slots__ = ("a", "buffer", "calls", "parts", "stopped", "tools", "usage")
+    __slots__ = ("a", "buffer", "calls", "clock", "parts", "stopped", "tools", "usage")
 
     def __init__(self, a: Attempt) -> None:
         self.a = a
+        self.clock = selfdelay.current()
         self.buffer = b""
         self.parts: list[str] = []
         self.stopped = False
@@ -394,7 +406,7 @@ class StreamReader:
             if raw and self.event(raw, now):
                 return True
         self.buffer = buffer[at:] if at else buffer
-        self.a.last_byte_ns = now
+        self.a.mark_last_byte(now, self.clock)
         return False
 
     def end(self, now: int) -> None:
@@ -407,7 +419,7 @@ class StreamReader:
                     return
             except ValueError:  # a torn last event: the stream is incomplete, judged below
                 pass
-            a.last_byte_ns = now
+            a.mark_last_byte(now, self.clock)
         self._close()
         if not self.stopped or a.stop_reason is None:
             a.fail("stream_truncated", "stream ended without message_stop")
@@ -434,6 +446,8 @@ class StreamReader:
         if kind == "content_block_delta":
             if a.first_token_ns is None:
                 a.first_token_ns = now
+                if self.clock is not None:
+                    a.first_token_delay_ns = self.clock.delay_ns(now)
             delta = event.get("delta") or {}
             text = delta.get("text")
             if text is not None:  # text_delta: the only delta with a `text`
@@ -472,7 +486,7 @@ class StreamReader:
             error = event.get("error") or {}
             etype = str(error.get("type"))
             self._close()
-            a.last_byte_ns = now
+            a.mark_last_byte(now, self.clock)
             a.fail(_STREAM_ERROR_KINDS.get(etype, "stream_error"), f"{etype}: {error.get('message')}")
             return True
         return False

@@ -128,6 +128,8 @@ class CallRecord:
     latency_s: float | None
     latency_from_schedule_s: float | None
     output_tokens_per_s: float | None
+    client_delay_first_token_s: float | None = None  # this process's own delay in ttft_s (harness.selfdelay)
+    client_delay_last_byte_s: float | None = None  # this process's own delay in latency_s
     input_tokens: int
     output_tokens: int
     cache_creation_input_tokens: int
@@ -192,6 +194,8 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
     "latency_s": pl.Float64(),
     "latency_from_schedule_s": pl.Float64(),
     "output_tokens_per_s": pl.Float64(),
+    "client_delay_first_token_s": pl.Float64(),
+    "client_delay_last_byte_s": pl.Float64(),
     "input_tokens": pl.Int64(),
     "output_tokens": pl.Int64(),
     "cache_creation_input_tokens": pl.Int64(),

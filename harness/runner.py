@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 
+from harness import selfdelay
 from harness.client import Attempt, max_tokens_of
 from harness.errors import HarnessError, StorageError, TargetError
 from harness.graders import judge_specs
@@ -246,6 +247,8 @@ class Runner:
         self.outcome.planned = len(plan)
         monitor = LoopLagMonitor()
         monitor.start()
+        clock = selfdelay.LoopClock()
+        clock.start()
         deadline = None
         if self.s.duration_s is not None:
             deadline = asyncio.get_running_loop().call_later(self.s.duration_s, self.request_stop, "duration")
@@ -258,6 +261,7 @@ class Runner:
         finally:
             if deadline:
                 deadline.cancel()
+            clock.stop()
             self.outcome.loop_lag = await monitor.stop()
             self.outcome.release_lateness = summarize_ms(self._lateness)
             self.outcome.saturated = self._saturated()
@@ -568,6 +572,12 @@ class Runner:
             if last is not None and not cancelled
             else None,
             output_tokens_per_s=tps,
+            client_delay_first_token_s=a.first_token_delay_ns * s
+            if a is not None and first is not None and a.first_token_delay_ns is not None
+            else None,
+            client_delay_last_byte_s=a.last_byte_delay_ns * s
+            if a is not None and last is not None and a.last_byte_delay_ns is not None
+            else None,
             input_tokens=a.input_tokens if a else 0,
             output_tokens=a.output_tokens if a else 0,
             cache_creation_input_tokens=a.cache_creation_input_tokens if a else 0,
