@@ -29,6 +29,7 @@ from harness import selfdelay
 from harness.client import Attempt, max_tokens_of
 from harness.errors import HarnessError, StorageError, TargetError
 from harness.graders import judge_specs
+from harness.guard import TimingGuard
 from harness.judge import Judge, JudgeCall
 from harness.limiter import estimate_call_input
 from harness.quality import NO_VERDICT, Quality, Verdicts
@@ -115,6 +116,7 @@ class RunnerSettings:
     ramp_up_s: float = 0.0  # closed loop: the workers start evenly spread over this long
     judge_model: str | None = None  # None: no case of the run needs a judge
     judge_repeats: int = 1
+    timing_guard: bool = True  # closed loop: admit no more streams than the loop can time (harness.guard)
 
     @classmethod
     def from_config(cls, cfg: RunConfig, run_id: str) -> RunnerSettings:
@@ -135,6 +137,7 @@ class RunnerSettings:
             seed=cfg.seed,
             judge_model=cfg.judge_model,
             judge_repeats=cfg.judge_repeats,
+            timing_guard=cfg.timing_guard,
         )
 
 
@@ -153,7 +156,13 @@ class RunOutcome:
     saturated: bool = False  # open loop: the harness could not keep to the schedule
     error: HarnessError | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)  # per worker process, when there are several
-    cpu_s: float | None = None  # this engine's CPU time while it ran (a worker reports it to the parent)
+    cpu_s: float | None = (
+        None  # this engine's process CPU time while it ran (a worker reports it to the parent)
+    )
+    wall_s: float | None = None  # how long it ran
+    late_admissions: int = 0  # open loop: calls admitted more than one interval after their schedule
+    released: int = 0  # open loop: calls released by the schedule
+    guard: dict[str, Any] = field(default_factory=dict)  # harness.guard: what it measured and changed
 
     def count(self, record: CallRecord) -> None:
         """A finished record: counted as finished or cancelled, its cost spent."""
@@ -225,6 +234,9 @@ class Runner:
             else None
         )
         self._verdicts = Verdicts(judge)
+        self._guard = TimingGuard(
+            settings.concurrency, closed_loop=settings.arrival == "closed", enabled=settings.timing_guard
+        )
 
     # -- public control --------------------------------------------------------------
     def request_stop(self, reason: StopReason, *, now: bool = False) -> None:
@@ -236,6 +248,8 @@ class Runner:
             self.outcome.stopped_by = reason
         first = not self._stop.is_set()
         self._stop.set()
+        if self._guard.gate is not None:
+            self._guard.gate.close()
         if first and self.on_stop is not None:
             self.on_stop(reason)
 
@@ -249,6 +263,8 @@ class Runner:
         monitor.start()
         clock = selfdelay.LoopClock()
         clock.start()
+        self._guard.start()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         deadline = None
         if self.s.duration_s is not None:
             deadline = asyncio.get_running_loop().call_later(self.s.duration_s, self.request_stop, "duration")
@@ -262,8 +278,14 @@ class Runner:
             if deadline:
                 deadline.cancel()
             clock.stop()
+            self._guard.stop()
+            self.outcome.cpu_s = round(time.process_time() - cpu0, 4)
+            self.outcome.wall_s = round(time.perf_counter() - wall0, 4)
+            self.outcome.guard = self._guard.summary()
             self.outcome.loop_lag = await monitor.stop()
             self.outcome.release_lateness = summarize_ms(self._lateness)
+            self.outcome.late_admissions = self._late_admissions
+            self.outcome.released = len(self._lateness)
             self.outcome.saturated = self._saturated()
         self.outcome.not_started = self.outcome.planned - self.outcome.finished - self.outcome.cancelled
         return self.outcome
@@ -277,13 +299,21 @@ class Runner:
         harness would measure its own queue (issue #6, target 3).
         """
         spacing = self.s.ramp_up_s / max(1, self.s.concurrency)
+        gate = self._guard.gate
 
         async def worker(k: int) -> None:
             if k and spacing:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=k * spacing)
-            for call in calls:
-                if self.stopping:
+            while not self.stopping:
+                if gate is not None and k >= gate.allowed:
+                    await gate.wait(k)  # the timing guard holds this stream (harness.guard)
+                    if self.stopping:
+                        return
+                call = next(calls, None)
+                if call is None:
+                    if gate is not None:
+                        gate.close()  # the plan ran out: no held stream has anything left to send
                     return
                 await self._execute(call, time.perf_counter_ns())
 
@@ -616,6 +646,13 @@ class Runner:
 
     def _emit(self, record: CallRecord) -> None:
         self.outcome.count(record)
+        if record.status != "cancelled":
+            first, last = record.client_delay_first_token_s, record.client_delay_last_byte_s
+            self._guard.observe(
+                record.output_tokens,
+                record.latency_s,
+                last if first is None else (first if last is None or first > last else last),
+            )
         problem = deliver(self.sinks, record)
         if problem is not None:
             self.outcome.error = problem
