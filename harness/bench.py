@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness import __version__, loops
 from harness.client import ClaudeClient
@@ -30,6 +31,7 @@ from harness.errors import ConfigError, HarnessError, Interrupted, StorageError
 from harness.events.event import EventSettings
 from harness.events.sink import EventSink
 from harness.graders import judge_specs
+from harness.health import MachineSample
 from harness.judge import JUDGE_PROMPT_VERSION
 from harness.limiter import Limiter, PoolLimits, default_pool_key
 from harness.plan import make_plan
@@ -320,10 +322,12 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig.name)
+    before = MachineSample.now()
     try:
         with loops.measuring():
             outcome = await engine.run(plan)
     finally:
+        after = MachineSample.now()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
@@ -334,16 +338,6 @@ async def _run(
             await asyncio.to_thread(events.close)
             delivery = events.stats()
         store.close()
-    if outcome.loop_lag.get("samples", 0) >= 100 and outcome.loop_lag.get("p99_ms", 0.0) > 5.0:
-        console.print(
-            f"[yellow]warning:[/] the harness's event loop lagged (p99 {outcome.loop_lag['p99_ms']:.1f} ms): "
-            "latencies may include the harness's own delay; lower the load or use fewer streams per process"
-        )
-    if outcome.saturated:
-        console.print(
-            "[yellow]warning:[/] the run could not keep to its arrival schedule (limiter, --max-in-flight or "
-            "the harness itself): latency_from_schedule_s includes that queueing"
-        )
     status = "interrupted" if caught else ("failed" if outcome.error else "finished")
     run.update_manifest(
         status=status,
@@ -357,10 +351,16 @@ async def _run(
         loop_lag=outcome.loop_lag,
         release_lateness=outcome.release_lateness,
         workers=parts.workers,
+        workers_auto=cfg.workers is None,  # harness.workers.auto_workers chose the number
         worker_health=outcome.workers,
         saturated=outcome.saturated,
+        late_admissions=outcome.late_admissions,
+        released=outcome.released,
+        guard=outcome.guard,
         events=delivery,
+        health={"process": _process_health(before, after, outcome, delivery)},
     )
+    _say_health(run, console)
     result = RunResult(run_id=run.run_id, run_dir=run.path, outcome=outcome, delivery=delivery)
     if caught:
         raise Interrupted(caught[0])
@@ -369,6 +369,39 @@ async def _run(
     if cfg.report:
         result.report = _write_report(run.path, cfg, console)
     return result
+
+
+def _process_health(
+    before: MachineSample, after: MachineSample, outcome: RunOutcome, delivery: dict[str, Any]
+) -> dict[str, Any]:
+    """The harness's CPU over the run (this process, its workers, the PostHog delivery child), per call
+    and as a share of one core; its loop thread's time on and waiting for a CPU; the hypervisor's steal."""
+    figures = after.since(before)
+    workers = sum(w.get("cpu_s") or 0.0 for w in outcome.workers)
+    cpu = figures["process_cpu_s"] + workers + float(delivery.get("cpu_s") or 0.0)
+    calls = outcome.finished
+    figures["harness_cpu_s"] = round(cpu, 4)
+    figures["harness_cpu_share"] = round(cpu / figures["wall_s"], 4)
+    figures["cpu_per_call_ms"] = round(1000 * cpu / calls, 4) if calls else None
+    if outcome.workers:  # the loop that times the calls is a worker's: the busiest one's figures
+        guards = [w.get("guard") or {} for w in outcome.workers]
+        for key in ("loop_cpu_share", "loop_wait_share"):
+            values = [g[key] for g in guards if g.get(key) is not None]
+            figures[key] = max(values) if values else None
+    return figures
+
+
+def _say_health(run: RunDir, console: Console) -> None:
+    """The end-of-run warnings (the report's top lines, from the same figures), and the manifest's copy."""
+    from harness.report.health import measure_health
+
+    try:
+        health = measure_health(run.load_calls(), run.manifest)
+    except StorageError:
+        return
+    for notice in health.notices:
+        console.print(f"[yellow]warning:[/] {escape(notice)}", soft_wrap=True)
+    run.update_manifest(health={**run.manifest.get("health", {}), "self_delay": health.figures()})
 
 
 def _json_equal(recorded: Any, current: Any) -> bool:

@@ -16,6 +16,7 @@ import polars as pl
 
 from harness.report.charts import render_charts
 from harness.report.compare_models import compare_models
+from harness.report.health import Health, health_tables, measure_health
 from harness.report.insights import posthog_insights_from_calls
 from harness.report.prepared import Prepared, prepare
 from harness.report.recommend import Constraints, recommend
@@ -36,6 +37,7 @@ class ReportResult:
     report_md: Path
     report_html: Path
     summary: pl.DataFrame
+    health: Health | None = None
 
 
 def _facts(manifest: dict[str, Any], prep: Prepared, summary: pl.DataFrame) -> list[str]:
@@ -95,6 +97,7 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
     insights = posthog_insights_from_calls(prep.calls)
     charts = render_charts(prep, summary, rec.pareto)
     tables = build_tables(summary, comparison, insights)
+    health = measure_health(prep.calls, manifest)
     run_id: object = manifest.get("run_id") or (
         prep.calls.get_column("run_id")[0] if prep.calls.height else run.path.name
     )
@@ -104,18 +107,30 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
         facts.insert(
             0, f"Constraints: {constraints.describe()} (met when the 95 % interval's worse end meets them)"
         )
+    if health.eventful:  # the harness distorted or changed what it measured: said first, shown in full
+        tables = [*health_tables(health), *tables]
+    else:
+        facts.append(health.line())
     run.write_parquet("summary.parquet", summary)
     run.write_parquet("comparison.parquet", comparison)
     for file, _name, png in charts:
         run.write_atomic(file, png)
     md = render_markdown(
         title=title,
+        warnings=health.notices,
         recommendation=rec.text,
         facts=facts,
         tables=tables,
         charts=[(f, n) for f, n, _ in charts],
     )
-    html = render_html(title=title, recommendation=rec.text, facts=facts, tables=tables, charts=charts)
+    html = render_html(
+        title=title,
+        warnings=health.notices,
+        recommendation=rec.text,
+        facts=facts,
+        tables=tables,
+        charts=charts,
+    )
     return ReportResult(
         recommendation_text=rec.text,
         recommended_model=rec.model,
@@ -123,4 +138,5 @@ def write_report(run_dir: Path, *, constraints: Constraints | None = None, seed:
         report_md=run.write_atomic("report.md", md.encode()),
         report_html=run.write_atomic("report.html", html.encode()),
         summary=summary,
+        health=health,
     )

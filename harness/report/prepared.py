@@ -47,6 +47,8 @@ _USED = [
     "latency_s",
     "latency_from_schedule_s",
     "output_tokens_per_s",
+    "client_delay_first_token_s",
+    "client_delay_last_byte_s",
     "input_tokens",
     "output_tokens",
     "cache_creation_input_tokens",

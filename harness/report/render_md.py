@@ -5,6 +5,8 @@ Must not compute anything: it formats `Table`s and the recommendation it is give
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from harness.report.tables import Table
 
 __all__ = ["md_table", "render_markdown"]
@@ -21,10 +23,19 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def render_markdown(
-    *, title: str, recommendation: str, facts: list[str], tables: list[Table], charts: list[tuple[str, str]]
+    *,
+    title: str,
+    recommendation: str,
+    facts: list[str],
+    tables: list[Table],
+    charts: list[tuple[str, str]],
+    warnings: Sequence[str] = (),
 ) -> str:
-    """facts: one-line run facts (dataset, calls, window); charts: (file name, title)."""
-    out = [f"# {title}", "", f"**{recommendation}**", ""]
+    """warnings: the top lines (measurement health); facts: one-line run facts; charts: (file name, title)."""
+    out = [f"# {title}", ""]
+    for w in warnings:
+        out += [f"> **Warning:** {w}", ""]
+    out += [f"**{recommendation}**", ""]
     out += [f"- {f}" for f in facts]
     for t in tables:
         out += ["", f"## {t.title}", ""]
