@@ -89,21 +89,27 @@ def _baseline(
     shape: str = "text",
     rate: float | None = None,
 ) -> dict[str, Any]:
-    out = subprocess.run(
-        [
-            *(sys.executable, "-m", "benchmarks.baselines", mode, url),
-            *("--calls", str(calls), "--concurrency", str(concurrency)),
-            *("--max-tokens", str(max_tokens), "--model", model, "--shape", shape),
-            *(("--rate", str(rate)) if rate is not None else ()),
-        ],
-        capture_output=True,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"baseline {mode} failed:\n{out.stderr.decode(errors='replace')[-2000:]}")
-    return json.loads(out.stdout.decode().strip().splitlines()[-1])
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        result = Path(fh.name)
+    try:
+        out = subprocess.run(
+            [
+                *(sys.executable, "-m", "benchmarks.baselines", mode, url),
+                *("--calls", str(calls), "--concurrency", str(concurrency)),
+                *("--max-tokens", str(max_tokens), "--model", model, "--shape", shape),
+                *(("--rate", str(rate)) if rate is not None else ()),
+                *("--out", str(result)),
+            ],
+            capture_output=True,
+            cwd=ROOT,
+            timeout=300,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"baseline {mode} failed:\n{out.stderr.decode(errors='replace')[-2000:]}")
+        return json.loads(result.read_text())  # type: ignore[no-any-return]
+    finally:
+        result.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- sections
@@ -789,9 +795,10 @@ def health(ctx: Ctx) -> None:
             f"  H2 holds by: {'the error' if over <= 3.0 else ''}{' and ' if over <= 3.0 and flagged >= 0.95 and said else ''}"
             f"{'the flags' if flagged >= 0.95 and said else ''}"
         )
-        ctx.judge("H2a", "c=256, guard on: harness mean TTFT error - bare's (ms)", over, "<=", 3.0, "ms")
-        ctx.judge(
-            "H2b", "c=256, no guard: calls with error > 5 ms flagged (%)", 100 * flagged, ">=", 95.0, "%"
+        # The two ways H2 can hold, printed with their own targets; the verdict is H2.
+        _log(f"  H2a: guard on, harness mean TTFT error - bare's: {over:.2f} ms (target <= 3)")
+        _log(
+            f"  H2b: no guard, calls with error > 5 ms flagged: {100 * flagged:.1f} % (target >= 95); top line: {said}"
         )
         ctx.judge("H2", "c=256: H2a, or H2b with the report's top line saying so", float(ok), ">=", 1.0)
         # H3: open loop 300/s.

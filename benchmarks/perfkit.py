@@ -496,11 +496,14 @@ def run_scenario(scenario: dict[str, Any], timeout_s: float = 600.0) -> dict[str
             timeout=timeout_s,
             check=False,
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"harness worker failed:\n{done.stderr.decode(errors='replace')[-3000:]}")
+        return json.loads(
+            Path(path + ".out").read_text()
+        )  # a file: a long result never meets a pipe's limits
     finally:
         Path(path).unlink(missing_ok=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"harness worker failed:\n{done.stderr.decode(errors='replace')[-3000:]}")
-    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+        Path(path + ".out").unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -508,9 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", required=True, help="internal: a JSON scenario file")
     args = parser.parse_args(argv)
     scenario = json.loads(Path(args.scenario).read_text())
-    result = json.dumps(_worker(scenario), default=str)
-    os.set_blocking(sys.stdout.fileno(), True)  # a long line must not be cut by a non-blocking pipe
-    print(result, flush=True)
+    Path(args.scenario + ".out").write_text(json.dumps(_worker(scenario), default=str))
     return 0
 
 

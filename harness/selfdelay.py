@@ -20,17 +20,20 @@ loop's iterations are, and `LoopClock` watches them cheaply:
 
 The estimate is a subtraction and a comparison per mark (`delay_ns`), no allocation; the
 clock costs one callback per loop iteration when busy and ~1,000 short ones per second when
-idle. Measured against the simulator's ground truth (issue #16; `make perf`, section
-health, reproduces it): at concurrency 256 on a saturated loop the per-call estimate of the
-first-token mark tracks the harness's read delay (harness mark − the moment the simulator
-sent the delta, same machine clock) with correlation 0.88–0.96 and median ratio 0.91–0.99,
-and the whole TTFT error (which also holds the simulator's own lateness in reading the
-request) with correlation 0.5–0.97 and median ratio 0.76–0.84. The alternative, the lag of
-the 10 ms `LoopLagMonitor` samples bracketing the mark, correlates 0.40–0.76 with the
-same error and its median is off by up to 77 % (one sample per 10 ms misses most
-iterations of a loop that is busy but not saturated). Under light load (an idle loop
-between calls) the estimate is 0 while the real wait is ~0.1–1 ms (the loop finishing
-another call's chunk): the estimate is made for the thresholds that matter (5 and 20 ms).
+idle.
+
+Measured accuracy (`python -m benchmarks.perf --only selfdelay`: 256 streams, no timing
+guard, against the simulator's ground truth; runs on this 2-core machine under the other
+sessions' load): against the harness's own side of the TTFT error (its first-token mark −
+the moment the simulator handed the delta to its socket, on one clock) the per-call
+estimate's median is 0.89–1.03 of the error's and correlates 0.84–0.97 with it; against the
+whole TTFT error, which also holds the simulator's own lateness in reading the request
+(~20–30 ms at that load, a delay any client would see), 0.63–0.84 and 0.78–0.97. The
+alternative the issue suggested, the lag of the 10 ms `LoopLagMonitor` samples bracketing
+the mark, correlates 0.40–0.87 with the same error and its median is off by up to 77 %:
+one sample per 10 ms (and fewer on a saturated loop) misses most iterations. Under light
+load the estimate is 0 while the real wait is ~0.1–1 ms (the loop finishing another call's
+chunk): it is made for the thresholds that matter (5 and 20 ms).
 """
 
 from __future__ import annotations
