@@ -309,8 +309,8 @@ def health_tables(h: Health) -> list[Table]:
             "Corrected view (an estimate: each call's self-delay subtracted)",
             [h.word, "n", *(f"TTFT {q}" for q, _ in _QS), *(f"latency {q}" for q, _ in _QS)],
             note="Each cell: as measured → with the call's own self-delay estimate subtracted. The estimate "
-            "follows the harness's read delay closely on a saturated loop (make perf, section health); the "
-            "measured figures are the ones the other tables use.",
+            "follows the harness's own read delay closely on a saturated loop (make perf, section selfdelay); "
+            "the measured figures are the ones the other tables use.",
         )
         for r in h.corrected:
             cells = [str(r["arm"]), str(r["n"])]
@@ -345,7 +345,7 @@ def _guard_text(g: dict[str, Any]) -> str:
     first = changes[0] if changes else {}
     return (
         f"changed the concurrency: asked {g.get('asked')}, lowest {g.get('lowest')}, final {g.get('final')} "
-        f"({len(changes)} changes; first at {first.get('at_s', 0.0):.2f} s: {first.get('why', '')})"
+        f"({len(changes)} change(s); first at {first.get('at_s', 0.0):.2f} s: {first.get('why', '')})"
     )
 
 
