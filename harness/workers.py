@@ -143,7 +143,8 @@ def merge_guards(guards: list[dict[str, Any]]) -> dict[str, Any]:
         "deltas": sum(g.get("deltas") or 0 for g in guards),
         "loop_cpu_s": round(cpu, 4),
         "cpu_per_call_ms": round(1000 * cpu / calls, 4) if calls else None,
-        "capacity_streams": sum(c for c in capacities if c is not None) if None not in capacities else None,
+        # Each worker's own estimate, summed over the workers that made one.
+        "capacity_streams": sum(c for c in capacities if c is not None) if any(capacities) else None,
         "workers": len(guards),
     }
 

@@ -221,9 +221,13 @@ def _notices(h: Health) -> list[str]:
     if g.get("changed"):
         notices.append(
             f"The timing guard changed the run's concurrency: asked {g.get('asked')}, ran as low as "
-            f"{g.get('lowest')} and ended at {g.get('final')} concurrent calls, because one process could time "
-            f"about {g.get('capacity_streams')} stream(s) at once ({_fmt_ms(g.get('cpu_per_call_ms'))} of loop "
-            "CPU per call). Load-dependent figures are for that concurrency; --workers spreads the load over processes, "
+            f"{g.get('lowest')} and ended at {g.get('final')} concurrent calls, because "
+            + (
+                f"the harness could time about {g['capacity_streams']} stream(s) at once"
+                if g.get("capacity_streams")
+                else "its event loop was too busy to time more"
+            )
+            + f" ({_fmt_ms(g.get('cpu_per_call_ms'))} of loop CPU per call). Load-dependent figures are for that concurrency; --workers spreads the load over processes, "
             "--no-timing-guard keeps the asked concurrency."
         )
     o = h.open_loop
