@@ -156,9 +156,7 @@ class RunOutcome:
     saturated: bool = False  # open loop: the harness could not keep to the schedule
     error: HarnessError | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)  # per worker process, when there are several
-    cpu_s: float | None = (
-        None  # this engine's process CPU time while it ran (a worker reports it to the parent)
-    )
+    cpu_s: float | None = None  # this engine's process CPU while it ran (a worker sends it to the parent)
     wall_s: float | None = None  # how long it ran
     late_admissions: int = 0  # open loop: calls admitted more than one interval after their schedule
     released: int = 0  # open loop: calls released by the schedule
