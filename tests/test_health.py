@@ -58,11 +58,11 @@ def _self_delays(run_dir: Path) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def runs(simulator_session: SimProc, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A saturated run (64 streams, no guard) and an idle one (1 stream) against the same simulator."""
+    """A saturated run (128 streams, no guard) and an idle one (1 stream) against the same simulator."""
     simulator_session.reset()
     tmp = tmp_path_factory.mktemp("health")
     saturated = _run(
-        tmp, simulator_session, "saturated", cases=60, repeats=5, concurrency=64, timing_guard=False
+        tmp, simulator_session, "saturated", cases=60, repeats=10, concurrency=128, timing_guard=False
     )
     idle = _run(tmp, simulator_session, "idle", cases=30, concurrency=1)
     return {"saturated": saturated, "idle": idle}
@@ -114,7 +114,8 @@ def test_the_console_report_and_manifest_show_the_same_figures(runs):
 
 
 def test_the_guard_lowers_concurrency_on_a_saturated_loop_and_says_so(simulator, tmp_path):
-    result, console = _run(tmp_path, simulator, "guarded", cases=60, repeats=6, concurrency=64)
+    # ~1,200 short calls: the run lasts several of the guard's 0.25 s windows even on a fast machine.
+    result, console = _run(tmp_path, simulator, "guarded", cases=60, repeats=20, concurrency=64)
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     guard = manifest["guard"]
     assert guard["enabled"] and guard["changed"] and guard["asked"] == 64
@@ -124,7 +125,7 @@ def test_the_guard_lowers_concurrency_on_a_saturated_loop_and_says_so(simulator,
     assert GUARD_NOTICE in console
     assert GUARD_NOTICE in (result.run_dir / "report.md").read_text()
     calls = pl.read_parquet(result.run_dir / "calls.parquet")
-    assert calls.height == 360 and calls.filter(pl.col("status") == "ok").height == 360  # nothing lost
+    assert calls.height == 1200 and calls.filter(pl.col("status") == "ok").height == 1200  # nothing lost
     assert manifest["health"]["process"]["harness_cpu_s"] > 0
 
 
