@@ -273,11 +273,11 @@ def _warm(cfg: RunConfig, target: Target, workers: int) -> int:
 
     A call on a new connection counts the connect in its TTFT, and on a busy loop the
     iterations around it too (p99 +460 ms at concurrency 256, issue #16). On a loopback
-    target every one of a process's streams gets one (they are cheap there); on a remote
-    target at most 64 (the rest open during the first calls).
+    target every one of a process's streams gets one, up to 1,024 (they are cheap there); on
+    a remote target at most 64 (the rest open during the first calls).
     """
     share = -(-(cfg.max_in_flight or cfg.concurrency) // workers)
-    return min(256 if target.loopback else 64, share)
+    return min(1024 if target.loopback else 64, share)
 
 
 @dataclass
