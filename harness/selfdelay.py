@@ -26,9 +26,9 @@ Measured accuracy (`python -m benchmarks.perf --only selfdelay`: 256 streams, no
 guard, against the simulator's ground truth; runs on this 2-core machine under the other
 sessions' load): against the harness's own side of the TTFT error (its first-token mark −
 the moment the simulator handed the delta to its socket, on one clock) the per-call
-estimate's median is 0.89–1.03 of the error's and correlates 0.84–0.97 with it; against the
+estimate's median is 0.87–1.03 of the error's and correlates 0.84–0.97 with it; against the
 whole TTFT error, which also holds the simulator's own lateness in reading the request
-(~20–30 ms at that load, a delay any client would see), 0.63–0.84 and 0.78–0.97. The
+(~20–30 ms at that load, a delay any client would see), 0.59–0.84 and 0.77–0.97. The
 alternative the issue suggested, the lag of the 10 ms `LoopLagMonitor` samples bracketing
 the mark, correlates 0.40–0.87 with the same error and its median is off by up to 77 %:
 one sample per 10 ms (and fewer on a saturated loop) misses most iterations. Under light
