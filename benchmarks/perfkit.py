@@ -272,11 +272,10 @@ class _RssAtShares:
 def _instrument() -> dict[str, float]:
     """Loop-thread CPU per component of a call, summed over the run (`--scenario` with "split").
 
-    Each wrapped function is timed with the calling thread's CPU clock: request building is
-    `wire_body` (the body as JSON-ready values) on the default aiohttp path, and the time from
-    `ClaudeClient.call` to the request hook (one task step) on the httpx and SDK paths. What no
-    wrapper covers (aiohttp's request path and response objects, httpx's on the other paths,
-    asyncio's scheduling) is the rest: the loop thread's CPU less the parts.
+    Each wrapped function is timed with the calling thread's CPU clock; the SDK's request
+    building is timed from `ClaudeClient.call` to the request hook (one task step). What no
+    wrapper covers (the SDK's response objects, the request's path through httpx and
+    aiohttp, asyncio's scheduling) is the rest: the loop thread's CPU less the parts.
     """
     import contextvars
     import functools
@@ -292,7 +291,7 @@ def _instrument() -> dict[str, float]:
 
     totals: dict[str, float] = dict.fromkeys(
         (
-            "request building",
+            "SDK request building",
             "transport: aiohttp's HTTP parser",
             "SSE reading",
             "record",
@@ -346,12 +345,11 @@ def _instrument() -> dict[str, float]:
         def stamped(request: Any, _hook: Any = hook) -> Any:
             start = began.get()
             if start:
-                totals["request building"] += clock() - start
+                totals["SDK request building"] += clock() - start
                 began.set(0.0)
             return _hook(request)
 
         setattr(hc, hook_name, stamped)
-    wrap(hc, "wire_body", "request building")
     wrap(proto.ResponseHandler, "data_received", "transport: aiohttp's HTTP parser")
     wrap(hc.StreamReader, "feed", "SSE reading")
     wrap(hc.StreamReader, "end", "SSE reading")
@@ -452,7 +450,7 @@ def _worker(scenario: dict[str, Any]) -> dict[str, Any]:
         loop_cpu = float(result.outcome.guard.get("loop_cpu_s") or 0.0)
         out["split_s"] = {
             **split,
-            "rest: the request's path, response objects, asyncio": loop_cpu - sum(split.values()),
+            "rest: SDK response objects, request path, asyncio": loop_cpu - sum(split.values()),
         }
         out["loop_cpu_s"] = loop_cpu
     if scenario.get("per_call"):

@@ -5,17 +5,10 @@ Every SDK or transport failure is translated here, at one boundary, into an
 SDK exception. The SDK's own retries are off (`max_retries=0`): the runner owns
 retries, so each attempt is visible and counted.
 
-The Messages request itself is built here (`wire_body`, the SDK's own headers taken
-once) and sent on the hot path without the SDK's per-call machinery, which costs more
-CPU than the whole rest of a call and measures nothing (issue #16, `make perf` section
-health): straight through aiohttp on the default transport (the session the SDK's
-aiohttp transport would wrap), through the SDK's httpx client with `--transport httpx`,
-and through the SDK itself only for credentials that refresh. The SDK keeps the
-preflight of those and the client's configuration (base URL, key, headers).
-
-Streams are split into SSE events here: the SDK's high-level stream helper costs several
-times more CPU per token (building-blocks, issue #6), and the harness only needs the time
-marks, the text, the tool calls, the usage and the stop reason. TTFT is taken at the first content
+Streams are read from the SDK's raw streaming response and split into SSE events
+here: the SDK's high-level stream helper costs several times more CPU per token
+(building-blocks, issue #6), and the harness only needs the time marks, the text,
+the tool calls, the usage and the stop reason. TTFT is taken at the first content
 delta of any kind (never at `message_start`); the first `text_delta` and the first
 `thinking_delta` are marked apart, since a thinking stream's first delta is not the
 first text a user sees. A stream that ends without `message_stop` or a stop reason
@@ -38,7 +31,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import anthropic
 import httpx2
 import orjson
@@ -307,8 +299,7 @@ class ClaudeClient:
         # timeouts and the request hook), with the SDK's headers, taken once. Credentials that
         # refresh (a token cache) keep the SDK's path.
         self._http = http_client
-        self._base = str(self._client.base_url).rstrip("/")
-        self._messages_url = self._base + "/v1/messages"
+        self._messages_url = str(self._client.base_url).rstrip("/") + "/v1/messages"
         self._headers: dict[str, str] | None = None
         if getattr(self._client, "_token_cache", None) is None:
             defaults = {k: v for k, v in self._client.default_headers.items() if isinstance(v, str)}
@@ -318,52 +309,12 @@ class ClaudeClient:
                 "x-stainless-timeout": str(timeout.read),
                 "x-stainless-read-timeout": str(timeout.read),
             }
-        # On the aiohttp transport the request goes straight to aiohttp (the session the SDK's
-        # transport would wrap): httpx's request and response objects around it cost another
-        # ~0.3 ms of CPU per call (issue #16: 0.71 -> 0.39 ms for the client alone). Same pool
-        # size, timeouts and keep-alive; the SDK's httpx client is then used by nothing per call.
-        self._direct = transport == "aiohttp" and self._headers is not None
-        self._session: aiohttp.ClientSession | None = None
-        self._aio_timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout.pool, sock_connect=timeout.connect, sock_read=timeout.read
-        )
-        self._max_connections = max_connections
-        self._keepalive_s = limits.keepalive_expiry
-
-    def _aiohttp(self) -> aiohttp.ClientSession:
-        """The direct path's session, opened on the running loop at first use."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self._max_connections, keepalive_timeout=self._keepalive_s
-                ),
-                timeout=self._aio_timeout,
-            )
-        return self._session
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
         await self._client.close()
 
     async def get_model(self, model: str) -> str | None:
-        """Preflight: None when the model exists, else an `error_kind` (not_found, authentication…).
-
-        On the direct path it also opens the keep-alive connections the first calls will use.
-        """
-        if self._direct:
-            assert self._headers is not None
-            try:
-                async with self._aiohttp().get(
-                    f"{self._base}/v1/models/{model}", headers=self._headers
-                ) as resp:
-                    await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError):
-                return "connection"
-            if status < 400:
-                return None
-            return _STATUS_KINDS.get(status, "server_error" if status >= 500 else "bad_request")
+        """Preflight: None when the model exists, else an `error_kind` (not_found, authentication…)."""
         try:
             await self._client.models.retrieve(model)
         except anthropic.APIStatusError as exc:
@@ -376,11 +327,13 @@ class ClaudeClient:
 
     async def call(self, call: PlannedCall, *, stream: bool, attempt: int) -> Attempt:
         """Send one attempt and measure it; never raises for a failed call."""
-        if self._direct:
-            return await self._call_aiohttp(call, stream=stream, attempt=attempt)
         if self._headers is None:
             return await self._call_through_sdk(call, stream=stream, attempt=attempt)
-        headers = self._request_headers(call, attempt)
+        headers = self._headers
+        if self._tag:
+            headers = {**headers, "x-harness-call-id": call.call_id, "x-harness-attempt": str(attempt)}
+            if self._quality_headers:
+                headers.update(simulator_quality_headers(call))
         a = Attempt()
         token = _current_attempt.set(a)
         http: httpx2.Response | None = None
@@ -420,59 +373,6 @@ class ClaudeClient:
                     await http.aclose()
         finally:
             _current_attempt.reset(token)
-        return a
-
-    def _request_headers(self, call: PlannedCall, attempt: int) -> dict[str, str]:
-        headers = self._headers
-        assert headers is not None
-        if self._tag:
-            headers = {**headers, "x-harness-call-id": call.call_id, "x-harness-attempt": str(attempt)}
-            if self._quality_headers:
-                headers.update(simulator_quality_headers(call))
-        return headers
-
-    async def _call_aiohttp(self, call: PlannedCall, *, stream: bool, attempt: int) -> Attempt:
-        """One attempt straight through aiohttp: the same marks, outcomes and error kinds as through httpx."""
-        a = Attempt(sent_ns=time.perf_counter_ns())  # re-marked as the request goes out
-        answered = False
-        try:
-            body = orjson.dumps(wire_body(call, stream))
-            headers = self._request_headers(call, attempt)
-            session = self._aiohttp()
-            a.sent_ns = time.perf_counter_ns()
-            if _AIOHTTP_WRITES_LATER:  # the body is written by aiohttp's own task: mark then (see _restamp)
-                asyncio.get_running_loop().call_soon(_restamp, a)
-            async with session.post(self._messages_url, data=body, headers=headers) as resp:
-                answered = True
-                a.status = resp.status
-                a.headers = resp.headers
-                a.request_id = resp.headers.get("request-id")
-                if a.status >= 400:
-                    self._read_error(await resp.read(), a)
-                elif stream:
-                    reader = StreamReader(a)
-                    async for chunk in resp.content.iter_any():
-                        if reader.feed(chunk, time.perf_counter_ns()):
-                            return a
-                    reader.end(time.perf_counter_ns())
-                else:
-                    data = await resp.read()
-                    a.mark_last_byte(time.perf_counter_ns(), selfdelay.current())
-                    self._read_message(data, a)
-        except TimeoutError:  # aiohttp's socket and connect timeouts are TimeoutErrors
-            a.fail(
-                "timeout",
-                "stream stalled longer than the timeout" if answered else "no response within the timeout",
-            )
-        except aiohttp.ClientPayloadError as exc:
-            a.fail("stream_dropped", f"connection lost mid-stream: {type(exc).__name__}")
-        except aiohttp.ClientError as exc:
-            if answered:
-                a.fail("stream_dropped", f"connection lost mid-stream: {type(exc).__name__}")
-            else:
-                a.fail("connection", f"connection failed: {type(exc).__name__}")
-        except (ValueError, TypeError) as exc:
-            a.fail("client_error", f"{type(exc).__name__}: {exc}")
         return a
 
     @staticmethod
