@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import sys
 import time
 from collections.abc import Mapping
@@ -39,15 +38,7 @@ from harness import selfdelay
 from harness.records import PlannedCall
 from harness.usage import apply_usage, merge_usage
 
-__all__ = [
-    "ERROR_KINDS",
-    "Attempt",
-    "ClaudeClient",
-    "StreamReader",
-    "max_tokens_of",
-    "request_params",
-    "wire_body",
-]
+__all__ = ["ERROR_KINDS", "Attempt", "ClaudeClient", "StreamReader", "max_tokens_of", "request_params"]
 
 DEFAULT_MAX_TOKENS = 1024
 
@@ -222,15 +213,6 @@ def request_params(call: PlannedCall, stream: bool) -> dict[str, Any]:
     return params
 
 
-def wire_body(call: PlannedCall, stream: bool) -> dict[str, Any]:
-    """The Messages request's JSON body: `request_params` with the SDK's `extra_body` merged in."""
-    params = request_params(call, stream)
-    extra = params.pop("extra_body", None)
-    if extra:
-        params.update(extra)
-    return params
-
-
 def simulator_quality_headers(call: PlannedCall) -> dict[str, str]:
     """What the project's simulator needs to answer like a model of a given quality, and nothing else.
 
@@ -293,22 +275,6 @@ class ClaudeClient:
         )
         self._tag = tag_requests
         self._quality_headers = quality_headers and tag_requests
-        # The Messages request is built here, not by the SDK: its request options, header layers and
-        # response wrappers cost ~0.3 ms of CPU per call (issue #16, make perf section health) that
-        # no measurement needs. The SDK's own httpx client still sends it (its transport, pool,
-        # timeouts and the request hook), with the SDK's headers, taken once. Credentials that
-        # refresh (a token cache) keep the SDK's path.
-        self._http = http_client
-        self._messages_url = str(self._client.base_url).rstrip("/") + "/v1/messages"
-        self._headers: dict[str, str] | None = None
-        if getattr(self._client, "_token_cache", None) is None:
-            defaults = {k: v for k, v in self._client.default_headers.items() if isinstance(v, str)}
-            self._headers = {
-                **defaults,
-                "x-stainless-retry-count": "0",
-                "x-stainless-timeout": str(timeout.read),
-                "x-stainless-read-timeout": str(timeout.read),
-            }
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -327,71 +293,6 @@ class ClaudeClient:
 
     async def call(self, call: PlannedCall, *, stream: bool, attempt: int) -> Attempt:
         """Send one attempt and measure it; never raises for a failed call."""
-        if self._headers is None:
-            return await self._call_through_sdk(call, stream=stream, attempt=attempt)
-        headers = self._headers
-        if self._tag:
-            headers = {**headers, "x-harness-call-id": call.call_id, "x-harness-attempt": str(attempt)}
-            if self._quality_headers:
-                headers.update(simulator_quality_headers(call))
-        a = Attempt()
-        token = _current_attempt.set(a)
-        http: httpx2.Response | None = None
-        try:
-            request = self._http.build_request(
-                "POST", self._messages_url, content=orjson.dumps(wire_body(call, stream)), headers=headers
-            )
-            a.sent_ns = time.perf_counter_ns()  # replaced by the request hook when the request leaves
-            http = await self._http.send(request, stream=True)
-        except httpx2.TimeoutException:
-            a.fail("timeout", "no response within the timeout")
-        except httpx2.HTTPError as exc:
-            a.fail("connection", f"connection failed: {type(exc).__name__}")
-        except (ValueError, TypeError) as exc:
-            a.fail("client_error", f"{type(exc).__name__}: {exc}")
-        else:
-            try:
-                a.status = http.status_code
-                a.headers = http.headers
-                a.request_id = http.headers.get("request-id")
-                if a.status >= 400:
-                    self._read_error(await http.aread(), a)
-                elif stream:
-                    await self._read_stream(http, a)
-                else:
-                    body = await http.aread()
-                    a.mark_last_byte(time.perf_counter_ns(), selfdelay.current())
-                    self._read_message(body, a)
-            except httpx2.TimeoutException:
-                a.fail("timeout", "stream stalled longer than the timeout")
-            except httpx2.TransportError as exc:
-                a.fail("stream_dropped", f"connection lost mid-stream: {type(exc).__name__}")
-            except (httpx2.HTTPError, ValueError, TypeError) as exc:
-                a.fail("client_error", f"{type(exc).__name__}: {exc}")
-            finally:
-                with contextlib.suppress(httpx2.HTTPError, OSError):
-                    await http.aclose()
-        finally:
-            _current_attempt.reset(token)
-        return a
-
-    @staticmethod
-    def _read_error(body: bytes, a: Attempt) -> None:
-        """A 4xx/5xx answer: its kind by status, its type and message from the API's error body."""
-        status = a.status or 0
-        a.retry_after_s = _retry_after(a.headers)
-        kind = _STATUS_KINDS.get(status) or ("server_error" if status >= 500 else "bad_request")
-        etype, message = "", body[:300].decode(errors="replace")
-        try:
-            error = orjson.loads(body).get("error")
-        except (orjson.JSONDecodeError, AttributeError):
-            error = None
-        if isinstance(error, Mapping):
-            etype, message = str(error.get("type") or ""), str(error.get("message", ""))[:300]
-        a.fail(kind, f"{status} {etype}: {message}", status)
-
-    async def _call_through_sdk(self, call: PlannedCall, *, stream: bool, attempt: int) -> Attempt:
-        """The same attempt through the SDK's request and response machinery (credentials that refresh)."""
         params = request_params(call, stream)
         if self._tag:
             params["extra_headers"] = {"x-harness-call-id": call.call_id, "x-harness-attempt": str(attempt)}
