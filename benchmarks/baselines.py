@@ -9,6 +9,10 @@ prints one JSON line: calls, wall seconds, CPU seconds of the process, deltas re
   `data:` line with orjson and keeping the text: the cheapest honest reader.
 - `harness-client`: `harness.client.ClaudeClient.call(stream=True)`: the harness's read path.
 - `sdk-stream`: the SDK's `messages.stream()` helper, iterating `text_stream`.
+- `aiohttp-timed`: the `aiohttp-lines` reader with time marks as the harness takes them
+  (request sent → first `content_block_delta` line, → last byte), each request tagged
+  `x-harness-call-id: bare-N`, closed loop or open loop (`--rate`): the reference that
+  the harness's TTFT error is held to against `benchmarks.truthserver` (its `per_call`).
 
 `--shape` picks the stream read by `aiohttp-lines` and `harness-client`: `text` (plain
 answers), `thinking` (a thinking block of 35-85 % of the deltas, then text) or `tools` (a
@@ -27,6 +31,7 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,7 +40,7 @@ from harness import loops
 
 __all__ = ["MODES"]
 
-MODES = ("sdk-loop", "aiohttp-lines", "harness-client", "sdk-stream")
+MODES = ("sdk-loop", "aiohttp-lines", "harness-client", "sdk-stream", "aiohttp-timed")
 SHAPES = ("text", "thinking", "tools")
 MODEL = "claude-haiku-4-5"  # replaced by --model
 _KEY = "sk-ant-bench-key"
@@ -149,6 +154,79 @@ async def _aiohttp_lines(
     return {"calls": calls, "deltas": deltas, "wall_s": wall, "cpu_s": cpu}
 
 
+async def _aiohttp_timed(
+    url: str, calls: int, concurrency: int, max_tokens: int, rate: float | None = None
+) -> dict[str, Any]:
+    """Closed loop of `concurrency` workers, or `calls` released at `rate`/s; per-call marks."""
+    import aiohttp
+
+    headers = {"x-api-key": _KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    marks: list[tuple[str, float, float]] = []
+    lateness: list[float] = []
+    counter = iter(range(calls))
+    limit = concurrency if rate is None else 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) as session:
+
+        async def ping() -> None:
+            async with session.get(f"{url}/v1/models/{MODEL}") as resp:
+                await resp.read()
+
+        await asyncio.gather(*(ping() for _ in range(concurrency if rate is None else min(256, calls))))
+
+        async def one(i: int) -> None:
+            body = orjson.dumps(
+                {"model": MODEL, "max_tokens": max_tokens, "stream": True, "messages": _prompt(i)}
+            )
+            tagged = {**headers, "x-harness-call-id": f"bare-{i}"}
+            parts: list[str] = []
+            sent = time.perf_counter_ns()
+            first = 0
+            async with session.post(url + "/v1/messages", data=body, headers=tagged) as resp:
+                async for line in resp.content:
+                    if line.startswith(b"data: "):
+                        event = orjson.loads(line[6:])
+                        if event.get("type") == "content_block_delta":
+                            if not first:
+                                first = time.perf_counter_ns()
+                            parts.append(event["delta"].get("text", ""))
+            last = time.perf_counter_ns()
+            "".join(parts)
+            marks.append((f"bare-{i}", (first - sent) * 1e-9, (last - sent) * 1e-9))
+
+        async def worker() -> None:
+            for i in counter:
+                await one(i)
+
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        if rate is None:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        else:
+            tasks = set()
+            start = time.perf_counter()
+            for i in range(calls):
+                due = start + i / rate
+                if (delay := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)
+                lateness.append(max(0.0, time.perf_counter() - due))
+                task = asyncio.ensure_future(one(i))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.gather(*list(tasks))
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {
+        "calls": calls,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "per_call": {
+            "call_id": [m[0] for m in marks],
+            "ttft_s": [m[1] for m in marks],
+            "latency_s": [m[2] for m in marks],
+        },
+        "release_lateness_s": lateness,
+    }
+
+
 async def _harness_client(
     url: str, calls: int, concurrency: int, max_tokens: int, shape: str = "text"
 ) -> dict[str, Any]:
@@ -215,6 +293,7 @@ _RUNNERS = {
     "aiohttp-lines": _aiohttp_lines,
     "harness-client": _harness_client,
     "sdk-stream": _sdk_stream,
+    "aiohttp-timed": _aiohttp_timed,
 }
 
 
@@ -230,14 +309,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shape", default="text", choices=SHAPES, help="aiohttp-lines and harness-client only"
     )
+    parser.add_argument(
+        "--rate", type=float, default=None, help="aiohttp-timed: open loop at this many calls/s"
+    )
+    parser.add_argument("--out", default=None, help="write the JSON result to this file instead of stdout")
     args = parser.parse_args(argv)
     _set_model(args.model)
-    extra = {"shape": args.shape} if args.mode in ("aiohttp-lines", "harness-client") else {}
+    extra: dict[str, Any] = {"shape": args.shape} if args.mode in ("aiohttp-lines", "harness-client") else {}
+    if args.mode == "aiohttp-timed":
+        extra = {"rate": args.rate}
     coro = _RUNNERS[args.mode](args.url, args.calls, args.concurrency, args.max_tokens, **extra)
     result = loops.run(coro, args.event_loop)  # the same loop as the harness, for a fair ratio
     result["mode"] = args.mode
     result["shape"] = args.shape
-    print(json.dumps(result), flush=True)
+    if args.out:  # a file: a long result (per-call marks) never meets a pipe's limits
+        Path(args.out).write_text(json.dumps(result))
+    else:
+        print(json.dumps(result), flush=True)
     return 0
 
 

@@ -28,6 +28,7 @@ from harness.simlauncher import SimulatorProcess
 __all__ = [
     "PERF_PROFILE",
     "SimServer",
+    "TruthProcess",
     "cpu_of",
     "pct",
     "run_scenario",
@@ -126,9 +127,11 @@ def write_dataset(path: Path, n: int, *, max_tokens: int, prompt_words: int = 12
 class SimServer:
     """The simulator in its own process with the perf profile; `requests()` is its ground truth."""
 
-    def __init__(self, *, time_scale: float = 1.0, limits: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, *, time_scale: float = 1.0, limits: dict[str, int] | None = None, profile: str | None = None
+    ) -> None:
         lim = {**RATE_LIMITS, **(limits or {})}
-        text = PERF_PROFILE
+        text = profile or PERF_PROFILE
         for key, value in lim.items():
             text = text.replace("{" + key + "}", str(value))
         fd, self.profile = tempfile.mkstemp(prefix="perf-profile-", suffix=".toml")
@@ -164,6 +167,54 @@ class SimServer:
         Path(self.profile).unlink(missing_ok=True)
 
     def __enter__(self) -> SimServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class TruthProcess:
+    """`benchmarks.truthserver` in its own process: exactly known timing, and its ground truth."""
+
+    def __init__(
+        self, *, ttft_ms: float = 60.0, gap_ms: float = 20.0, deltas: int = 7, tokens: int = 20
+    ) -> None:
+        args = [
+            "--ttft-ms",
+            str(ttft_ms),
+            "--gap-ms",
+            str(gap_ms),
+            "--deltas",
+            str(deltas),
+            "--tokens",
+            str(tokens),
+        ]
+        self.child = procs.start("benchmarks.truthserver", args, cwd=ROOT)
+        line = self.child.read_line(30).decode().split()
+        self.url = f"http://127.0.0.1:{int(line[-1])}"
+
+    def cpu_s(self) -> float:
+        return cpu_of(self.child.proc.pid)
+
+    def _call(self, method: str, path: str) -> bytes:
+        request = urllib.request.Request(
+            self.url + path, data=b"{}" if method == "POST" else None, method=method
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.read()
+
+    def truth(self) -> dict[str, dict[str, Any]]:
+        """call_id → its record (received_ns, first_ns, last_ns: perf_counter_ns)."""
+        rows = [json.loads(line) for line in self._call("GET", "/_truth").splitlines() if line.strip()]
+        return {r["call_id"]: r for r in rows if r.get("call_id")}
+
+    def reset(self) -> None:
+        self._call("POST", "/_reset")
+
+    def stop(self) -> None:
+        self.child.stop()
+
+    def __enter__(self) -> TruthProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -218,6 +269,101 @@ class _RssAtShares:
         pass
 
 
+def _instrument() -> dict[str, float]:
+    """Loop-thread CPU per component of a call, summed over the run (`--scenario` with "split").
+
+    Each wrapped function is timed with the calling thread's CPU clock; the SDK's request
+    building is timed from `ClaudeClient.call` to the request hook (one task step). What no
+    wrapper covers (the SDK's response objects, the request's path through httpx and
+    aiohttp, asyncio's scheduling) is the rest: the loop thread's CPU less the parts.
+    """
+    import contextvars
+    import functools
+
+    import aiohttp.client_proto as proto
+
+    from harness import client as hc
+    from harness import limiter as hl
+    from harness import progress as hp
+    from harness import runner as hr
+    from harness import store as hs
+    from harness.events import sink as es
+
+    totals: dict[str, float] = dict.fromkeys(
+        (
+            "SDK request building",
+            "transport: aiohttp's HTTP parser",
+            "SSE reading",
+            "record",
+            "limiter",
+            "store",
+            "event build and pipe",
+            "progress view",
+        ),
+        0.0,
+    )
+    clock = time.thread_time
+    began: contextvars.ContextVar[float] = contextvars.ContextVar("began", default=0.0)
+
+    def wrap(owner: Any, name: str, key: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = clock()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                totals[key] += clock() - t
+
+        setattr(owner, name, timed)
+
+    def wrap_async(owner: Any, name: str, key: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            t = clock()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                totals[key] += clock() - t
+
+        setattr(owner, name, timed)
+
+    original_call = hc.ClaudeClient.call
+
+    @functools.wraps(original_call)
+    async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        began.set(clock())
+        return await original_call(self, *args, **kwargs)
+
+    hc.ClaudeClient.call = call  # type: ignore[method-assign]
+    for hook_name in ("_stamp_sent", "_stamp_sent_at_write"):
+        hook = getattr(hc, hook_name)
+
+        def stamped(request: Any, _hook: Any = hook) -> Any:
+            start = began.get()
+            if start:
+                totals["SDK request building"] += clock() - start
+                began.set(0.0)
+            return _hook(request)
+
+        setattr(hc, hook_name, stamped)
+    wrap(proto.ResponseHandler, "data_received", "transport: aiohttp's HTTP parser")
+    wrap(hc.StreamReader, "feed", "SSE reading")
+    wrap(hc.StreamReader, "end", "SSE reading")
+    wrap(hr.Runner, "_record", "record")
+    wrap_async(hl.PoolLimiter, "acquire", "limiter")
+    wrap(hl.PoolLimiter, "settle", "limiter")
+    wrap(hl.PoolLimiter, "observe_headers", "limiter")
+    wrap(hs.RunStore, "write", "store")
+    wrap(es.EventSink, "write", "event build and pipe")
+    wrap(es.EventSink, "_flush", "event build and pipe")
+    wrap(hp.ProgressSink, "write", "progress view")
+    return totals
+
+
 def _planned(cfg: Any) -> int:
     """The number of calls the run will make (for the RSS marks' shares)."""
     from harness.dataset import load_cases
@@ -243,6 +389,7 @@ def _worker(scenario: dict[str, Any]) -> dict[str, Any]:
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall0 = time.perf_counter()
     extra = [_RssAtShares(rss, _planned(cfg))] if scenario.get("rss_marks") else []
+    split = _instrument() if scenario.get("split") else None
     result = loops.run(execute_run(cfg, extra_sinks=extra), cfg.event_loop)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
@@ -287,7 +434,10 @@ def _worker(scenario: dict[str, Any]) -> dict[str, Any]:
             "stopped_by": result.outcome.stopped_by,
             "loop_lag": result.outcome.loop_lag,
             "release_lateness": result.outcome.release_lateness,
+            "guard": result.outcome.guard,
+            "saturated": result.outcome.saturated,
         },
+        "health": RunDir.read(result.run_dir).manifest.get("health", {}),
         "events": {
             k: result.delivery.get(k) for k in ("handed", "delivered", "dropped", "failed", "pending")
         },
@@ -296,13 +446,32 @@ def _worker(scenario: dict[str, Any]) -> dict[str, Any]:
         "process_s": time.perf_counter() - t_start,
         "run_dir": str(result.run_dir),
     }
+    if split is not None:
+        loop_cpu = float(result.outcome.guard.get("loop_cpu_s") or 0.0)
+        out["split_s"] = {
+            **split,
+            "rest: SDK response objects, request path, asyncio": loop_cpu - sum(split.values()),
+        }
+        out["loop_cpu_s"] = loop_cpu
     if scenario.get("per_call"):
-        sel = calls.select("call_id", "ttft_s", "latency_s", "started_at", "scheduled_at", "status")
+        sel = calls.select(
+            "call_id",
+            "ttft_s",
+            "latency_s",
+            "started_at",
+            "scheduled_at",
+            "status",
+            "client_delay_first_token_s",
+            "client_delay_last_byte_s",
+        )
         out["per_call"] = {
             "call_id": sel["call_id"].to_list(),
             "ttft_s": sel["ttft_s"].to_list(),
             "latency_s": sel["latency_s"].to_list(),
+            "delay_first_s": sel["client_delay_first_token_s"].to_list(),
+            "delay_last_s": sel["client_delay_last_byte_s"].to_list(),
             "started_s": _seconds_since(sel["started_at"].to_list(), started.min()),
+            "started_unix": [t.timestamp() if t is not None else None for t in sel["started_at"].to_list()],
             "scheduled_s": _seconds_since(sel["scheduled_at"].to_list(), started.min()),
         }
     return out
@@ -327,11 +496,14 @@ def run_scenario(scenario: dict[str, Any], timeout_s: float = 600.0) -> dict[str
             timeout=timeout_s,
             check=False,
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"harness worker failed:\n{done.stderr.decode(errors='replace')[-3000:]}")
+        return json.loads(
+            Path(path + ".out").read_text()
+        )  # a file: a long result never meets a pipe's limits
     finally:
         Path(path).unlink(missing_ok=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"harness worker failed:\n{done.stderr.decode(errors='replace')[-3000:]}")
-    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+        Path(path + ".out").unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", required=True, help="internal: a JSON scenario file")
     args = parser.parse_args(argv)
     scenario = json.loads(Path(args.scenario).read_text())
-    print(json.dumps(_worker(scenario), default=str), flush=True)
+    Path(args.scenario + ".out").write_text(json.dumps(_worker(scenario), default=str))
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness import __version__, loops
 from harness.batch import BatchEngine, BatchSettings, retry_candidates
@@ -34,6 +35,7 @@ from harness.errors import ConfigError, HarnessError, Interrupted, StorageError,
 from harness.events.event import EventSettings
 from harness.events.sink import EventSink
 from harness.graders import judge_specs
+from harness.health import MachineSample
 from harness.judge import JUDGE_PROMPT_VERSION
 from harness.limiter import Limiter, PoolLimits, default_pool_key
 from harness.plan import make_plan
@@ -172,7 +174,7 @@ async def _execute(
         client = ClaudeClient(**target.client_kwargs(cfg))
         try:
             # With worker processes each worker opens its own connections; here only the checks run.
-            warm = 1 if workers > 1 or batch_prices else min(64, cfg.max_in_flight or cfg.concurrency)
+            warm = 1 if workers > 1 or batch_prices else _warm(cfg, target, 1)
             await preflight(client, (*cfg.model_names, *([judge.name] if judge else [])), warm=warm)
             plan = await _cache_plan(cfg, plan, client)
             run, plan, retries = _open_run(
@@ -324,7 +326,7 @@ def _engine(
             model_pool=model_pool,
             prices=prices,
             client=target.client_kwargs(cfg),
-            warm=min(64, -(-(cfg.max_in_flight or cfg.concurrency) // workers)),
+            warm=_warm(cfg, target, workers),
             event_loop=cfg.event_loop,
         )
 
@@ -351,6 +353,18 @@ def _batch_engine(
         )
 
     return _EngineParts(build, live.limiter, 1, batch=True)
+
+
+def _warm(cfg: RunConfig, target: Target, workers: int) -> int:
+    """Keep-alive connections each process opens before the clock starts.
+
+    A call on a new connection counts the connect in its TTFT, and on a busy loop the
+    iterations around it too (p99 +460 ms at concurrency 256, issue #16). On a loopback
+    target every one of a process's streams gets one, up to 1,024 (they are cheap there); on
+    a remote target at most 64 (the rest open during the first calls).
+    """
+    share = -(-(cfg.max_in_flight or cfg.concurrency) // workers)
+    return min(1024 if target.loopback else 64, share)
 
 
 @dataclass
@@ -396,10 +410,12 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig.name)
+    before = MachineSample.now()
     try:
         with loops.measuring():
             outcome = await engine.run(plan)
     finally:
+        after = MachineSample.now()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
@@ -410,16 +426,6 @@ async def _run(
             await asyncio.to_thread(events.close)
             delivery = events.stats()
         store.close()
-    if outcome.loop_lag.get("samples", 0) >= 100 and outcome.loop_lag.get("p99_ms", 0.0) > 5.0:
-        console.print(
-            f"[yellow]warning:[/] the harness's event loop lagged (p99 {outcome.loop_lag['p99_ms']:.1f} ms): "
-            "latencies may include the harness's own delay; lower the load or use fewer streams per process"
-        )
-    if outcome.saturated:
-        console.print(
-            "[yellow]warning:[/] the run could not keep to its arrival schedule (limiter, --max-in-flight or "
-            "the harness itself): latency_from_schedule_s includes that queueing"
-        )
     status = "interrupted" if caught else ("failed" if outcome.error else "finished")
     waiting = parts.batch and bool(outcome.batches.get("open"))
     if waiting and status == "finished":
@@ -437,11 +443,18 @@ async def _run(
         loop_lag=outcome.loop_lag,
         release_lateness=outcome.release_lateness,
         workers=parts.workers,
+        workers_auto=cfg.workers is None,  # harness.workers.auto_workers chose the number
         worker_health=outcome.workers,
         saturated=outcome.saturated,
+        late_admissions=outcome.late_admissions,
+        released=outcome.released,
+        guard=outcome.guard,
         events=delivery,
         **extra,
+        health={"process": _process_health(before, after, outcome, delivery)},
     )
+    if not parts.batch:  # a batch run has no time marks of its own to be distorted
+        _say_health(run, console)
     result = RunResult(run_id=run.run_id, run_dir=run.path, outcome=outcome, delivery=delivery)
     if waiting:
         _say_batches_run_on(console, run, cfg, len(outcome.batches.get("open") or ()))
@@ -513,6 +526,39 @@ async def cancel_batches(results_dir: Path, run_id: str) -> list[str]:
         await client.aclose()
         target.close()
     return lines or [f"{run_id}: no batch is open"]
+
+
+def _process_health(
+    before: MachineSample, after: MachineSample, outcome: RunOutcome, delivery: dict[str, Any]
+) -> dict[str, Any]:
+    """The harness's CPU over the run (this process, its workers, the PostHog delivery child), per call
+    and as a share of one core; its loop thread's time on and waiting for a CPU; the hypervisor's steal."""
+    figures = after.since(before)
+    workers = sum(w.get("cpu_s") or 0.0 for w in outcome.workers)
+    cpu = figures["process_cpu_s"] + workers + float(delivery.get("cpu_s") or 0.0)
+    calls = outcome.finished
+    figures["harness_cpu_s"] = round(cpu, 4)
+    figures["harness_cpu_share"] = round(cpu / figures["wall_s"], 4)
+    figures["cpu_per_call_ms"] = round(1000 * cpu / calls, 4) if calls else None
+    if outcome.workers:  # the loop that times the calls is a worker's: the busiest one's figures
+        guards = [w.get("guard") or {} for w in outcome.workers]
+        for key in ("loop_cpu_share", "loop_wait_share"):
+            values = [g[key] for g in guards if g.get(key) is not None]
+            figures[key] = max(values) if values else None
+    return figures
+
+
+def _say_health(run: RunDir, console: Console) -> None:
+    """The end-of-run warnings (the report's top lines, from the same figures), and the manifest's copy."""
+    from harness.report.health import measure_health
+
+    try:
+        health = measure_health(run.load_calls(), run.manifest)
+    except StorageError:
+        return
+    for notice in health.notices:
+        console.print(f"[yellow]warning:[/] {escape(notice)}", soft_wrap=True)
+    run.update_manifest(health={**run.manifest.get("health", {}), "self_delay": health.figures()})
 
 
 def _json_equal(recorded: Any, current: Any) -> bool:

@@ -162,6 +162,14 @@ def run(
             help="Processes sharing the calls (default: 1, more above ~200 streams or ~150 calls/s).",
         ),
     ] = None,
+    timing_guard: Annotated[
+        bool | None,
+        Opt(
+            "--timing-guard/--no-timing-guard",
+            help="Closed loop: admit no more streams than a process can time without delaying its own "
+            "marks (default; any change is in the manifest and the report).",
+        ),
+    ] = None,
     event_loop: Annotated[
         str | None, Opt("--event-loop", help="auto (uvloop when installed), uvloop or asyncio.")
     ] = None,

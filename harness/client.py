@@ -33,7 +33,9 @@ is read by the same `_read_message` as a live answer.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import sys
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
@@ -45,6 +47,7 @@ import anthropic
 import httpx2
 import orjson
 
+from harness import selfdelay
 from harness.records import PlannedCall
 from harness.usage import apply_usage, merge_usage
 
@@ -113,6 +116,10 @@ class Attempt:
     first_text_ns: int | None = None  # first text_delta
     first_thinking_ns: int | None = None  # first thinking_delta
     last_byte_ns: int = 0
+    # This process's own delay at the first-token and last-byte marks (`harness.selfdelay`); None
+    # outside a run (no loop clock) or without the mark.
+    first_token_delay_ns: int | None = None
+    last_byte_delay_ns: int | None = None
     status: int | None = None
     ok: bool = False
     error_kind: str | None = None
@@ -151,8 +158,14 @@ class Attempt:
         if status is not None:
             self.status = status
         if not self.last_byte_ns:
-            self.last_byte_ns = time.perf_counter_ns()
+            self.mark_last_byte(time.perf_counter_ns(), selfdelay.current())
         return self
+
+    def mark_last_byte(self, now: int, clock: selfdelay.LoopClock | None) -> None:
+        """The last-byte mark, with this process's own delay at it when a loop clock runs."""
+        self.last_byte_ns = now
+        if clock is not None:
+            self.last_byte_delay_ns = clock.delay_ns(now)
 
 
 # A batch result's `error.type` → the harness's error_kind (as the same error sent as a status).
@@ -302,6 +315,29 @@ async def _stamp_sent(request: httpx2.Request) -> None:
         attempt.sent_ns = time.perf_counter_ns()
 
 
+async def _stamp_sent_at_write(request: httpx2.Request) -> None:
+    """The aiohttp transport's request hook before Python 3.12: `sent` is when the body write starts.
+
+    There aiohttp buffers the headers and writes the body from a task of its own (no eager
+    tasks before 3.12), so the request leaves one loop iteration after this hook: on a busy
+    loop tens of milliseconds that a mark taken here would count as the model's TTFT
+    (measured: 101 ms median at concurrency 256, issue #16). A callback queued here runs just
+    before that task's first step, so the mark is taken as the request goes out.
+    """
+    attempt = _current_attempt.get()
+    if attempt is not None:
+        attempt.sent_ns = time.perf_counter_ns()
+        asyncio.get_running_loop().call_soon(_restamp, attempt)
+
+
+def _restamp(attempt: Attempt) -> None:
+    attempt.sent_ns = time.perf_counter_ns()
+
+
+# Python 3.12+ starts aiohttp's body writer eagerly: the request leaves inside the hook's step.
+_AIOHTTP_WRITES_LATER = sys.version_info < (3, 12)
+
+
 def max_tokens_of(call: PlannedCall) -> int:
     """What the request will ask for (as `request_params` does), without building it."""
     return call.case.max_tokens or DEFAULT_MAX_TOKENS
@@ -389,6 +425,8 @@ class ClaudeClient:
         hooks = {"request": [_stamp_sent]}
         http_client: httpx2.AsyncClient
         if transport == "aiohttp":
+            if _AIOHTTP_WRITES_LATER:
+                hooks = {"request": [_stamp_sent_at_write]}
             http_client = anthropic.DefaultAioHttpClient(timeout=timeout, limits=limits, event_hooks=hooks)
         else:
             http_client = anthropic.DefaultAsyncHttpxClient(timeout=timeout, limits=limits, event_hooks=hooks)
@@ -448,7 +486,7 @@ class ClaudeClient:
                     await self._read_stream(http, a)
                 else:
                     body = await http.aread()
-                    a.last_byte_ns = time.perf_counter_ns()
+                    a.mark_last_byte(time.perf_counter_ns(), selfdelay.current())
                     self._read_message(body, a)
                     hook = FIRST_TOKEN_HOOK.get()
                     if hook is not None:
@@ -621,10 +659,11 @@ class StreamReader:
     joined and decoded once, at its `content_block_stop`.
     """
 
-    __slots__ = ("a", "buffer", "calls", "parts", "stopped", "tools", "usage")
+    __slots__ = ("a", "buffer", "calls", "clock", "parts", "stopped", "tools", "usage")
 
     def __init__(self, a: Attempt) -> None:
         self.a = a
+        self.clock = selfdelay.current()
         self.buffer = b""
         self.parts: list[str] = []
         self.stopped = False
@@ -648,7 +687,7 @@ class StreamReader:
             if raw and self.event(raw, now):
                 return True
         self.buffer = buffer[at:] if at else buffer
-        self.a.last_byte_ns = now
+        self.a.mark_last_byte(now, self.clock)
         return False
 
     def end(self, now: int) -> None:
@@ -661,7 +700,7 @@ class StreamReader:
                     return
             except ValueError:  # a torn last event: the stream is incomplete, judged below
                 pass
-            a.last_byte_ns = now
+            a.mark_last_byte(now, self.clock)
         self._close()
         if not self.stopped or a.stop_reason is None:
             a.fail("stream_truncated", "stream ended without message_stop")
@@ -691,6 +730,8 @@ class StreamReader:
                 hook = FIRST_TOKEN_HOOK.get()
                 if hook is not None:
                     hook()
+                if self.clock is not None:
+                    a.first_token_delay_ns = self.clock.delay_ns(now)
             delta = event.get("delta") or {}
             text = delta.get("text")
             if text is not None:  # text_delta: the only delta with a `text`
@@ -729,7 +770,7 @@ class StreamReader:
             error = event.get("error") or {}
             etype = str(error.get("type"))
             self._close()
-            a.last_byte_ns = now
+            a.mark_last_byte(now, self.clock)
             a.fail(_STREAM_ERROR_KINDS.get(etype, "stream_error"), f"{etype}: {error.get('message')}")
             return True
         return False

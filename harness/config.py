@@ -75,6 +75,7 @@ class RunConfig:
     transport: str = "aiohttp"
     event_loop: str = "auto"  # auto (uvloop when installed) | uvloop | asyncio
     workers: int | None = None  # processes; None: 1, or more above a load threshold (harness.workers)
+    timing_guard: bool = True  # closed loop: admit no more streams than a process can time (harness.guard)
     sim_time_scale: float = 1.0
     sim_profile: Path | None = None
     sim_faults: str | None = None
@@ -180,6 +181,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("transport", "--transport", "run.transport"),
     Option("event_loop", "--event-loop", "run.event_loop"),
     Option("workers", "--workers", "run.workers"),
+    Option("timing_guard", "--timing-guard/--no-timing-guard", "run.timing_guard"),
     Option("progress", "--progress", "run.progress"),
     Option("report", "--report/--no-report", "run.report"),
     Option("target", "--target", "target.kind"),

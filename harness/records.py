@@ -133,6 +133,8 @@ class CallRecord:
     batch_id: str | None = None  # the Message Batch that answered the call; null for a live call
     batch_created_at: datetime | None = None  # that batch's created_at (UTC)
     batch_ended_at: datetime | None = None  # its ended_at: created → ended is the batch's turnaround
+    client_delay_first_token_s: float | None = None  # this process's own delay in ttft_s (harness.selfdelay)
+    client_delay_last_byte_s: float | None = None  # this process's own delay in latency_s
     input_tokens: int
     output_tokens: int
     cache_creation_input_tokens: int
@@ -205,6 +207,8 @@ CALL_SCHEMA: dict[str, pl.DataType] = {
     "batch_id": pl.String(),
     "batch_created_at": _TS,
     "batch_ended_at": _TS,
+    "client_delay_first_token_s": pl.Float64(),
+    "client_delay_last_byte_s": pl.Float64(),
     "input_tokens": pl.Int64(),
     "output_tokens": pl.Int64(),
     "cache_creation_input_tokens": pl.Int64(),

@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 
+from harness import selfdelay
 from harness.caching import cache_columns
 from harness.client import FIRST_TOKEN_HOOK, Attempt, max_tokens_of
 from harness.errors import HarnessError, StorageError, TargetError
 from harness.graders import judge_specs
+from harness.guard import TimingGuard
 from harness.judge import Judge, JudgeCall
 from harness.limiter import estimate_call_input
 from harness.quality import NO_VERDICT, Quality, Verdicts
@@ -115,6 +117,7 @@ class RunnerSettings:
     ramp_up_s: float = 0.0  # closed loop: the workers start evenly spread over this long
     judge_model: str | None = None  # None: no case of the run needs a judge
     judge_repeats: int = 1
+    timing_guard: bool = True  # closed loop: admit no more streams than the loop can time (harness.guard)
 
     @classmethod
     def from_config(cls, cfg: RunConfig, run_id: str) -> RunnerSettings:
@@ -135,6 +138,7 @@ class RunnerSettings:
             seed=cfg.seed,
             judge_model=cfg.judge_model,
             judge_repeats=cfg.judge_repeats,
+            timing_guard=cfg.timing_guard,
         )
 
 
@@ -154,7 +158,11 @@ class RunOutcome:
     error: HarnessError | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)  # per worker process, when there are several
     batches: dict[str, Any] = field(default_factory=dict)  # batch mode: the journal's summary at the end
-    cpu_s: float | None = None  # this engine's CPU time while it ran (a worker reports it to the parent)
+    cpu_s: float | None = None  # this engine's process CPU while it ran (a worker sends it to the parent)
+    wall_s: float | None = None  # how long it ran
+    late_admissions: int = 0  # open loop: calls admitted more than one interval after their schedule
+    released: int = 0  # open loop: calls released by the schedule
+    guard: dict[str, Any] = field(default_factory=dict)  # harness.guard: what it measured and changed
 
     def count(self, record: CallRecord) -> None:
         """A finished record: counted as finished or cancelled, its cost spent."""
@@ -229,6 +237,9 @@ class Runner:
         self._verdicts = Verdicts(judge)
         # Cache warm-up: per cache group, set once its first call's answer has begun (see `_warm`).
         self._warm_groups: dict[str, asyncio.Event] = {}
+        self._guard = TimingGuard(
+            settings.concurrency, closed_loop=settings.arrival == "closed", enabled=settings.timing_guard
+        )
 
     # -- public control --------------------------------------------------------------
     def request_stop(self, reason: StopReason, *, now: bool = False) -> None:
@@ -240,6 +251,8 @@ class Runner:
             self.outcome.stopped_by = reason
         first = not self._stop.is_set()
         self._stop.set()
+        if self._guard.gate is not None:
+            self._guard.gate.close()
         if first and self.on_stop is not None:
             self.on_stop(reason)
 
@@ -251,6 +264,10 @@ class Runner:
         self.outcome.planned = len(plan)
         monitor = LoopLagMonitor()
         monitor.start()
+        clock = selfdelay.LoopClock()
+        clock.start()
+        self._guard.start()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         deadline = None
         if self.s.duration_s is not None:
             deadline = asyncio.get_running_loop().call_later(self.s.duration_s, self.request_stop, "duration")
@@ -263,8 +280,15 @@ class Runner:
         finally:
             if deadline:
                 deadline.cancel()
+            clock.stop()
+            self._guard.stop()
+            self.outcome.cpu_s = round(time.process_time() - cpu0, 4)
+            self.outcome.wall_s = round(time.perf_counter() - wall0, 4)
+            self.outcome.guard = self._guard.summary()
             self.outcome.loop_lag = await monitor.stop()
             self.outcome.release_lateness = summarize_ms(self._lateness)
+            self.outcome.late_admissions = self._late_admissions
+            self.outcome.released = len(self._lateness)
             self.outcome.saturated = self._saturated()
         self.outcome.not_started = self.outcome.planned - self.outcome.finished - self.outcome.cancelled
         return self.outcome
@@ -278,13 +302,21 @@ class Runner:
         harness would measure its own queue (issue #6, target 3).
         """
         spacing = self.s.ramp_up_s / max(1, self.s.concurrency)
+        gate = self._guard.gate
 
         async def worker(k: int) -> None:
             if k and spacing:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=k * spacing)
-            for call in calls:
-                if self.stopping:
+            while not self.stopping:
+                if gate is not None and k >= gate.allowed:
+                    await gate.wait(k)  # the timing guard holds this stream (harness.guard)
+                    if self.stopping:
+                        return
+                call = next(calls, None)
+                if call is None:
+                    if gate is not None:
+                        gate.close()  # the plan ran out: no held stream has anything left to send
                     return
                 await self._execute(call, time.perf_counter_ns())
 
@@ -622,6 +654,12 @@ class Runner:
             if last is not None and not cancelled
             else None,
             output_tokens_per_s=tps,
+            client_delay_first_token_s=a.first_token_delay_ns * s
+            if a is not None and first is not None and a.first_token_delay_ns is not None
+            else None,
+            client_delay_last_byte_s=a.last_byte_delay_ns * s
+            if a is not None and last is not None and a.last_byte_delay_ns is not None
+            else None,
             input_tokens=a.input_tokens if a else 0,
             output_tokens=a.output_tokens if a else 0,
             cache_creation_input_tokens=a.cache_creation_input_tokens if a else 0,
@@ -662,6 +700,13 @@ class Runner:
 
     def _emit(self, record: CallRecord) -> None:
         self.outcome.count(record)
+        if record.status != "cancelled":
+            first, last = record.client_delay_first_token_s, record.client_delay_last_byte_s
+            self._guard.observe(
+                record.output_tokens,
+                record.latency_s,
+                last if first is None else (first if last is None or first > last else last),
+            )
         problem = deliver(self.sinks, record)
         if problem is not None:
             self.outcome.error = problem

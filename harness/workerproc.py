@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from dataclasses import replace
 
 from harness import loops
@@ -71,13 +70,11 @@ async def _run(job: WorkerJob, reader: asyncio.StreamReader) -> RunOutcome:
         runner = Runner(settings, client, limiter, job.prices, [_PipeSink()])
         runner.on_stop = lambda reason: write_frame(_OUT, ("stop", reason))
         listener = asyncio.ensure_future(_listen(reader, runner))
-        cpu_at_go = time.process_time()
         try:
             with loops.measuring():
-                outcome = await runner.run(job.plan)
+                outcome = await runner.run(job.plan)  # its cpu_s: this process's CPU while it ran
         finally:
             listener.cancel()
-        outcome.cpu_s = round(time.process_time() - cpu_at_go, 4)
         return outcome
     finally:
         await limiter.aclose()

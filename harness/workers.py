@@ -42,6 +42,7 @@ __all__ = [
     "WorkerJob",
     "WorkerPool",
     "auto_workers",
+    "merge_guards",
     "read_frame",
     "split_job",
     "write_frame",
@@ -122,6 +123,30 @@ def split_job(
         }
         jobs.append(WorkerJob(index=k, settings=shared, plan=list(plan[k::n]), pools=limits, **common))
     return jobs
+
+
+def merge_guards(guards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The workers' timing guards as one: streams summed, CPU per call over all their calls."""
+    if not guards:
+        return {}
+    calls = sum(g.get("calls") or 0 for g in guards)
+    cpu = sum(g.get("loop_cpu_s") or 0.0 for g in guards)
+    capacities = [g.get("capacity_streams") for g in guards]
+    return {
+        "enabled": any(g.get("enabled") for g in guards),
+        "asked": sum(g.get("asked") or 0 for g in guards),
+        "final": sum(g.get("final") or 0 for g in guards),
+        "lowest": sum(g.get("lowest") or 0 for g in guards),
+        "changed": any(g.get("changed") for g in guards),
+        "changes": [dict(c, worker=k) for k, g in enumerate(guards) for c in g.get("changes", [])][:50],
+        "calls": calls,
+        "deltas": sum(g.get("deltas") or 0 for g in guards),
+        "loop_cpu_s": round(cpu, 4),
+        "cpu_per_call_ms": round(1000 * cpu / calls, 4) if calls else None,
+        # Each worker's own estimate, summed over the workers that made one.
+        "capacity_streams": sum(c for c in capacities if c is not None) if any(capacities) else None,
+        "workers": len(guards),
+    }
 
 
 def write_frame(fd: int, obj: Any) -> None:
@@ -267,10 +292,14 @@ class WorkerPool:
                     "worker": k,
                     "planned": o.planned,
                     "cpu_s": o.cpu_s,
+                    "wall_s": o.wall_s,
                     "loop_lag": o.loop_lag,
                     "release_lateness": o.release_lateness,
+                    "guard": o.guard,
                 }
             )
+            out.late_admissions += o.late_admissions
+            out.released += o.released
             if out.stopped_by is None and o.stopped_by is not None:
                 out.stopped_by = o.stopped_by
             if out.error is None and o.error is not None:
@@ -281,5 +310,8 @@ class WorkerPool:
         out.loop_lag = dict(worst.loop_lag) if worst else {}
         out.release_lateness = dict(late.release_lateness) if late else {}
         out.not_started = out.planned - out.finished - out.cancelled
+        out.cpu_s = round(sum(o.cpu_s or 0.0 for o in outcomes), 4)
+        out.wall_s = max((o.wall_s or 0.0 for o in outcomes), default=None)
+        out.guard = merge_guards([o.guard for o in outcomes if o.guard])
         if isinstance(out.error, TargetError) and out.stopped_by not in ("abort", "storage"):
             out.stopped_by = "abort"

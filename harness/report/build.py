@@ -18,6 +18,7 @@ from harness.errors import HarnessError
 from harness.pricing import PriceTable
 from harness.report.charts import render_charts
 from harness.report.compare_models import compare_models
+from harness.report.health import Health, health_tables, measure_health
 from harness.report.insights import posthog_insights_from_calls
 from harness.report.methodology import card_table, methodology
 from harness.report.originals import original_vs_replayed
@@ -42,6 +43,7 @@ class ReportResult:
     report_html: Path
     summary: pl.DataFrame
     repriced: pl.DataFrame | None = None  # the summary at today's prices (`--reprice`)
+    health: Health | None = None
 
 
 def _facts(manifest: dict[str, Any], prep: Prepared, summary: pl.DataFrame) -> list[str]:
@@ -136,6 +138,7 @@ def write_report(
         if target and isinstance(manifest.get("base_url_host"), str):
             target = f"the {target} target at {manifest['base_url_host']}"
         tables.append(originals_table(original_vs_replayed(prep, originals), prep.word, target))
+    health = measure_health(prep.calls, manifest)
     run_id: object = manifest.get("run_id") or (
         prep.calls.get_column("run_id")[0] if prep.calls.height else run.path.name
     )
@@ -154,12 +157,17 @@ def write_report(
         repriced, table = reprice_summary(run.load_calls(), manifest, summary, method, seed=seed)
         tables.append(table)
         run.write_parquet("summary-repriced.parquet", repriced)
+    if health.eventful:  # the harness distorted or changed what it measured: said first, shown in full
+        tables = [*health_tables(health), *tables]
+    else:
+        facts.append(health.line())
     run.write_parquet("summary.parquet", summary)
     run.write_parquet("comparison.parquet", comparison)
     for file, _name, png in charts:
         run.write_atomic(file, png)
     md = render_markdown(
         title=title,
+        warnings=health.notices,
         recommendation=rec.text,
         facts=facts,
         tables=tables,
@@ -167,7 +175,13 @@ def write_report(
         card=card,
     )
     html = render_html(
-        title=title, recommendation=rec.text, facts=facts, tables=tables, charts=charts, card=card
+        title=title,
+        warnings=health.notices,
+        recommendation=rec.text,
+        facts=facts,
+        tables=tables,
+        charts=charts,
+        card=card,
     )
     return ReportResult(
         recommendation_text=rec.text,
@@ -177,4 +191,5 @@ def write_report(
         report_html=run.write_atomic("report.html", html.encode()),
         summary=summary,
         repriced=repriced,
+        health=health,
     )

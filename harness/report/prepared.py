@@ -53,6 +53,8 @@ _USED = [
     "batch_id",
     "batch_created_at",
     "batch_ended_at",
+    "client_delay_first_token_s",
+    "client_delay_last_byte_s",
     "input_tokens",
     "output_tokens",
     "cache_creation_input_tokens",

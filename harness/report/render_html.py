@@ -7,6 +7,7 @@ compute anything.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from html import escape
 
 from harness.report.tables import Table
@@ -20,6 +21,7 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 .rec{background:#eef6ee;border-left:4px solid #3a3;padding:.8em 1em}
+.warn{background:#fff4e0;border-left:4px solid #d80;padding:.8em 1em}
 .note{color:#555;font-size:.8em;max-width:60em}
 table.card td{text-align:left}table.card{background:#f8f8fb}
 figure{display:inline-block;margin:.5em 1em .5em 0}figcaption{font-size:.85em;color:#444}
@@ -39,12 +41,14 @@ def render_html(
     tables: list[Table],
     charts: list[tuple[str, str, bytes]],
     card: Table | None = None,
+    warnings: Sequence[str] = (),
 ) -> str:
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
+        *(f'<p class="warn"><b>Warning:</b> {escape(w)}</p>' for w in warnings),
     ]
     if card is not None:
         out.append(card_html(card))

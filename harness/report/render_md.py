@@ -5,6 +5,8 @@ Must not compute anything: it formats `Table`s and the recommendation it is give
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from harness.report.tables import Table
 
 __all__ = ["md_table", "render_markdown"]
@@ -28,9 +30,13 @@ def render_markdown(
     tables: list[Table],
     charts: list[tuple[str, str]],
     card: Table | None = None,
+    warnings: Sequence[str] = (),
 ) -> str:
-    """facts: one-line run facts (dataset, calls, window); charts: (file name, title); card: the methodology."""
+    """warnings: the top lines (measurement health); facts: one-line run facts (dataset, calls,
+    window); charts: (file name, title); card: the methodology."""
     out = [f"# {title}", ""]
+    for w in warnings:
+        out += [f"> **Warning:** {w}", ""]
     if card is not None:
         out += [f"## {card.title}", "", md_table(card.header, card.rows), ""]
     out += [f"**{recommendation}**", ""]
