@@ -69,8 +69,8 @@ from harness.errors import StorageError, TargetError
 from harness.graders import judge_specs
 from harness.limiter import estimate_call_input
 from harness.quality import Quality
-from harness.records import CallRecord, PlannedCall, event_uuid
-from harness.runner import RunOutcome, Sink, StopReason, deliver
+from harness.records import CallRecord, Case, PlannedCall, event_uuid
+from harness.runner import RunOutcome, Sink, StopReason, deliver, drain_tasks
 from harness.secrets import ANTHROPIC_KEY_ENV
 
 if TYPE_CHECKING:
@@ -172,15 +172,16 @@ class Journal(Protocol):
 
 
 class Grader(Protocol):
-    """Grades an answer, asking a judge live when its case needs one (`runner.Runner.grade`)."""
+    """Grades an answer, asking a judge live when its case needs one (`runner.Runner.verdict`)."""
 
-    async def grade(
+    async def verdict(
         self,
-        call: PlannedCall,
+        case: Case,
         ok: bool,
         text: str | None,
-        tool_calls: Sequence[dict[str, Any]] | None,
+        tool_calls: Sequence[Mapping[str, Any]] | None,
         stop_reason: str | None,
+        call_id: str,
     ) -> Quality: ...
 
     def request_stop(self, reason: StopReason, *, now: bool = False) -> None: ...
@@ -619,14 +620,16 @@ class BatchEngine:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
-        quality = await self.grader.grade(call, ok, a.text, a.tool_calls, a.stop_reason)
+        quality = await self.grader.verdict(call.case, ok, a.text, a.tool_calls, a.stop_reason, call.call_id)
         self._emit(self._record(call, b, status, kind, a, quality))
 
     async def _judge_then_emit(
         self, call: PlannedCall, b: JournaledBatch, status: BatchStatus, kind: str, a: Attempt
     ) -> None:
         try:
-            quality = await self.grader.grade(call, True, a.text, a.tool_calls, a.stop_reason)
+            quality = await self.grader.verdict(
+                call.case, True, a.text, a.tool_calls, a.stop_reason, call.call_id
+            )
         except asyncio.CancelledError:
             raise  # not written: a resume downloads this result again
         except Exception as exc:  # noqa: BLE001 - a judging bug costs this row its verdict, not the run
@@ -643,20 +646,7 @@ class BatchEngine:
 
     async def _drain(self) -> None:
         """After a stop: judged answers get the grace period, then are dropped (a resume redoes them)."""
-        if not self._tasks:
-            return
-        deadline = time.monotonic() + (0.0 if self._no_grace.is_set() else self.s.grace_s)
-        cut = asyncio.ensure_future(self._no_grace.wait())
-        try:
-            while self._tasks and not cut.done() and (left := deadline - time.monotonic()) > 0:
-                await asyncio.wait({*self._tasks, cut}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            cut.cancel()
-        pending = set(self._tasks)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await drain_tasks(self._tasks, self.s.grace_s, self._no_grace)
 
     # ------------------------------------------------------------ records
 

@@ -211,11 +211,17 @@ class RunDir:
             raise StorageError(f"cannot write run directory {run.path}: {exc.strerror or exc}") from exc
         return run
 
+    @staticmethod
+    def is_run_dir(path: Path) -> bool:
+        """Whether `path` holds a run (its manifest, its calls or its parts)."""
+        path = Path(path)
+        return path.is_dir() and any((path / n).exists() for n in (MANIFEST, CALLS, PARTS))
+
     @classmethod
     def read(cls, path: Path) -> RunDir:
         """An existing run directory, read-only (report, compare, `events resend`, the CLI's resume)."""
         path = Path(path)
-        if not path.is_dir() or not any((path / n).exists() for n in (MANIFEST, CALLS, PARTS)):
+        if not cls.is_run_dir(path):
             raise StorageError(f"{path}: not a run directory (no {MANIFEST}, {CALLS} or {PARTS}/)")
         return cls(path, _read_manifest(path, required=False), session=None, lock_fd=None)
 

@@ -98,6 +98,27 @@ class PoolLimiterLike(Protocol):
     def on_rate_limited(self, retry_after_s: float | None, message: str | None) -> None: ...
 
 
+async def drain_tasks(tasks: set[asyncio.Task[Any]], grace_s: float, no_grace: asyncio.Event) -> None:
+    """Let `tasks` finish within `grace_s` (ended early when `no_grace` is set), then cancel the rest.
+
+    Each engine's stop: a cancelled task records its own outcome (a call `cancelled`, a judged
+    answer dropped for a resume to redo)."""
+    if not tasks:
+        return
+    deadline = time.perf_counter() + grace_s
+    cut = asyncio.ensure_future(no_grace.wait())
+    try:
+        while tasks and not cut.done() and (left := deadline - time.perf_counter()) > 0:
+            await asyncio.wait({*tasks, cut}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        cut.cancel()
+    pending = set(tasks)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
 @dataclass(frozen=True)
 class RunnerSettings:
     run_id: str
@@ -361,21 +382,8 @@ class Runner:
 
         A later `request_stop(now=True)` (a second Ctrl-C) ends the grace at once.
         """
-        if not self._tasks:
-            return
         grace = 0.0 if self.outcome.stopped_by in ("abort", "storage") else self._grace_s
-        deadline = time.perf_counter() + grace
-        cut = asyncio.ensure_future(self._no_grace.wait())
-        try:
-            while self._tasks and not cut.done() and (left := deadline - time.perf_counter()) > 0:
-                await asyncio.wait({*self._tasks, cut}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            cut.cancel()
-        pending = set(self._tasks)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await drain_tasks(self._tasks, grace, self._no_grace)
 
     # -- one call --------------------------------------------------------------------
     async def _execute(
@@ -440,18 +448,6 @@ class Runner:
         await event.wait()
         return None
 
-    async def grade(
-        self,
-        call: PlannedCall,
-        ok: bool,
-        text: str | None,
-        tool_calls: Sequence[dict[str, Any]] | None,
-        stop_reason: str | None,
-    ) -> Quality:
-        """An answer's verdict, a judge (when its case needs one) asked live through this runner's
-        attempts: how the batch engine grades the answers its batches bring back."""
-        return await self._verdicts.of(call.case, ok, text, tool_calls, stop_reason, call.call_id)
-
     async def _quality(self, call: PlannedCall, st: _CallState) -> Quality:
         a = st.last
         ok = a is not None and a.ok
@@ -475,7 +471,8 @@ class Runner:
     ) -> Quality:
         """The quality of one answer (the judge through this engine's client, pools and prices).
 
-        Public for `harness grade`, which re-grades stored answers with the same machinery.
+        Public for `harness grade`, which re-grades stored answers with the same machinery, and
+        for the batch engine, which grades the answers its batches bring back.
         """
         return await self._verdicts.of(case, ok, text, tool_calls, stop_reason, call_id)
 

@@ -103,7 +103,7 @@ class MemoryJournal:
 
 
 class NoJudge:
-    async def grade(self, call, ok, text, tool_calls, stop_reason) -> Quality:
+    async def verdict(self, case, ok, text, tool_calls, stop_reason, call_id) -> Quality:
         return Quality()
 
     def request_stop(self, reason, *, now: bool = False) -> None:

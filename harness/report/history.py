@@ -47,7 +47,6 @@ __all__ = [
 
 HISTORY_FILE = "history.parquet"
 DRIFT_FILE = "drift.parquet"
-_MARKERS = ("manifest.json", "calls.parquet", "parts")  # what makes a directory a run directory
 
 # summary.parquet columns each history row copies as they are.
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -135,10 +134,6 @@ def _times(v: float | None, k: float) -> float | None:
     return None if v is None else v * k
 
 
-def _is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in _MARKERS)
-
-
 def _read_history(path: Path) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
@@ -161,7 +156,9 @@ def collect(paths: Iterable[Path], *, seed: int = 0) -> tuple[pl.DataFrame, list
             raise HarnessError(f"{path}: no such run directory, results directory or history")
         if (path / HISTORY_FILE).is_file():
             earlier.append(_read_history(path / HISTORY_FILE))
-        runs = [path] if _is_run_dir(path) else sorted(c for c in path.iterdir() if _is_run_dir(c))
+        runs = (
+            [path] if RunDir.is_run_dir(path) else sorted(c for c in path.iterdir() if RunDir.is_run_dir(c))
+        )
         for run_dir in runs:
             rows = history_rows(RunDir.read(run_dir), seed=seed)
             if rows.height == 0:
