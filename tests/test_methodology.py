@@ -121,10 +121,22 @@ def test_a_run_recorded_before_the_card_still_lists_every_field() -> None:
     # A manifest from before the methodology block: the load comes from its config.
     older = methodology({"config": {"concurrency": 8, "rate": None, "repeats": 2, "arrival": "closed"}})
     assert dict(older.card)["Load"] == "closed loop, concurrency 8; 2 repeat(s) per case"
-    # Measurement-health figures recorded under other keys are shown as given.
-    health = methodology({"loop_lag": {"samples": 10, "p50_ms": 0.1, "p99_ms": 2.0, "max_ms": 3.0},
-                          "measurement_health": {"steal_share": 0.01, "verdict": "ok"}})  # fmt: skip
-    assert "measurement_health.verdict = ok" in dict(health.card)["Measurement health"]
+    # The health figures the run's end stored (report/health.py), and the guard when it acted.
+    health = methodology({
+        "loop_lag": {"samples": 10, "p50_ms": 0.1, "p99_ms": 2.0, "max_ms": 3.0},
+        "health": {"self_delay": {"share_over_5ms": 0.125, "share_over_20ms": 0.02,
+                                  "first_token_ms": {"p50": 1.0, "p99": 24.5}},
+                   "process": {"cpu_per_call_ms": 1.25}},
+        "guard": {"changed": True, "asked": 64, "final": 5},
+    })  # fmt: skip
+    text = dict(health.card)["Measurement health"]
+    assert (
+        "self-delay over 5 ms in 12.5 % of calls (over 20 ms 2.0 %), p99 24.5 ms at the first token" in text
+    )
+    assert "harness CPU 1.25 ms per call" in text and "concurrency 64 asked, 5 at the end" in text
+    assert health.facts["self_delay_share_5ms"] == 0.125 and health.facts["guard_final"] == 5
+    calm = methodology({"guard": {"changed": False, "asked": 8, "final": 8}})
+    assert "timing guard" not in dict(calm.card)["Measurement health"]
 
 
 MODELS = ["claude-haiku-4-5", "claude-sonnet-4-6"]

@@ -44,8 +44,6 @@ CARD_FIELDS: tuple[str, ...] = (
     "Prices",
 )
 NOT_RECORDED = "not recorded"
-# Manifest keys where a run's measurement-health figures may sit besides loop_lag (shown as given).
-_HEALTH_KEYS = ("measurement_health", "health", "machine", "guard", "timing_guard", "self_delay")
 
 
 @dataclass(frozen=True)
@@ -145,16 +143,9 @@ def _health(manifest: dict[str, Any]) -> dict[str, Any]:
     if isinstance(workers, list) and workers:
         lags = [_dict(_dict(w).get("loop_lag")).get("p99_ms") for w in workers]
         worst = max((float(v) for v in lags if isinstance(v, int | float)), default=None)
-    other: list[str] = []
-    for key in _HEALTH_KEYS:
-        value = manifest.get(key)
-        if isinstance(value, Mapping):
-            scalars = [
-                (k, v) for k, v in value.items() if isinstance(v, str | int | float | bool) or v is None
-            ]
-            other += [f"{key}.{k} = {_scalar(v)}" for k, v in scalars[:8]]
-        elif isinstance(value, str | int | float | bool):
-            other.append(f"{key} = {_scalar(value)}")
+    health = _dict(manifest.get("health"))  # report/health.py's figures, as the run end stored them
+    delay, process = _dict(health.get("self_delay")), _dict(health.get("process"))
+    guard = _dict(manifest.get("guard"))
     saturated = manifest.get("saturated")
     return {
         "loop_lag_samples": lag.get("samples"),
@@ -164,7 +155,12 @@ def _health(manifest: dict[str, Any]) -> dict[str, Any]:
         "worker_loop_lag_p99_ms": worst,
         "release_lateness_p99_ms": late.get("p99_ms") if late.get("samples") else None,
         "saturated": saturated if isinstance(saturated, bool) else None,
-        "health_other": "; ".join(other) or None,
+        "self_delay_share_5ms": delay.get("share_over_5ms"),
+        "self_delay_share_20ms": delay.get("share_over_20ms"),
+        "self_delay_first_token_p99_ms": _dict(delay.get("first_token_ms")).get("p99"),
+        "harness_cpu_per_call_ms": process.get("cpu_per_call_ms"),
+        "guard_asked": guard.get("asked") if guard.get("changed") else None,
+        "guard_final": guard.get("final") if guard.get("changed") else None,
     }
 
 
@@ -181,8 +177,17 @@ def _health_text(f: Mapping[str, Any]) -> str:
         parts.append(f"release lateness p99 {f['release_lateness_p99_ms']:.2f} ms")
     if f.get("saturated") is not None:
         parts.append("saturated: could not keep to the schedule" if f["saturated"] else "not saturated")
-    if f.get("health_other"):
-        parts.append(str(f["health_other"]))
+    if f.get("self_delay_share_5ms") is not None:
+        text = f"self-delay over 5 ms in {100 * f['self_delay_share_5ms']:.1f} % of calls"
+        if f.get("self_delay_share_20ms") is not None:
+            text += f" (over 20 ms {100 * f['self_delay_share_20ms']:.1f} %)"
+        if f.get("self_delay_first_token_p99_ms") is not None:
+            text += f", p99 {f['self_delay_first_token_p99_ms']:.1f} ms at the first token"
+        parts.append(text)
+    if f.get("harness_cpu_per_call_ms") is not None:
+        parts.append(f"harness CPU {f['harness_cpu_per_call_ms']:.2f} ms per call")
+    if f.get("guard_asked") is not None:
+        parts.append(f"timing guard: concurrency {f['guard_asked']} asked, {f['guard_final']} at the end")
     return "; ".join(parts) if parts else NOT_RECORDED
 
 
