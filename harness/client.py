@@ -3,7 +3,9 @@
 Every SDK or transport failure is translated here, at one boundary, into an
 `error_kind` (the table in `ERROR_KINDS`); nothing above this module sees an
 SDK exception. The SDK's own retries are off (`max_retries=0`): the runner owns
-retries, so each attempt is visible and counted.
+retries, so each attempt is visible and counted. The SDK's OpenTelemetry call spans are off
+(`open_telemetry=False`): the harness records its own marks, and building a span's attributes
+costs CPU on every call whether or not a tracer records it (issue #16).
 
 Streams are read from the SDK's raw streaming response and split into SSE events
 here: the SDK's high-level stream helper costs several times more CPU per token
@@ -431,7 +433,12 @@ class ClaudeClient:
         else:
             http_client = anthropic.DefaultAsyncHttpxClient(timeout=timeout, limits=limits, event_hooks=hooks)
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=http_client,
+            open_telemetry=False,
         )
         self._tag = tag_requests
         self._quality_headers = quality_headers and tag_requests

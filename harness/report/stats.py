@@ -10,6 +10,9 @@ Stated bounds:
   subsample of `cap` values is resampled and the bootstrap deviations are rescaled by
   √(cap/n) around the full-sample estimate (the spread of a mean or quantile shrinks
   as 1/√n); the interval is then approximate to that first order.
+
+`scipy.stats` is imported on first use: it takes ~0.5 s of start-up CPU, and a run without a
+report (the end-of-run health lines read the summary's constants) never needs it.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats as sps
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 __all__ = [
     "BOOT_CAP",
@@ -39,6 +45,13 @@ __all__ = [
     "wilson",
 ]
 
+
+def _sps() -> ModuleType:
+    from scipy import stats
+
+    return stats
+
+
 BOOT_RESAMPLES = 1000
 BOOT_CAP = 4000
 ALPHA = 0.05
@@ -51,8 +64,8 @@ def order_stat_ranks(n: int, p: float, alpha: float = ALPHA) -> tuple[int, int]:
     """1-based ranks (l, u) with P(x₍l₎ ≤ ξ_p ≤ x₍u₎) ≥ 1 − α; l < 1 or u > n means unbounded."""
     if n <= 0:
         return 0, 1
-    lo = int(sps.binom.ppf(alpha / 2, n, p))
-    hi = int(sps.binom.ppf(1 - alpha / 2, n, p)) + 1
+    lo = int(_sps().binom.ppf(alpha / 2, n, p))
+    hi = int(_sps().binom.ppf(1 - alpha / 2, n, p)) + 1
     return lo, hi
 
 
@@ -155,7 +168,7 @@ def wilcoxon_p(d: np.ndarray) -> float:
         return 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(sps.wilcoxon(d, zero_method="wilcox", method="approx").pvalue)
+        return float(_sps().wilcoxon(d, zero_method="wilcox", method="approx").pvalue)
 
 
 def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
@@ -164,7 +177,7 @@ def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
         return 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+        p = float(_sps().mannwhitneyu(a, b, alternative="two-sided").pvalue)
     return 1.0 if math.isnan(p) else p
 
 
@@ -198,7 +211,7 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
     n = a_only + b_only
     if n == 0:
         return 1.0
-    return float(sps.binomtest(min(a_only, b_only), n, 0.5, alternative="two-sided").pvalue)
+    return float(_sps().binomtest(min(a_only, b_only), n, 0.5, alternative="two-sided").pvalue)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
