@@ -73,7 +73,7 @@ def _night(sim_url: str, dataset: Path, results: Path, night: int) -> None:
             "posthog_enabled": False,
             "report": False,
             "progress": "off",
-            "concurrency": 12,
+            "concurrency": 24,
             "seed": night,
             "run_id": f"night-{night:02d}",
         },
