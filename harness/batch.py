@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from harness.batchjournal import JournaledBatch, Ledger, entry
-from harness.caching import cache_columns
+from harness.callcost import usage_cost_columns
 from harness.client import (
     ERROR_KINDS,
     Attempt,
@@ -693,15 +693,6 @@ class BatchEngine:
     ) -> CallRecord:
         ok = status == "ok"
         case = call.case
-        costs = self.prices.cost(
-            call.model,
-            a.input_tokens,
-            a.output_tokens,
-            a.cache_creation_input_tokens,
-            a.cache_read_input_tokens,
-            a.cache_creation_1h_input_tokens,
-            web_searches=a.web_search_requests or 0,
-        )
         return CallRecord(
             run_id=self.s.run_id,
             call_id=call.call_id,
@@ -733,35 +724,8 @@ class BatchEngine:
             batch_id=batch_id,
             batch_created_at=created,
             batch_ended_at=ended,
-            input_tokens=a.input_tokens,
-            output_tokens=a.output_tokens,
-            cache_creation_input_tokens=a.cache_creation_input_tokens,
-            cache_read_input_tokens=a.cache_read_input_tokens,
-            cache_write_5m_input_tokens=a.cache_creation_input_tokens - a.cache_creation_1h_input_tokens,
-            cache_write_1h_input_tokens=a.cache_creation_1h_input_tokens,
-            thinking_tokens=a.thinking_tokens,
-            web_search_requests=a.web_search_requests,
-            web_fetch_requests=a.web_fetch_requests,
-            service_tier=a.service_tier,
-            inference_geo=a.inference_geo,
-            input_cost_usd=costs.input_usd,
-            output_cost_usd=costs.output_usd,
-            cache_cost_usd=costs.cache_usd,
-            server_tool_cost_usd=costs.server_tool_usd,
-            total_cost_usd=costs.total_usd,
-            price_version=self.prices.version_label,
-            **cache_columns(self.prices, call, a, costs.total_usd),
-            passed=q.passed,
-            score=q.score,
-            grader=q.grader,
-            judge_model=q.judge_model,
-            judge_score=q.judge_score,
-            judge_spread=q.judge_spread,
-            judge_rationale=q.judge_rationale,
-            judge_error=q.judge_error,
-            judge_cost_usd=q.judge_cost_usd,
-            judge_input_tokens=q.judge_input_tokens,
-            judge_output_tokens=q.judge_output_tokens,
+            **usage_cost_columns(self.prices, call, a),
+            **q.columns(),
             response_text=a.text or None if ok else None,
             tool_calls=orjson.dumps(a.tool_calls).decode() if a.tool_calls else None,
             event_uuid=event_uuid(self.s.run_id, call.call_id, attempt),

@@ -36,6 +36,10 @@ class Quality:
     judge_input_tokens: int = 0
     judge_output_tokens: int = 0
 
+    def columns(self) -> dict[str, Any]:
+        """The row's quality columns, named as the fields are."""
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
 
 NO_VERDICT = Quality()
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import orjson
 
 from harness import selfdelay
-from harness.caching import cache_columns
+from harness.callcost import usage_cost_columns
 from harness.client import FIRST_TOKEN_HOOK, Attempt, max_tokens_of
 from harness.errors import HarnessError, StorageError, TargetError
 from harness.graders import judge_specs
@@ -236,7 +236,6 @@ class Runner:
         self.client = client
         self.limiter = limiter
         self.pricer = pricer
-        self._price_version = pricer.version_label  # a constant per run: no work per call
         self.sinks = list(sinks)
         self.outcome = RunOutcome()
         self._stop = asyncio.Event()
@@ -588,18 +587,6 @@ class Runner:
         a = st.last
         case = call.case
         s = 1e-9
-        if a is None:
-            costs = self.pricer.cost(call.model, 0, 0)
-        else:
-            costs = self.pricer.cost(
-                call.model,
-                a.input_tokens,
-                a.output_tokens,
-                a.cache_creation_input_tokens,
-                a.cache_read_input_tokens,
-                a.cache_creation_1h_input_tokens,
-                web_searches=a.web_search_requests or 0,
-            )
         if cancelled:
             status = "cancelled"
         elif a is not None and a.ok:
@@ -615,6 +602,10 @@ class Runner:
         tps = None
         if ok and first is not None and last is not None and last > first and a and a.output_tokens:
             tps = a.output_tokens / ((last - first) * s)
+
+        quality = q.columns()
+        if cancelled:  # a call that never answered fails a case that expects an answer
+            quality["passed"] = False if case.expected else None
 
         def since_sent(mark: int | None) -> float | None:
             return (mark - sent) * s if mark is not None and sent is not None else None
@@ -657,38 +648,8 @@ class Runner:
             client_delay_last_byte_s=a.last_byte_delay_ns * s
             if a is not None and last is not None and a.last_byte_delay_ns is not None
             else None,
-            input_tokens=a.input_tokens if a else 0,
-            output_tokens=a.output_tokens if a else 0,
-            cache_creation_input_tokens=a.cache_creation_input_tokens if a else 0,
-            cache_read_input_tokens=a.cache_read_input_tokens if a else 0,
-            # harness.usage caps the one-hour part at the total: every other write is a 5-minute one.
-            cache_write_5m_input_tokens=a.cache_creation_input_tokens - a.cache_creation_1h_input_tokens
-            if a
-            else 0,
-            cache_write_1h_input_tokens=a.cache_creation_1h_input_tokens if a else 0,
-            thinking_tokens=a.thinking_tokens if a else None,
-            web_search_requests=a.web_search_requests if a else None,
-            web_fetch_requests=a.web_fetch_requests if a else None,
-            service_tier=a.service_tier if a else None,
-            inference_geo=a.inference_geo if a else None,
-            input_cost_usd=costs.input_usd,
-            output_cost_usd=costs.output_usd,
-            cache_cost_usd=costs.cache_usd,
-            server_tool_cost_usd=costs.server_tool_usd,
-            total_cost_usd=costs.total_usd,
-            price_version=self._price_version,
-            **cache_columns(self.pricer, call, a, costs.total_usd),
-            passed=q.passed if not cancelled else (False if case.expected else None),
-            score=q.score,
-            grader=q.grader,
-            judge_model=q.judge_model,
-            judge_score=q.judge_score,
-            judge_spread=q.judge_spread,
-            judge_rationale=q.judge_rationale,
-            judge_error=q.judge_error,
-            judge_cost_usd=q.judge_cost_usd,
-            judge_input_tokens=q.judge_input_tokens,
-            judge_output_tokens=q.judge_output_tokens,
+            **usage_cost_columns(self.pricer, call, a),
+            **quality,
             response_text=text,
             tool_calls=orjson.dumps(tool_calls).decode() if tool_calls else None,
             event_uuid=event_uuid(self.s.run_id, call.call_id),
