@@ -109,6 +109,16 @@ def _not_found(batch_id: str, headers: dict[str, str]) -> web.Response:
     return error_response(404, "not_found_error", f"message_batch: {batch_id} not found", headers)
 
 
+def _begin_on_batch(request: web.Request) -> tuple[dict[str, str], Batch] | web.Response:
+    """`_begin`, then the key's batch named in the path: (headers, batch), or the failure to answer."""
+    state, key, headers, failure = _begin(request)
+    if failure is not None:
+        return failure
+    batch_id = request.match_info["batch_id"]
+    batch = state.batches.get(key, batch_id)
+    return _not_found(batch_id, headers) if batch is None else (headers, batch)
+
+
 async def _read_body(request: web.Request) -> bytes | None:
     """The whole body, or None above 256 MB (read from the stream: the app's size cap is the
     Messages one, 32 MB)."""
@@ -199,13 +209,10 @@ async def create_batch(request: web.Request) -> web.Response:
 
 async def retrieve_batch(request: web.Request) -> web.Response:
     """`GET /v1/messages/batches/{id}`: poll it as often as the rate limit allows."""
-    state, key, headers, failure = _begin(request)
-    if failure is not None:
-        return failure
-    batch_id = request.match_info["batch_id"]
-    batch = state.batches.get(key, batch_id)
-    if batch is None:
-        return _not_found(batch_id, headers)
+    found = _begin_on_batch(request)
+    if isinstance(found, web.Response):
+        return found
+    headers, batch = found
     return _json(batch_json(batch, time.monotonic(), _base_url(request)), headers)
 
 
@@ -247,13 +254,11 @@ async def list_batches(request: web.Request) -> web.Response:
 
 async def cancel_batch(request: web.Request) -> web.Response:
     """`POST /v1/messages/batches/{id}/cancel`: `canceling` now, `ended` once in-flight work is done."""
-    state, key, headers, failure = _begin(request)
-    if failure is not None:
-        return failure
-    batch_id = request.match_info["batch_id"]
-    batch = state.batches.get(key, batch_id)
-    if batch is None:
-        return _not_found(batch_id, headers)
+    found = _begin_on_batch(request)
+    if isinstance(found, web.Response):
+        return found
+    headers, batch = found
+    batch_id = batch.id
     now = time.monotonic()
     if batch.status(now) == "ended":
         message = f"Message Batch {batch_id} has already ended and can no longer be canceled."
@@ -264,13 +269,11 @@ async def cancel_batch(request: web.Request) -> web.Response:
 
 async def delete_batch(request: web.Request) -> web.Response:
     """`DELETE /v1/messages/batches/{id}`: only an ended batch (cancel an in-progress one first)."""
-    state, key, headers, failure = _begin(request)
-    if failure is not None:
-        return failure
-    batch_id = request.match_info["batch_id"]
-    batch = state.batches.get(key, batch_id)
-    if batch is None:
-        return _not_found(batch_id, headers)
+    found = _begin_on_batch(request)
+    if isinstance(found, web.Response):
+        return found
+    headers, batch = found
+    batch_id = batch.id
     status = batch.status(time.monotonic())
     if status != "ended":
         message = (
@@ -331,19 +334,18 @@ def result_line(
 
 async def batch_results(request: web.Request) -> web.StreamResponse:
     """`GET /v1/messages/batches/{id}/results`: JSON Lines, streamed in chunks, never held whole."""
-    state, key, headers, failure = _begin(request)
-    if failure is not None:
-        return failure
-    batch_id = request.match_info["batch_id"]
-    batch = state.batches.get(key, batch_id)
-    if batch is None:
-        return _not_found(batch_id, headers)
+    found = _begin_on_batch(request)
+    if isinstance(found, web.Response):
+        return found
+    headers, batch = found
+    batch_id = batch.id
     if batch.status(time.monotonic()) != "ended":
         message = f"Message Batch {batch_id} has not ended yet; its results are available once it has."
         return error_response(400, "invalid_request_error", message, headers)
     headers["content-type"] = "application/x-jsonl"
     headers["content-disposition"] = f"attachment; filename*=utf-8''{batch_id}_results.jsonl"
     response = web.StreamResponse(status=200, headers=headers)
+    state = request.app[STATE]
     seed, profiles = state.seed, state.profiles
     try:
         await response.prepare(request)
