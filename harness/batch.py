@@ -26,7 +26,9 @@ says what each journal line means):
    asked live through a `Runner`), with `batch_id` and the batch's created/ended times;
    the live latency columns stay null. Then the *collected* line. A result missing from
    the file sends its call to a new batch; with `--retry-errored`, errored (retryable) and
-   expired calls go to a follow-up batch as attempt n + 1 (up to `--max-retries` more).
+   expired calls go to a follow-up batch as attempt n + 1 (up to `--max-retries` more),
+   and the failed result is not the call's row: only the last attempt's is, with the one
+   event, as a live call's retries (a resume after a crash goes on with attempt n + 1).
 4. A stop (Ctrl-C, SIGTERM) ends the waiting, not the batches: they keep running on
    Anthropic's side and a `--resume` collects them. A result being graded when the stop
    comes is not written, and is downloaded again by the resume.
@@ -227,6 +229,7 @@ class BatchEngine:
         self.outcome = RunOutcome()
         self.ledger = Ledger()
         self._retries = dict(retries or {})  # call_id → attempts its stored row already made
+        self._journaled_attempts: dict[str, int] = {}  # call_id → next attempt, by the journal
         self._calls: dict[str, PlannedCall] = {}
         self._stored: dict[str, set[str]] = {}  # batch key → its results stored this session
         self._queue: list[tuple[PlannedCall, int]] = []  # (call, attempt) waiting to be submitted
@@ -266,10 +269,8 @@ class BatchEngine:
         try:
             await self._settle_unacknowledged()
             held = self._reattach()
-            lost_attempt: dict[str, int] = {}  # a call whose batch was lost keeps its attempt number
-            for b in self.ledger.in_state("lost"):
-                lost_attempt.update(dict.fromkeys(b.call_ids, b.attempt))
-            self._queue = [(c, self._first_attempt(c, lost_attempt)) for c in plan if c.call_id not in held]
+            self._journaled_attempts = self._attempts_from_journal()
+            self._queue = [(c, self._first_attempt(c)) for c in plan if c.call_id not in held]
             await self._submit_queue()
             if self.s.wait:
                 await self._wait_and_collect()
@@ -285,10 +286,23 @@ class BatchEngine:
         self.outcome.not_started = self.outcome.planned - self.outcome.finished - self.outcome.cancelled
         return self.outcome
 
-    def _first_attempt(self, call: PlannedCall, lost_attempt: Mapping[str, int]) -> int:
+    def _first_attempt(self, call: PlannedCall) -> int:
+        """The attempt number a call without a row is submitted as, from what the journal says of it."""
         if call.call_id in self._retries:  # --retry-errored: the stored row made that many attempts
             return self._retries[call.call_id] + 1
-        return lost_attempt.get(call.call_id, 1)
+        return self._journaled_attempts.get(call.call_id, 1)
+
+    def _attempts_from_journal(self) -> dict[str, int]:
+        """Call id → its next attempt: a lost batch's calls keep its number; a collected batch's calls
+        that have no row were being retried (their result was not kept), so they go on with the next."""
+        attempts: dict[str, int] = {}
+        for b in self.ledger.in_state("lost"):
+            for cid in b.call_ids:
+                attempts[cid] = max(attempts.get(cid, 1), b.attempt)
+        for b in self.ledger.in_state("collected"):
+            for cid in b.call_ids:
+                attempts[cid] = max(attempts.get(cid, 1), b.attempt + 1)
+        return attempts
 
     # ------------------------------------------------------------ the journal
 
@@ -549,7 +563,10 @@ class BatchEngine:
                 result = line.get("result")
                 kind, attempt = attempt_of_result(result if isinstance(result, Mapping) else {})
                 if self._should_retry(kind, attempt, b.attempt):
+                    # Not the call's outcome: the follow-up's result is its one row and one event. A
+                    # crash before that leaves it without a row, and the resume submits it again.
                     self._queue.append((call, b.attempt + 1))  # submitted after this round of polls
+                    continue
                 await self._record_result(call, b, status, kind, attempt)
                 if len(seen) % 64 == 0:
                     await self._sinks_drained()

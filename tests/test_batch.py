@@ -179,6 +179,10 @@ async def test_retry_errored_within_one_run_follows_up_until_they_pass(sim, tmp_
     # Each follow-up batch holds only calls whose previous attempt failed.
     by_attempt = dict(zip(frame["call_id"], frame["attempts"], strict=True))
     assert sum(len(b["custom_ids"]) for b in truth) == sum(by_attempt.values())
+    # One event per call, the last attempt's, as for a live call's retries.
+    events = sim.events()
+    assert events["unique"] == 80 and events["duplicates"] == 0
+    assert sorted(e["properties"]["$ai_trace_id"] for e in events["events"]) == sorted(by_attempt)
 
 
 async def test_no_wait_submits_and_exits_then_a_resume_collects(sim, tmp_path) -> None:

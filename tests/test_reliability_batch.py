@@ -148,6 +148,47 @@ def test_batch_kill_9_at_a_dozen_steps_then_resume(sim, tmp_path):
     )
 
 
+def test_kill_9_while_errored_calls_wait_for_their_follow_up_then_resume(sim, tmp_path):
+    """`--retry-errored`: a failed result is not the call's row; killed after the batch was
+    collected and before the follow-up was journaled, the resume submits those calls as attempt 2,
+    and each call ends with one row and one event."""
+    sim.reset()
+    sim.set_faults({"batch_errored": 0.3})
+    n_cases = 30  # × 2 models: 60 calls in batches of 25
+    dataset = rm.write_dataset(tmp_path / "d.jsonl", n_cases)
+    results, logs = tmp_path / "results", tmp_path / "logs"
+    run_id = "batch-retry-kill9"
+    env = rm.planted_env(POSTHOG_HOST=sim.url)
+    extra = ("--run-id", run_id, "--batch", "--retry-errored", "--poll-interval", "0.05")
+    extra += ("--profile", str(_profile(tmp_path, 25)))
+    args = run_args(dataset, sim, results, repeats=1, extra=extra)
+    proc = _spawn(args, env, logs, "killed", ("collected", 1))
+    assert proc.wait(120) == -signal.SIGKILL, rm.read_logs(logs)
+    run_dir = results / run_id
+    first = RunDir.read(run_dir).load_calls().collect()
+    collected = next(e for e in RunDir.read(run_dir).batch_entries() if e["op"] == "collected")
+    in_first = next(e for e in RunDir.read(run_dir).batch_entries() if e.get("key") == collected["key"])
+    rowless = set(in_first["call_ids"]) - set(first["call_id"])
+    assert rowless, "the first batch had errored results waiting for a follow-up"
+    assert not first.filter(pl.col("call_id").is_in(sorted(rowless))).height
+
+    sim.set_faults({})
+    proc = _spawn(resume_args(run_id, results, "--retry-errored"), env, logs, "resumed", None)
+    assert proc.wait(120) == 0, rm.read_logs(logs)
+    calls = pl.read_parquet(run_dir / "calls.parquet")
+    rm.check_plan_complete(calls, n_cases * 2, n_cases, 2, 1)
+    assert set(calls["status"]) == {"ok"}
+    attempts = dict(zip(calls["call_id"], calls["attempts"], strict=True))
+    assert {cid for cid in rowless if attempts[cid] == 2} == rowless, "the resume went on with attempt 2"
+    truth = sim.batches(custom_ids=True)
+    submitted = Counter(cid for b in truth for cid in b["custom_ids"])
+    assert submitted == Counter(attempts), "each call was submitted once per attempt, no more"
+    events = sim.events()
+    assert events["duplicates"] == 0 and {e["uuid"] for e in events["events"]} == set(calls["event_uuid"])
+    traces = Counter(e["properties"]["$ai_trace_id"] for e in events["events"])
+    assert set(traces) == set(attempts) and set(traces.values()) == {1}, "one event per call"
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_while_waiting_leaves_the_batch_running_and_says_how_to_resume(tmp_path, sig, code):
     # Slow batches (~6 s) so the signal comes while the harness waits.
