@@ -293,8 +293,9 @@ class BatchEngine:
         return self._journaled_attempts.get(call.call_id, 1)
 
     def _attempts_from_journal(self) -> dict[str, int]:
-        """Call id → its next attempt: a lost batch's calls keep its number; a collected batch's calls
-        that have no row were being retried (their result was not kept), so they go on with the next."""
+        """Call id → its next attempt (`attempts` counts submissions): a lost batch never reached the
+        API, so its calls keep its number; a collected batch's calls that are to run again (a result
+        kept for a retry, or canceled) were submitted in it, so they go on with the next."""
         attempts: dict[str, int] = {}
         for b in self.ledger.in_state("lost"):
             for cid in b.call_ids:
