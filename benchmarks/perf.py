@@ -729,17 +729,7 @@ def _timed_pair(
     bare_err = _errors(bare["per_call"], server.truth())
     server.reset()
     load: dict[str, Any] = {"rate": rate, "arrival": "constant"} if rate else {"concurrency": concurrency}
-    cli = ctx.cli(
-        server,  # type: ignore[arg-type]
-        dataset=str(ds),
-        repeats=n // 1000 + 1,
-        max_calls=n,
-        stream=True,
-        target="custom",
-        workers=1,
-        **load,
-        **extra,
-    )
+    cli = _truth_cli(ctx, server, ds, n, **load, **extra)
     r = run_scenario({"cli": cli, "per_call": True})
     return bare, bare_err, r, _errors(r["per_call"], server.truth())
 
@@ -796,17 +786,7 @@ def health(ctx: Ctx) -> None:
         _say_errors("closed loop 256, timing guard on (default)", bare_err, err, r)
         over = _mean(err["ttft"]) - _mean(bare_err["ttft"])
         server.reset()
-        cli = ctx.cli(
-            server,  # type: ignore[arg-type]
-            dataset=str(ds),
-            repeats=n256 // 1000 + 1,
-            max_calls=n256,
-            stream=True,
-            target="custom",
-            workers=1,
-            concurrency=256,
-            timing_guard=False,
-        )
+        cli = _truth_cli(ctx, server, ds, n256, concurrency=256, timing_guard=False)
         r2 = run_scenario({"cli": cli, "per_call": True})
         err2 = _errors(r2["per_call"], server.truth())
         _say_errors("closed loop 256, --no-timing-guard", bare_err, err2, r2)
@@ -880,21 +860,27 @@ def selfdelay(ctx: Ctx) -> None:
     ctx.figures["selfdelay"] = _estimate_accuracy(ctx)
 
 
+def _truth_cli(ctx: Ctx, server: TruthProcess, ds: Path, n: int, **load: Any) -> dict[str, Any]:
+    """A harness run of `n` streamed calls from the 1,000-case dataset `ds` against the truth server,
+    in one process (the bare reader it is compared with has one)."""
+    return ctx.cli(
+        server,  # type: ignore[arg-type]
+        dataset=str(ds),
+        repeats=n // 1000 + 1,
+        max_calls=n,
+        stream=True,
+        target="custom",
+        workers=1,
+        **load,
+    )
+
+
 def _marginal_cpu(ctx: Ctx, server: TruthProcess, ds: Path) -> dict[str, float]:
     small, big = (300, 3000)
     cpu: dict[int, float] = {}
     bare_cpu: dict[int, float] = {}
     for n in (small, big):
-        cli = ctx.cli(
-            server,  # type: ignore[arg-type]
-            dataset=str(ds),
-            repeats=n // 1000 + 1,
-            max_calls=n,
-            stream=True,
-            target="custom",
-            workers=1,
-            concurrency=64,
-        )
+        cli = _truth_cli(ctx, server, ds, n, concurrency=64)
         r = run_scenario({"cli": cli})
         cpu[n] = r["cpu_s"] + r["workers_cpu_s"] + r["events_cpu_s"]
         bare_cpu[n] = _baseline("aiohttp-timed", server.url, n, 64, 20, "claude-haiku-4-5")["cpu_s"]
@@ -908,16 +894,7 @@ def _marginal_cpu(ctx: Ctx, server: TruthProcess, ds: Path) -> dict[str, float]:
 
 
 def _split(ctx: Ctx, server: TruthProcess, ds: Path, concurrency: int, n: int) -> dict[str, Any]:
-    cli = ctx.cli(
-        server,  # type: ignore[arg-type]
-        dataset=str(ds),
-        repeats=n // 1000 + 1,
-        max_calls=n,
-        stream=True,
-        target="custom",
-        workers=1,
-        concurrency=concurrency,
-    )
+    cli = _truth_cli(ctx, server, ds, n, concurrency=concurrency)
     r = run_scenario({"cli": cli, "split": True})
     calls = max(1, r["calls"])
     per = {k: 1e6 * v / calls for k, v in r["split_s"].items()}
