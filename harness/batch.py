@@ -552,6 +552,7 @@ class BatchEngine:
         stored = self._stored.setdefault(b.key, set())  # a second download skips what the first stored
         wanted = {cid for cid in b.call_ids if cid in self._calls and cid not in stored}
         seen: set[str] = set()
+        retried = 0  # results kept for a follow-up batch, not stored
         try:
             await self._pause()
             async for line in self.client.batch_results(b.batch_id):
@@ -567,6 +568,7 @@ class BatchEngine:
                     # Not the call's outcome: the follow-up's result is its one row and one event. A
                     # crash before that leaves it without a row, and the resume submits it again.
                     self._queue.append((call, b.attempt + 1))  # submitted after this round of polls
+                    retried += 1
                     continue
                 await self._record_result(call, b, status, kind, attempt)
                 if len(seen) % 64 == 0:
@@ -587,7 +589,8 @@ class BatchEngine:
                 batch_id=b.batch_id,
                 ended_at=_iso(status.ended_at),
                 counts=status.request_counts,
-                rows=len(seen),
+                rows=len(seen) - retried,
+                retried=retried,
             )
         )
         self._requeue(b, missing)

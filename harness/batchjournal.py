@@ -13,11 +13,12 @@ submitted it, so the journal is the one durable record of what was submitted. Th
 - `lost`: an unacknowledged intent with no batch on the server, or a batch the server no
   longer knows: its calls without a row are free to be submitted again.
 - `refused`: the API refused the create for good (400/413): its calls got `error` rows.
-- `collected`: every result of the batch was downloaded and stored (rows and events).
+- `collected`: every result of the batch was downloaded and stored (rows and events), or,
+  under `--retry-errored`, kept for a follow-up batch (`rows` stored, `retried` kept).
 
 `Ledger.load` folds the lines into one `JournaledBatch` per key. A journaled batch is never
 submitted again: only the calls of `lost` batches (and calls a collected batch did not
-answer) are. Pure: no I/O, no clock.
+answer, or answered with a result kept for a retry) are. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
