@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perfkit import ROOT, SimServer, TruthProcess, pct, run_scenario, write_dataset
+from benchmarks.perfkit import ROOT, SimServer, TruthProcess, flat_defaults, pct, run_scenario, write_dataset
 from harness import procs
 
 __all__ = ["SECTIONS", "Verdict", "main", "run_sections"]
@@ -657,27 +657,7 @@ def reports(ctx: Ctx) -> None:
 
 # The accuracy load: 60 ms to the first token, then the rest at once (one write: the simulator
 # stays cheap), so 256 streams saturate the harness and not the simulator.
-_SATURATING_PROFILE = """
-[defaults]
-ttft_median_s = 0.06
-ttft_sigma = 0.0
-ttft_per_1k_input_s = 0.0
-speed_median_tps = 1000000000.0
-speed_sigma = 0.0
-gap_sigma = 0.0
-verbosity = 1.0
-verbosity_sigma = 0.0
-answer_tokens_max = 100000
-max_tokens = 100000
-max_input_tokens = 1000000
-
-[defaults.limits]
-rpm = 1000000000
-itpm = 1000000000
-otpm = 1000000000
-
-[models."claude-haiku-4-5"]
-"""
+_SATURATING_PROFILE = flat_defaults(0.06) + '\n[models."claude-haiku-4-5"]\n'
 
 
 def _errors(per_call: dict[str, list[Any]], truth: dict[str, dict[str, Any]]) -> dict[str, list[float]]:

@@ -30,6 +30,7 @@ __all__ = [
     "SimServer",
     "TruthProcess",
     "cpu_of",
+    "flat_defaults",
     "pct",
     "run_scenario",
     "write_dataset",
@@ -37,15 +38,17 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
 # Jitter-free models with real ids (so genai-prices prices them as in a real run):
 #   claude-haiku-4-5   no delay at all, answers exactly max_tokens long
 #   claude-sonnet-4-5  50 ms to first token, then 40 tokens/s (the accuracy target)
 #   claude-3-5-haiku-20241022  no first-token delay, 2,000 tokens/s: one delta per write (stream cost)
 #   claude-opus-4-5    no delay, rate-limited pool (the rate-limit target)
 #   bench-*            the simulator's own capacity figures (benchmarks.sim_capacity)
-PERF_PROFILE = """
-[defaults]
-ttft_median_s = 0.0
+def flat_defaults(ttft_s: float = 0.0) -> str:
+    """A profile's `[defaults]`: no jitter, instant output, no limits; `ttft_s` to the first token."""
+    return f"""[defaults]
+ttft_median_s = {ttft_s}
 ttft_sigma = 0.0
 ttft_per_1k_input_s = 0.0
 speed_median_tps = 1000000000.0
@@ -61,6 +64,12 @@ max_input_tokens = 1000000
 rpm = 1000000000
 itpm = 1000000000
 otpm = 1000000000
+"""
+
+
+PERF_PROFILE = (
+    flat_defaults()
+    + """
 
 [pools.fast]
 [pools.timed]
@@ -91,6 +100,7 @@ speed_median_tps = 40.0
 ttft_median_s = 0.01
 speed_median_tps = 1.0
 """
+)
 
 RATE_LIMITS = {"rpm": 6000, "itpm": 1_200_000, "otpm": 600_000}
 
